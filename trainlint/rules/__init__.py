@@ -1,0 +1,1 @@
+"""One module per rule; `trainlint.registry` lists them."""

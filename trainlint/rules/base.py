@@ -1,0 +1,68 @@
+"""The base every rule derives from (Fixit style: one class, docs and examples beside it)."""
+
+from __future__ import annotations
+
+import textwrap
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, ClassVar, Iterator, Optional, Tuple
+
+import libcst as cst
+
+if TYPE_CHECKING:  # pragma: no cover
+    from trainlint.analysis.context import FileContext
+
+
+@dataclass(frozen=True)
+class Replacement:
+    """A fix as a tree rewrite: `old` (a node of the linted module) becomes `new`."""
+
+    old: cst.CSTNode
+    new: cst.CSTNode
+    applicability: str = "safe"  # or "unsafe"
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class Report:
+    """What a rule yields: the node to point at, the message and an optional fix."""
+
+    node: cst.CSTNode
+    message: str
+    fix: Optional[Replacement] = None
+
+
+class Rule:
+    """A lint rule.
+
+    Subclasses set `code`, `name`, `severity`, a docstring in the form
+    *What it does / Why is this bad? / Example / Use instead*, `VALID` and
+    `INVALID` example sources (run by the generic rule test), and `triggers`:
+    substrings of which a file must contain at least one for the rule to be able
+    to fire at all (the cheap text pre-check that lets the engine skip parsing).
+    """
+
+    code: ClassVar[str] = ""
+    name: ClassVar[str] = ""
+    severity: ClassVar[str] = "error"
+    fixable: ClassVar[Optional[str]] = None  # None, "safe" or "unsafe"
+    triggers: ClassVar[Tuple[str, ...]] = ()
+    VALID: ClassVar[Tuple[str, ...]] = ()
+    INVALID: ClassVar[Tuple[str, ...]] = ()
+
+    def check(self, ctx: "FileContext") -> Iterator[Report]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    @classmethod
+    def doc(cls) -> str:
+        return textwrap.dedent(cls.__doc__ or "").strip()
+
+    @classmethod
+    def summary(cls) -> str:
+        """The first line of the docs' *What it does* paragraph."""
+        lines = [ln.strip() for ln in cls.doc().splitlines()]
+        for i, ln in enumerate(lines):
+            if ln.lower().startswith("## what it does") or ln.lower() == "what it does":
+                for nxt in lines[i + 1 :]:
+                    if nxt:
+                        return nxt
+        return next((ln for ln in lines if ln and not ln.startswith("#")), cls.name)
