@@ -1,8 +1,344 @@
-"""Placeholder, replaced by the analysis layer."""
+"""What a rule sees of a file: the parsed module plus the facts and queries built on them.
+
+Values are followed through local assignments (the nearest assignment before the use in
+the same function, then module level), through `self.x` attributes (every assignment of
+`self.x` in the class's methods) and through same-module calls (a helper's `return`s, a
+model class's `forward`). Everything is computed once per file, lazily.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
+
+import libcst as cst
+
+from trainlint.analysis.facts import AssignSite, Block, CallSite, ClassInfo, FunctionInfo, ModuleFacts, ReturnSite, Site, collect
+from trainlint.analysis.names import dotted
+
+# Calls that return (a view of) their receiver or first argument for our purposes:
+# `Net().to(device)`, `torch.compile(model)`, `nn.DataParallel(model)`.
+_PASS_THROUGH_METHODS = {"to", "cuda", "cpu", "float", "double", "half", "bfloat16", "train", "eval", "requires_grad_", "share_memory"}
+_WRAPPERS = {
+    "torch.compile",
+    "torch.nn.DataParallel",
+    "torch.nn.parallel.DataParallel",
+    "torch.nn.parallel.DistributedDataParallel",
+    "torch.nn.parallel.DistributedDataParallel",
+    "torch.jit.script",
+}
+
+MAX_DEPTH = 6
 
 
 class FileContext:
-    def __init__(self, module, text, path):
+    def __init__(self, module: cst.Module, text: str, path: str) -> None:
         self.module = module
         self.text = text
         self.path = path
+        self.facts: ModuleFacts = collect(module)
+        self.imports = self.facts.imports
+        self._building_callers = False
+
+    # -- indexes --------------------------------------------------------------------
+    @cached_property
+    def _assigns_by_name(self) -> Dict[Tuple[int, str], List[AssignSite]]:
+        idx: Dict[Tuple[int, str], List[AssignSite]] = {}
+        for a in self.facts.assigns:
+            for t in a.targets:
+                if isinstance(t, cst.Name):
+                    idx.setdefault((id(a.function), t.value), []).append(a)
+        return idx
+
+    @cached_property
+    def _self_attr_assigns(self) -> Dict[Tuple[str, str], List[AssignSite]]:
+        idx: Dict[Tuple[str, str], List[AssignSite]] = {}
+        for a in self.facts.assigns:
+            cls = self.method_class(a.function)
+            if cls is None:
+                continue
+            for t in a.targets:
+                if isinstance(t, cst.Attribute) and isinstance(t.value, cst.Name) and t.value.value == "self":
+                    idx.setdefault((cls.name, t.attr.value), []).append(a)
+        return idx
+
+    @cached_property
+    def _functions_by_name(self) -> Dict[str, List[FunctionInfo]]:
+        idx: Dict[str, List[FunctionInfo]] = {}
+        for f in self.facts.functions:
+            if f.cls is None:
+                idx.setdefault(f.name, []).append(f)
+        return idx
+
+    @cached_property
+    def _calls_by_function(self) -> Dict[int, List[CallSite]]:
+        idx: Dict[int, List[CallSite]] = {}
+        for c in self.facts.calls:
+            idx.setdefault(id(c.function), []).append(c)
+        return idx
+
+    @cached_property
+    def _returns_by_function(self) -> Dict[int, List[ReturnSite]]:
+        idx: Dict[int, List[ReturnSite]] = {}
+        for r in self.facts.returns:
+            idx.setdefault(id(r.function), []).append(r)
+        return idx
+
+    @cached_property
+    def _callers(self) -> Dict[int, List[CallSite]]:
+        idx: Dict[int, List[CallSite]] = {}
+        # While the index is built, values are not followed into parameters (that needs the index).
+        self._building_callers = True
+        try:
+            for c in self.facts.calls:
+                target = self.callee(c)
+                if target is not None:
+                    idx.setdefault(id(target), []).append(c)
+        finally:
+            self._building_callers = False
+        return idx
+
+    @cached_property
+    def loops(self) -> List[Block]:
+        return [b for b in self.facts.blocks if b.kind in ("for", "while")]
+
+    # -- basic queries ----------------------------------------------------------------
+    def qualname(self, expr: Optional[cst.CSTNode]) -> Optional[str]:
+        return self.imports.qualify(expr) if expr is not None else None
+
+    def calls_in(self, function: Optional[FunctionInfo]) -> List[CallSite]:
+        """Calls whose innermost enclosing function is `function` (None: module level)."""
+        return self._calls_by_function.get(id(function), [])
+
+    def returns_of(self, function: FunctionInfo) -> List[ReturnSite]:
+        return self._returns_by_function.get(id(function), [])
+
+    def callers(self, function: FunctionInfo) -> List[CallSite]:
+        """Same-module call sites that resolve to `function`."""
+        return self._callers.get(id(function), [])
+
+    @staticmethod
+    def method_class(function: Optional[FunctionInfo]) -> Optional[ClassInfo]:
+        """The class whose method (or a function nested in it) `function` is."""
+        while function is not None:
+            if function.cls is not None:
+                return function.cls
+            function = function.parent
+        return None
+
+    def class_named(self, name: str) -> Optional[ClassInfo]:
+        return self.facts.classes.get(name)
+
+    def function_named(self, name: str, scope: Optional[FunctionInfo] = None) -> Optional[FunctionInfo]:
+        cands = self._functions_by_name.get(name)
+        if not cands:
+            return None
+        # Prefer a function nested in the caller's scope, then a module-level one.
+        for f in cands:
+            if scope is not None and f.parent is scope:
+                return f
+        for f in cands:
+            if f.parent is None:
+                return f
+        return None
+
+    def method(self, cls: ClassInfo, name: str, _seen: Optional[set] = None) -> Optional[FunctionInfo]:
+        """`cls.name` looked up through the class and its same-module bases."""
+        if name in cls.methods:
+            return cls.methods[name]
+        seen = _seen or set()
+        seen.add(cls.name)
+        for base in cls.bases:
+            base_cls = self.class_named(dotted(base) or "")
+            if base_cls is not None and base_cls.name not in seen:
+                found = self.method(base_cls, name, seen)
+                if found is not None:
+                    return found
+        return None
+
+    def base_qualnames(self, cls: ClassInfo, _seen: Optional[set] = None) -> List[str]:
+        """Qualified names of all imported ancestors of a same-module class."""
+        out: List[str] = []
+        seen = _seen or set()
+        seen.add(cls.name)
+        for base in cls.bases:
+            q = self.qualname(base)
+            if q:
+                out.append(q)
+                continue
+            base_cls = self.class_named(dotted(base) or "")
+            if base_cls is not None and base_cls.name not in seen:
+                out.extend(self.base_qualnames(base_cls, seen))
+        return out
+
+    # -- value following ------------------------------------------------------------
+    def reaching(self, name: str, at: Site) -> List[AssignSite]:
+        """Assignments of `name` that the use at `at` can see.
+
+        The nearest earlier assignment in the same function; failing that, the enclosing
+        functions' and the module's last assignments (closures and globals). An empty list
+        means unknown (a parameter, an import, a builtin).
+        """
+        function = at.function
+        order = at.order
+        while True:
+            sites = self._assigns_by_name.get((id(function), name), [])
+            if function is not None and name in function.params and not any(s.order < order for s in sites):
+                return []
+            earlier = [s for s in sites if s.order < order]
+            if earlier:
+                return [earlier[-1]]
+            if sites and function is None:
+                return [sites[-1]]
+            if function is None:
+                return []
+            function = function.parent
+            order = 10**12  # a closure sees the enclosing scope's final binding
+
+    def self_attr_values(self, attr: str, at: Site) -> List[AssignSite]:
+        cls = self.method_class(at.function)
+        if cls is None:
+            return []
+        return self._self_attr_assigns.get((cls.name, attr), [])
+
+    def resolve(self, expr: cst.BaseExpression, at: Site, depth: int = 0) -> List[Tuple[cst.BaseExpression, Site]]:
+        """The expressions `expr` may stand for, following names and `self.` attributes.
+
+        Returns (expression, site it appears at) pairs; a name that cannot be followed
+        resolves to itself. Every candidate is returned: callers decide whether all or any
+        must match (precision: usually all).
+        """
+        if depth > MAX_DEPTH:
+            return [(expr, at)]
+        if isinstance(expr, cst.Name):
+            sites = self.reaching(expr.value, at)
+            if not sites and at.function is not None and expr.value in at.function.params and not self._building_callers:
+                # A parameter: follow what the same-module callers pass.
+                args = self.param_arguments(at.function, expr.value)
+                if not args:
+                    return [(expr, at)]
+                out = []
+                for arg, site in args:
+                    out.extend(self.resolve(arg, site, depth + 1))
+                return out
+            if not sites or any(s.value is None for s in sites):
+                return [(expr, at)]
+            out = []
+            for s in sites:
+                out.extend(self.resolve(s.value, s, depth + 1))  # type: ignore[arg-type]
+            return out
+        if isinstance(expr, cst.Attribute) and isinstance(expr.value, cst.Name) and expr.value.value == "self":
+            sites = self.self_attr_values(expr.attr.value, at)
+            sites = [s for s in sites if s.op == "="]
+            if not sites or any(s.value is None for s in sites):
+                return [(expr, at)]
+            out = []
+            for s in sites:
+                out.extend(self.resolve(s.value, s, depth + 1))  # type: ignore[arg-type]
+            return out
+        return [(expr, at)]
+
+    def unwrap_model(self, expr: cst.BaseExpression) -> cst.BaseExpression:
+        """`Net().to(dev)` -> `Net()`; `torch.compile(Net())` -> `Net()`."""
+        for _ in range(MAX_DEPTH):
+            if isinstance(expr, cst.Call):
+                f = expr.func
+                if isinstance(f, cst.Attribute) and f.attr.value in _PASS_THROUGH_METHODS and isinstance(f.value, (cst.Call, cst.Name, cst.Attribute)):
+                    expr = f.value
+                    continue
+                if self.qualname(f) in _WRAPPERS and expr.args:
+                    expr = expr.args[0].value
+                    continue
+            break
+        return expr
+
+    def constructions(self, expr: cst.BaseExpression, at: Site) -> List[Tuple[cst.BaseExpression, Site]]:
+        """What `expr` resolves to, with wrappers like `.to(device)` peeled off, followed again."""
+        out = []
+        for value, site in self.resolve(expr, at):
+            inner = self.unwrap_model(value)
+            if inner is not value:
+                out.extend(self.constructions(inner, site) if not isinstance(inner, cst.Call) else [(inner, site)])
+            else:
+                out.append((value, site))
+        return out
+
+    def constructed_qualnames(self, expr: cst.BaseExpression, at: Site) -> List[Optional[str]]:
+        """For each candidate value: the qualified name of the class/function that made it."""
+        out: List[Optional[str]] = []
+        for value, _ in self.constructions(expr, at):
+            out.append(self.qualname(value.func) if isinstance(value, cst.Call) else None)
+        return out
+
+    def instance_class(self, expr: cst.BaseExpression, at: Site) -> Optional[ClassInfo]:
+        """The same-module class `expr` is an instance of, when every candidate agrees."""
+        found: Optional[ClassInfo] = None
+        for value, _ in self.constructions(expr, at):
+            if not (isinstance(value, cst.Call) and isinstance(value.func, cst.Name)):
+                return None
+            cls = self.class_named(value.func.value)
+            if cls is None or (found is not None and found is not cls):
+                return None
+            found = cls
+        return found
+
+    def callee(self, call: CallSite) -> Optional[FunctionInfo]:
+        """The same-module function or method a call runs, when it can be shown."""
+        func = call.func
+        if isinstance(func, cst.Name):
+            if func.value in self.imports.alias:
+                return None
+            return self.function_named(func.value, call.function)
+        if isinstance(func, cst.Attribute):
+            recv = func.value
+            if isinstance(recv, cst.Name) and recv.value == "self":
+                cls = self.method_class(call.function)
+                return self.method(cls, func.attr.value) if cls is not None else None
+            if isinstance(recv, (cst.Name, cst.Attribute)) and self.qualname(recv) is None:
+                cls = self.instance_class(recv, call)
+                if cls is not None:
+                    return self.method(cls, func.attr.value)
+        return None
+
+    def param_arguments(self, function: FunctionInfo, name: str) -> List[Tuple[cst.BaseExpression, Site]]:
+        """Argument expressions that same-module callers pass for parameter `name`."""
+        if name not in function.params:
+            return []
+        params = list(function.params)
+        if function.cls is not None and params and params[0] in ("self", "cls"):
+            params = params[1:]
+        index = params.index(name) if name in params else -1
+        out = []
+        for call in self.callers(function):
+            arg = call.keyword(name)
+            if arg is None and index >= 0 and not call.has_star_args:
+                arg = call.positional(index)
+            if arg is not None:
+                out.append((arg, call))
+        return out
+
+    # -- structure ----------------------------------------------------------------------
+    def innermost_loop(self, site: Site) -> Optional[Block]:
+        return site.loops[-1] if site.loops else None
+
+    def sites_in(self, block: Block, sites: Iterable[Site]) -> List[Site]:
+        return [s for s in sites if s.function is block.function and block.contains(s.order)]
+
+    def calls_within(self, block: Block) -> List[CallSite]:
+        return [c for c in self.calls_in(block.function) if block.contains(c.order)]
+
+    def assigns_within(self, block: Block) -> List[AssignSite]:
+        return [a for a in self.facts.assigns if a.function is block.function and block.contains(a.order)]
+
+    def enclosing_function_chain(self, function: Optional[FunctionInfo]) -> Iterator[FunctionInfo]:
+        while function is not None:
+            yield function
+            function = function.parent
+
+    # -- derived analyses ---------------------------------------------------------------
+    @cached_property
+    def training(self):
+        """Training events (backward/step/zero_grad/...) for this file."""
+        from trainlint.analysis.training import Training
+
+        return Training(self)

@@ -1,0 +1,258 @@
+"""Training events in program order: backward, step, zero_grad, eval/train, clip, ...
+
+A rule about "one iteration of the training loop" asks for `iteration_events(loop)`:
+the events of the loop body in order, with calls to same-module functions and methods
+expanded in place (a `train_step()` helper's backward/step count as the loop's own),
+but without the bodies of nested loops, which are iterations of their own.
+`all_events(loop)` includes everything the loop runs, nested loops too.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple
+
+import libcst as cst
+
+from trainlint.analysis.context import FileContext
+from trainlint.analysis.facts import AssignSite, Block, CallSite, FunctionInfo, Site
+from trainlint.analysis.names import dotted
+from trainlint.analysis.torch_api import (
+    CLIP_FUNCS,
+    MODEL_CONSTRUCTOR_PREFIXES,
+    NO_GRAD_CONTEXTS,
+    SET_GRAD_ENABLED,
+    is_optimizer_qualname,
+    is_scheduler_qualname,
+    looks_like_model_name,
+    looks_like_optimizer_name,
+    looks_like_scheduler_name,
+)
+
+BACKWARD, STEP, ZERO_GRAD, EVAL, TRAIN, MODE, CLIP, UNSCALE, SCHED_STEP = (
+    "backward", "step", "zero_grad", "eval", "train", "mode", "clip", "unscale", "sched_step",
+)
+_CLEAR_METHOD_NAMES = {"zero_grad", "zero_grads", "clear_grad", "clear_grads", "reset_grad", "reset_grads", "zero_gradients", "optimizer_zero_grad", "zero_grad_"}
+_GRAD_INPLACE_CLEAR = {"zero_", "fill_", "mul_", "detach_", "requires_grad_"}
+MAX_EXPANSION_DEPTH = 4
+
+
+@dataclass(eq=False)
+class Event:
+    kind: str
+    site: Site  # where it happens (possibly inside a called function)
+    target: Optional[str] = None  # "optimizer", "self.model", None when unknown/any
+    chain: Tuple[CallSite, ...] = ()  # calls from the unit's own body down to `site`
+    closure: bool = False  # optimizer.step(closure)
+
+    @property
+    def anchor(self) -> Site:
+        """The site in the unit's own body that leads to this event."""
+        return self.chain[0] if self.chain else self.site
+
+    @property
+    def order(self) -> int:
+        return self.anchor.order
+
+
+class Training:
+    """Event classification and loop/function event streams for one file (cached)."""
+
+    def __init__(self, ctx: FileContext) -> None:
+        self.ctx = ctx
+        self._site_events: Dict[int, List[Event]] = {}
+        self._fn_events: Dict[Tuple[int, bool], List[Event]] = {}
+
+    # -- classification -----------------------------------------------------------------
+    def is_optimizer(self, expr: cst.BaseExpression, at: Site) -> bool:
+        quals = self.ctx.constructed_qualnames(expr, at)
+        if any(is_scheduler_qualname(q) for q in quals):
+            return False
+        if any(is_optimizer_qualname(q) for q in quals):
+            return True
+        name = dotted(expr)
+        return bool(name) and looks_like_optimizer_name(name) and not looks_like_scheduler_name(name)
+
+    def is_scheduler(self, expr: cst.BaseExpression, at: Site) -> bool:
+        quals = self.ctx.constructed_qualnames(expr, at)
+        if any(is_scheduler_qualname(q) for q in quals):
+            return True
+        name = dotted(expr)
+        return bool(name) and looks_like_scheduler_name(name)
+
+    def is_scaler(self, expr: cst.BaseExpression, at: Site) -> bool:
+        quals = self.ctx.constructed_qualnames(expr, at)
+        if any(q and q.endswith("GradScaler") for q in quals):
+            return True
+        name = dotted(expr) or ""
+        return "scaler" in name.rsplit(".", 1)[-1].lower()
+
+    def site_events(self, site: Site) -> List[Event]:
+        """The events one call or assignment is, without expanding calls."""
+        cached = self._site_events.get(id(site))
+        if cached is not None:
+            return cached
+        events = self._classify(site)
+        self._site_events[id(site)] = events
+        return events
+
+    def _classify(self, site: Site) -> List[Event]:
+        if isinstance(site, AssignSite):
+            for t in site.targets:
+                if isinstance(t, cst.Attribute) and t.attr.value == "grad" and site.op in ("=", "del"):
+                    return [Event(ZERO_GRAD, site)]
+            return []
+        if not isinstance(site, CallSite):
+            return []
+        attr, recv, q = site.attr, site.receiver, site.qualname
+        if attr == "backward" and recv is not None and not (isinstance(recv, cst.Call) and dotted(recv.func) == "super"):
+            return [Event(BACKWARD, site)]
+        if q == "torch.autograd.backward":
+            return [Event(BACKWARD, site)]
+        if attr == "step" and recv is not None:
+            if self.is_scaler(recv, site):
+                opt = site.positional(0) or site.keyword("optimizer")
+                return [Event(STEP, site, dotted(opt) if opt is not None else None)]
+            if self.is_scheduler(recv, site):
+                return [Event(SCHED_STEP, site, dotted(recv))]
+            if self.is_optimizer(recv, site):
+                has_args = bool(site.node.args)  # type: ignore[attr-defined]
+                return [Event(STEP, site, dotted(recv), closure=has_args)]
+            return []
+        if attr == "zero_grad":
+            return [Event(ZERO_GRAD, site, dotted(recv) if recv is not None else None)]
+        if attr in _CLEAR_METHOD_NAMES or (attr and "zero_grad" in attr):
+            return [Event(ZERO_GRAD, site)]
+        if attr in _GRAD_INPLACE_CLEAR and isinstance(recv, cst.Attribute):
+            inner = recv.value if recv.attr.value == "data" and isinstance(recv.value, cst.Attribute) else recv
+            if isinstance(inner, cst.Attribute) and inner.attr.value == "grad":
+                return [Event(ZERO_GRAD, site)]
+        if attr == "eval" and recv is not None and not site.node.args:  # type: ignore[attr-defined]
+            return [Event(EVAL, site, dotted(recv))]
+        if attr == "train" and recv is not None:
+            args = site.node.args  # type: ignore[attr-defined]
+            if not args:
+                return [Event(TRAIN, site, dotted(recv))]
+            value = args[0].value
+            if isinstance(value, cst.Name) and value.value in ("True", "False"):
+                return [Event(TRAIN if value.value == "True" else EVAL, site, dotted(recv))]
+            return [Event(MODE, site, dotted(recv))]
+        if q in CLIP_FUNCS or attr in ("clip_grad_norm_", "clip_grad_value_"):
+            return [Event(CLIP, site)]
+        if attr == "unscale_":
+            opt = site.positional(0) or site.keyword("optimizer")
+            return [Event(UNSCALE, site, dotted(opt) if opt is not None else None)]
+        return []
+
+    # -- streams ---------------------------------------------------------------------------
+    def _sites_of(self, function: Optional[FunctionInfo]) -> List[Site]:
+        ctx = self.ctx
+        sites: List[Site] = list(ctx.calls_in(function))
+        sites.extend(a for a in ctx.facts.assigns if a.function is function and a.op in ("=", "del"))
+        sites.sort(key=lambda s: s.order)
+        return sites
+
+    def _expand(self, sites: Sequence[Site], top_level_only: bool, depth: int, seen: Tuple[int, ...]) -> List[Event]:
+        out: List[Event] = []
+        for site in sites:
+            out.extend(self.site_events(site))
+            if isinstance(site, CallSite) and depth < MAX_EXPANSION_DEPTH:
+                callee = self.ctx.callee(site)
+                if callee is not None and id(callee) not in seen:
+                    for ev in self.function_events(callee, top_level_only, depth + 1, seen + (id(callee),)):
+                        out.append(Event(ev.kind, ev.site, ev.target, (site,) + ev.chain, ev.closure))
+        return out
+
+    def function_events(
+        self, function: FunctionInfo, top_level_only: bool = False, depth: int = 0, seen: Tuple[int, ...] = ()
+    ) -> List[Event]:
+        """Events of a function body in order, calls expanded; `top_level_only` leaves out loops."""
+        key = (id(function), top_level_only)
+        if depth == 0 and key in self._fn_events:
+            return self._fn_events[key]
+        sites = self._sites_of(function)
+        if top_level_only:
+            sites = [s for s in sites if not s.loops]
+        events = self._expand(sites, top_level_only, depth, seen or (id(function),))
+        if depth == 0:
+            self._fn_events[key] = events
+        return events
+
+    def iteration_events(self, loop: Block) -> List[Event]:
+        """One iteration of `loop`: its own body's events (not nested loops'), calls expanded."""
+        sites = [s for s in self._sites_of(loop.function) if s.loops and s.loops[-1] is loop]
+        return self._expand(sites, True, 0, (id(loop.function),) if loop.function else ())
+
+    def all_events(self, loop: Block) -> List[Event]:
+        """Everything `loop` runs, nested loops and called functions included."""
+        sites = [s for s in self._sites_of(loop.function) if loop in s.loops]
+        return self._expand(sites, False, 0, (id(loop.function),) if loop.function else ())
+
+    def events_before(self, function: Optional[FunctionInfo], order: int) -> List[Event]:
+        """Events of `function`'s body (all nesting) that come before `order`, calls expanded."""
+        sites = [s for s in self._sites_of(function) if s.order < order]
+        return self._expand(sites, False, 0, (id(function),) if function else ())
+
+    # -- contexts ----------------------------------------------------------------------------
+    def is_no_grad_with(self, block: Block) -> bool:
+        for item in block.items:
+            if isinstance(item, cst.Call):
+                q = self.ctx.qualname(item.func)
+                if q in NO_GRAD_CONTEXTS:
+                    return True
+                if q in SET_GRAD_ENABLED and item.args:
+                    v = item.args[0].value
+                    if isinstance(v, cst.Name) and v.value == "False":
+                        return True
+            elif self.ctx.qualname(item) in NO_GRAD_CONTEXTS:
+                return True
+        return False
+
+    def function_is_no_grad(self, function: Optional[FunctionInfo]) -> bool:
+        """Decorated with `@torch.no_grad()` / `@torch.inference_mode()` (or an enclosing function is)."""
+        for f in self.ctx.enclosing_function_chain(function):
+            for d in f.decorators:
+                target = d.func if isinstance(d, cst.Call) else d
+                if self.ctx.qualname(target) in NO_GRAD_CONTEXTS:
+                    return True
+        return False
+
+    def under_no_grad(self, site: Site) -> bool:
+        """Whether `site` runs with gradients off, as far as its own function shows."""
+        if any(self.is_no_grad_with(w) for w in site.withs):
+            return True
+        return self.function_is_no_grad(site.function)
+
+    # -- models ------------------------------------------------------------------------------
+    def is_module_class(self, cls) -> bool:
+        bases = self.ctx.base_qualnames(cls)
+        return any(b.startswith(("torch.nn", "lightning", "pytorch_lightning", "transformers")) for b in bases)
+
+    def is_model_call(self, call: CallSite) -> bool:
+        """A call that runs a model forward: `model(x)`, `self.net(x)`, `model.forward(x)`."""
+        func = call.func
+        if isinstance(func, cst.Attribute) and func.attr.value in ("forward",):
+            func = func.value
+        if not isinstance(func, (cst.Name, cst.Attribute)):
+            return False
+        if call.qualname is not None or (isinstance(func, cst.Name) and func.value in self.ctx.imports.alias):
+            return False
+        name = dotted(func) or ""
+        if isinstance(func, cst.Name) and self.ctx.function_named(func.value, call.function) is not None:
+            return False
+        if isinstance(func, cst.Name) and self.ctx.class_named(func.value) is not None:
+            return False  # constructing, not running
+        cls = self.ctx.instance_class(func, call)
+        if cls is not None:
+            return self.is_module_class(cls)
+        for q in self.ctx.constructed_qualnames(func, call):
+            if q and (q in ("torch.nn.Sequential",) or q.startswith(MODEL_CONSTRUCTOR_PREFIXES)):
+                return True
+        return looks_like_model_name(name)
+
+    def model_key(self, call: CallSite) -> Optional[str]:
+        func = call.func
+        if isinstance(func, cst.Attribute) and func.attr.value == "forward":
+            func = func.value
+        return dotted(func)

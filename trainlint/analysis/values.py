@@ -1,0 +1,140 @@
+"""Where a value comes from: "is this tensor the output of a softmax?" across names,
+`self.` attributes, parameters, helper functions, model classes and `nn.Sequential`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import FrozenSet, Optional, Tuple
+
+import libcst as cst
+
+from trainlint.analysis.context import MAX_DEPTH, FileContext
+from trainlint.analysis.facts import Site
+
+# Tensor methods that keep "these are probabilities": `probs.float()`, `probs.squeeze(1)`.
+_SHAPE_METHODS = {"float", "double", "half", "to", "cuda", "cpu", "squeeze", "unsqueeze", "view", "reshape", "contiguous", "permute", "transpose", "flatten", "clone"}
+
+
+@dataclass(frozen=True)
+class OutputKind:
+    """An activation, described by its functional and module spellings."""
+
+    label: str  # "softmax"
+    funcs: FrozenSet[str]  # qualified names of functions: torch.nn.functional.softmax
+    method: str  # tensor method name: x.softmax(dim)
+    modules: FrozenSet[str]  # qualified names of module classes: torch.nn.Softmax
+
+
+def _seq_last(call: cst.Call) -> Optional[cst.BaseExpression]:
+    pos = [a.value for a in call.args if a.keyword is None and not a.star]
+    return pos[-1] if pos else None
+
+
+def source_of(ctx: FileContext, expr: cst.BaseExpression, at: Site, kind: OutputKind, depth: int = 0) -> Optional[str]:
+    """A short description of how `expr` is `kind`'s output (e.g. "F.softmax(...) on line 3"),
+    or None when that cannot be shown. Every possible value must be such an output."""
+    if depth > MAX_DEPTH:
+        return None
+    if isinstance(expr, (cst.Name, cst.Attribute)) and not _is_imported(ctx, expr):
+        cands = ctx.resolve(expr, at)
+        if not cands or any(v is expr for v, _ in cands):
+            return None
+        found = None
+        for value, site in cands:
+            found = source_of(ctx, value, site, kind, depth + 1)
+            if found is None:
+                return None
+        return found
+    if not isinstance(expr, cst.Call):
+        return None
+    func = expr.func
+    q = ctx.qualname(func)
+    if q in kind.funcs:
+        return f"`{ctx.module.code_for_node(func)}(...)`"
+    if isinstance(func, cst.Attribute):
+        if func.attr.value == kind.method and q is None:
+            return f"`.{kind.method}(...)`"
+        if func.attr.value in _SHAPE_METHODS and q is None:
+            return source_of(ctx, func.value, at, kind, depth + 1)
+    if isinstance(func, cst.Call) and ctx.qualname(func.func) in kind.modules:
+        return f"`{ctx.module.code_for_node(func.func)}`"
+    if isinstance(func, (cst.Name, cst.Attribute)) and q is None:
+        return _callable_output(ctx, func, at, kind, depth)
+    return None
+
+
+def _is_imported(ctx: FileContext, expr: cst.BaseExpression) -> bool:
+    return ctx.qualname(expr) is not None
+
+
+def _callable_output(ctx: FileContext, func: cst.BaseExpression, at: Site, kind: OutputKind, depth: int) -> Optional[str]:
+    """`func(...)` returns `kind`'s output: a module instance, a model class, a helper."""
+    # A same-module helper function (or method) whose every return is such an output.
+    if isinstance(func, cst.Name) and ctx.class_named(func.value) is None:
+        fn = ctx.function_named(func.value, at.function)
+        if fn is not None:
+            return _returns_output(ctx, fn, kind, depth)
+    if isinstance(func, cst.Attribute) and isinstance(func.value, cst.Name) and func.value.value == "self":
+        cls = ctx.method_class(at.function)
+        fn = ctx.method(cls, func.attr.value) if cls is not None else None
+        if fn is not None:
+            return _returns_output(ctx, fn, kind, depth)
+    # An instance: nn.Softmax(), nn.Sequential(..., nn.Softmax()), or a model class.
+    cands = ctx.constructions(func, at)
+    if not cands:
+        return None
+    found = None
+    for value, site in cands:
+        found = _instance_output(ctx, value, site, kind, depth)
+        if found is None:
+            return None
+    return found
+
+
+def _instance_output(ctx: FileContext, value: cst.BaseExpression, site: Site, kind: OutputKind, depth: int) -> Optional[str]:
+    if not isinstance(value, cst.Call):
+        return None
+    q = ctx.qualname(value.func)
+    if q in kind.modules:
+        return f"`{ctx.module.code_for_node(value.func)}`"
+    if q in ("torch.nn.Sequential",):
+        last = _seq_last(value)
+        if isinstance(last, cst.Call) and ctx.qualname(last.func) in kind.modules:
+            return f"an `nn.Sequential` ending in `{ctx.module.code_for_node(last.func)}`"
+        return None
+    if q is None and isinstance(value.func, cst.Name):
+        cls = ctx.class_named(value.func.value)
+        if cls is not None:
+            forward = ctx.method(cls, "forward")
+            if forward is not None:
+                inner = _returns_output(ctx, forward, kind, depth)
+                if inner:
+                    return f"`{cls.name}.forward`, which returns {inner}"
+    return None
+
+
+def _returns_output(ctx: FileContext, fn, kind: OutputKind, depth: int) -> Optional[str]:
+    returns = [r for r in ctx.returns_of(fn) if r.value is not None]
+    if not returns:
+        return None
+    found = None
+    for r in returns:
+        found = source_of(ctx, r.value, r, kind, depth + 1)
+        if found is None:
+            return None
+    return found
+
+
+SOFTMAX = OutputKind(
+    "softmax",
+    frozenset({"torch.softmax", "torch.nn.functional.softmax", "torch.special.softmax", "torch.Tensor.softmax"}),
+    "softmax",
+    frozenset({"torch.nn.Softmax", "torch.nn.modules.activation.Softmax"}),
+)
+SIGMOID = OutputKind(
+    "sigmoid",
+    frozenset({"torch.sigmoid", "torch.nn.functional.sigmoid", "torch.special.expit", "torch.Tensor.sigmoid"}),
+    "sigmoid",
+    frozenset({"torch.nn.Sigmoid", "torch.nn.modules.activation.Sigmoid"}),
+)
