@@ -126,7 +126,9 @@ def lint_text(
             continue
         finding_fix = None
         if rep.fix is not None:
-            new_code = module.code_for_node(rep.fix.new)
+            new = rep.fix.new
+            parts = new.nodes if isinstance(new, cst.FlattenSentinel) else [new]
+            new_code = "".join(module.code_for_node(n) for n in parts)
             old_rng = positions.get(rep.fix.old)
             if old_rng is not None:
                 finding_fix = Fix(

@@ -342,3 +342,10 @@ class FileContext:
         from trainlint.analysis.training import Training
 
         return Training(self)
+
+    @cached_property
+    def evaluation(self):
+        """Evaluation passes and the modes they run in."""
+        from trainlint.analysis.evaluation import Evaluation
+
+        return Evaluation(self)

@@ -71,3 +71,25 @@ class Imports:
             return None
         parts.append(root)
         return ".".join(reversed(parts))
+
+
+class _Collect(cst.CSTVisitor):
+    def __init__(self) -> None:
+        self.names: set = set()
+        self.nodes: set = set()
+        self.ops: set = set()
+
+    def on_visit(self, node: cst.CSTNode) -> bool:
+        self.nodes.add(id(node))
+        if isinstance(node, cst.Name):
+            self.names.add(node.value)
+        elif isinstance(node, cst.BinaryOperation):
+            self.ops.add(type(node.operator).__name__)
+        return True
+
+
+def expression_facts(expr: cst.CSTNode) -> _Collect:
+    """Names, node ids and binary operators inside an expression (one small walk)."""
+    c = _Collect()
+    expr.visit(c)
+    return c

@@ -1,14 +1,201 @@
-from trainlint.rules.base import Rule
+from __future__ import annotations
+
+from typing import Iterator, Optional
+
+import libcst as cst
+
+from trainlint.rules.base import Replacement, Report, Rule
 
 
-class R(Rule):
-    """(work in progress)"""
+def insert_before_pass(p, statement: str, description: str) -> Optional[Replacement]:
+    """A fix that puts `statement` before an evaluation loop, or first in an evaluation function."""
+    stmt = cst.parse_statement(statement + "\n")
+    if p.kind == "loop":
+        return Replacement(p.loop.node, cst.FlattenSentinel([stmt, p.loop.node]), "unsafe", description)
+    fn = p.function.node
+    if not isinstance(fn.body, cst.IndentedBlock):
+        return None
+    body = list(fn.body.body)
+    at = 1 if body and _is_docstring(body[0]) else 0
+    new_body = fn.body.with_changes(body=[*body[:at], stmt, *body[at:]])
+    return Replacement(fn, fn.with_changes(body=new_body), "unsafe", description)
+
+
+def _is_docstring(stmt: cst.CSTNode) -> bool:
+    return (
+        isinstance(stmt, cst.SimpleStatementLine)
+        and len(stmt.body) == 1
+        and isinstance(stmt.body[0], cst.Expr)
+        and isinstance(stmt.body[0].value, (cst.SimpleString, cst.ConcatenatedString))
+    )
+
+
+class EvalWithoutEvalMode(Rule):
+    """## What it does
+    Finds an evaluation pass — a loop over a validation/test loader, or a function named
+    like `evaluate`/`validate`/`test`/`predict`, that runs the model without `backward()` —
+    where the model is still in training mode: no `model.eval()` in the pass, before it in
+    the same function, or in every same-module caller.
+
+    ## Why is this bad?
+    In training mode dropout keeps dropping units and BatchNorm normalises with the batch's
+    statistics and updates its running averages. Validation numbers come out noisy and too
+    pessimistic, depend on the batch size, and the BatchNorm statistics drift towards the
+    validation data. The rule stays silent when the model's class is visible and has no
+    dropout or normalisation layer (then the modes behave the same).
+
+    ## Example
+    ```python
+    for x, y in train_loader:
+        ...
+    for x, y in val_loader:
+        val_loss += criterion(model(x), y).item()
+    ```
+
+    ## Use instead
+    ```python
+    model.eval()
+    with torch.no_grad():
+        for x, y in val_loader:
+            val_loss += criterion(model(x), y).item()
+    model.train()
+    ```
+    """
 
     code = "TL301"
     name = "eval-without-eval-mode"
+    severity = "error"
+    fixable = "unsafe"
+    triggers = ("val", "test", "eval", "predict", "infer", "dev")
 
-    def check(self, ctx):
-        return iter(())
+    VALID = (
+        """
+        import torch
+        model.train()
+        for x, y in train_loader:
+            step(x, y)
+        model.eval()
+        with torch.no_grad():
+            for x, y in val_loader:
+                out = model(x)
+        """,
+        """
+        import torch
+        @torch.no_grad()
+        def evaluate(model, loader):
+            model.eval()
+            return sum(model(x).sum() for x, _ in loader)
+        """,
+        """
+        import torch
+        # evaluate() itself does not switch modes, but its only caller does
+        def evaluate(model, loader):
+            return [model(x) for x, _ in loader]
+
+        def main():
+            model.eval()
+            with torch.no_grad():
+                evaluate(model, val_loader)
+        """,
+        """
+        import lightning as L
+        class Lit(L.LightningModule):
+            def validation_step(self, batch, idx):
+                x, y = batch
+                return self.model(x)
+        """,
+        """
+        import torch.nn as nn
+        # no dropout or normalisation anywhere: both modes compute the same thing
+        class MLP(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.fc1 = nn.Linear(4, 8)
+                self.fc2 = nn.Linear(8, 2)
+            def forward(self, x):
+                return self.fc2(self.fc1(x).relu())
+        model = MLP()
+        for x, y in test_loader:
+            pred = model(x)
+        """,
+        """
+        # skorch/ignite style: the mode is set from a flag we cannot read
+        def validation_pass(model, loader, training=False):
+            model.train(training)
+            return [model(x) for x in loader]
+        """,
+        """
+        # a training loop over a dev split still trains
+        for x, y in dev_loader:
+            opt.zero_grad()
+            loss = crit(model(x), y)
+            loss.backward()
+            opt.step()
+        """,
+    )
+    INVALID = (
+        """
+        import torch
+        for epoch in range(10):
+            model.train()
+            for x, y in train_loader:
+                train_step(x, y)
+            with torch.no_grad():
+                for x, y in val_loader:  # !
+                    val_loss = criterion(model(x), y)
+        """,
+        """
+        import torch
+        @torch.no_grad()
+        def evaluate(model, loader):  # !
+            total = 0
+            for x, y in loader:
+                total += (model(x).argmax(1) == y).sum().item()
+            return total
+        """,
+        """
+        import torch
+        import torch.nn as nn
+        class Net(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.fc = nn.Linear(10, 10)
+                self.drop = nn.Dropout(0.5)
+            def forward(self, x):
+                return self.drop(self.fc(x))
+
+        def validate(net, loader):  # !
+            with torch.no_grad():
+                return [net(x) for x, _ in loader]
+
+        net = Net()
+        for epoch in range(3):
+            net.train()
+            validate(net, val_loader)
+        """,
+        """
+        class Trainer:
+            def test(self):  # !
+                preds = []
+                for batch in self.test_loader:
+                    preds.append(self.model(batch))
+                return preds
+        """,
+    )
+
+    def check(self, ctx) -> Iterator[Report]:
+        ev = ctx.evaluation
+        for p in ev.passes:
+            if ev.sets_eval_mode(p) or not ev.model_has_mode_layers(p):
+                continue
+            model = ev.model_name(p)
+            yield Report(
+                p.report_node,
+                f"{p.description} evaluates `{model}` without `{model}.eval()`: dropout stays active "
+                f"and BatchNorm uses (and updates) batch statistics, so the numbers are wrong. "
+                f"Call `{model}.eval()` before it (and `{model}.train()` after).",
+                insert_before_pass(p, f"{model}.eval()", f"insert `{model}.eval()`"),
+            )
 
 
-RULE = R
+RULE = EvalWithoutEvalMode

@@ -1,14 +1,140 @@
-from trainlint.rules.base import Rule
+from __future__ import annotations
+
+from typing import Iterator, Optional
+
+import libcst as cst
+
+from trainlint.rules.base import Replacement, Report, Rule
 
 
-class R(Rule):
-    """(work in progress)"""
+class EvalWithoutNoGrad(Rule):
+    """## What it does
+    Finds an evaluation pass (see TL301) that runs the model with gradient tracking on:
+    no `torch.no_grad()` / `torch.inference_mode()` context or decorator around it, before
+    it, or around every same-module call of it.
+
+    ## Why is this bad?
+    With autograd on, every forward pass keeps its activations alive for a backward pass
+    that never comes: evaluation uses several times the memory it needs (often the cause of
+    an out-of-memory error at validation time) and runs slower.
+
+    ## Example
+    ```python
+    model.eval()
+    for x, y in val_loader:
+        preds.append(model(x))
+    ```
+
+    ## Use instead
+    ```python
+    model.eval()
+    with torch.no_grad():
+        for x, y in val_loader:
+            preds.append(model(x))
+    ```
+    """
 
     code = "TL302"
     name = "eval-without-no-grad"
+    severity = "warning"
+    fixable = "unsafe"
+    triggers = ("val", "test", "eval", "predict", "infer", "dev")
 
-    def check(self, ctx):
-        return iter(())
+    VALID = (
+        """
+        import torch
+        model.eval()
+        with torch.inference_mode():
+            for x, y in test_loader:
+                preds = model(x)
+        """,
+        """
+        import torch
+        @torch.no_grad()
+        def evaluate(model, loader):
+            model.eval()
+            return [model(x) for x, _ in loader]
+        """,
+        """
+        import torch
+        def evaluate(model, loader):
+            model.eval()
+            return [model(x) for x, _ in loader]
+
+        with torch.no_grad():
+            evaluate(net, val_loader)
+        """,
+        """
+        import torch
+        # gradients are wanted here (saliency maps)
+        def predict_saliency(model, x):
+            model.eval()
+            x.requires_grad_(True)
+            out = model(x)
+            return torch.autograd.grad(out.sum(), x)
+        """,
+        """
+        import torch
+        torch.set_grad_enabled(False)
+        model.eval()
+        for x in val_loader:
+            model(x)
+        """,
+    )
+    INVALID = (
+        """
+        model.eval()
+        for x, y in val_loader:  # !
+            preds = model(x)
+        """,
+        """
+        def evaluate(model, loader):  # !
+            model.eval()
+            correct = 0
+            for x, y in loader:
+                correct += (model(x).argmax(1) == y).sum().item()
+            return correct
+        """,
+        """
+        import torch
+        class Trainer:
+            def validate(self):  # !
+                self.model.eval()
+                return [self.model(x) for x in self.val_loader]
+            def fit(self):
+                for epoch in range(3):
+                    self.validate()
+        """,
+    )
+
+    def check(self, ctx) -> Iterator[Report]:
+        ev = ctx.evaluation
+        for p in ev.passes:
+            if ev.runs_without_grad(p):
+                continue
+            yield Report(
+                p.report_node,
+                f"{p.description} runs the model with autograd on: every forward keeps its "
+                f"activations for a backward that never comes (memory, speed). Wrap it in "
+                f"`with torch.no_grad():` or `torch.inference_mode()`.",
+                self._fix(ctx, p),
+            )
+
+    @staticmethod
+    def _fix(ctx, p) -> Optional[Replacement]:
+        if ctx.imports.alias.get("torch") != "torch":
+            return None
+        if p.kind == "loop":
+            loop = p.loop.node
+            wrapped = cst.With(
+                items=[cst.WithItem(cst.parse_expression("torch.no_grad()"))],
+                body=cst.IndentedBlock(body=[loop.with_changes(leading_lines=[])]),
+                leading_lines=loop.leading_lines,
+            )
+            return Replacement(loop, wrapped, "unsafe", "wrap the loop in `with torch.no_grad():`")
+        fn = p.function.node
+        deco = cst.Decorator(cst.parse_expression("torch.no_grad()"))
+        return Replacement(fn, fn.with_changes(decorators=[deco, *fn.decorators]), "unsafe", "decorate with `@torch.no_grad()`")
 
 
-RULE = R
+RULE = EvalWithoutNoGrad

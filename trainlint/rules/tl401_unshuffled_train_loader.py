@@ -1,14 +1,194 @@
-from trainlint.rules.base import Rule
+from __future__ import annotations
+
+import re
+from typing import Iterator, Optional
+
+import libcst as cst
+
+from trainlint.analysis.names import dotted
+from trainlint.analysis.torch_api import DATALOADERS
+from trainlint.analysis.training import BACKWARD
+from trainlint.rules.base import Replacement, Report, Rule
+
+TRAIN_NAME = re.compile(r"train", re.I)
+NOT_TRAIN_NAME = re.compile(r"(^|_)(val|valid|validation|test|testing|eval|dev|holdout|calib|predict|infer|inference)(_|$|loader|dl|data|set|ds)|untrain|pretrained", re.I)
+ITERABLE_DATASET = re.compile(r"IterableDataset|WebDataset|IterDataPipe|streaming", re.I)
+# DataLoader(dataset, batch_size, shuffle, sampler, batch_sampler, ...)
+SHUFFLE_POS, SAMPLER_POS, BATCH_SAMPLER_POS = 2, 3, 4
 
 
-class R(Rule):
-    """(work in progress)"""
+class UnshuffledTrainLoader(Rule):
+    """## What it does
+    Finds a `DataLoader` over training data (a `train*` name, or a loader iterated by a
+    loop that calls `backward()`) with no `shuffle=True`, `sampler` or `batch_sampler`.
+
+    ## Why is this bad?
+    Without shuffling every epoch sees the batches in the same order; with data stored by
+    class or by time, batches are not representative and SGD follows a biased path. Models
+    train worse and, with sorted data, may not learn at all. Iterable-style datasets and
+    `shuffle=<variable>` are not reported.
+
+    ## Example
+    ```python
+    train_loader = DataLoader(train_set, batch_size=64)
+    ```
+
+    ## Use instead
+    ```python
+    train_loader = DataLoader(train_set, batch_size=64, shuffle=True)
+    ```
+    """
 
     code = "TL401"
     name = "unshuffled-train-loader"
+    severity = "warning"
+    fixable = "safe"
+    triggers = ("DataLoader",)
 
-    def check(self, ctx):
-        return iter(())
+    VALID = (
+        """
+        from torch.utils.data import DataLoader
+        train_loader = DataLoader(train_set, batch_size=64, shuffle=True)
+        val_loader = DataLoader(val_set, batch_size=64)
+        """,
+        """
+        from torch.utils.data import DataLoader, DistributedSampler
+        train_loader = DataLoader(train_set, batch_size=64, sampler=DistributedSampler(train_set))
+        """,
+        """
+        from torch.utils.data import DataLoader
+        def make_loader(ds, train):
+            return DataLoader(ds, batch_size=32, shuffle=train)
+        """,
+        """
+        from torch.utils.data import DataLoader, IterableDataset
+        class Stream(IterableDataset):
+            def __iter__(self):
+                yield from range(10)
+        train_loader = DataLoader(Stream(), batch_size=8)
+        """,
+        """
+        import torch
+        test_loader = torch.utils.data.DataLoader(test_ds, batch_size=256, shuffle=False)
+        for x, y in test_loader:
+            preds = model(x)
+        """,
+        """
+        from torch.utils.data import DataLoader
+        train_loader = DataLoader(train_set, 64, True)
+        """,
+    )
+    INVALID = (
+        """
+        from torch.utils.data import DataLoader
+        train_loader = DataLoader(train_set, batch_size=64)  # !
+        """,
+        """
+        import torch
+        loader = torch.utils.data.DataLoader(TensorDataset(X, y), batch_size=32, shuffle=False)  # !
+        for x, y in loader:
+            opt.zero_grad()
+            loss_fn(model(x), y).backward()
+            opt.step()
+        """,
+        """
+        from torch.utils.data import DataLoader
+        class Data:
+            def train_dataloader(self):
+                return DataLoader(self.ds, batch_size=self.bs, num_workers=4)  # !
+        """,
+    )
+
+    def check(self, ctx) -> Iterator[Report]:
+        for call in ctx.facts.calls:
+            if call.qualname not in DATALOADERS or call.has_star_args:
+                continue
+            if call.arg(SAMPLER_POS, "sampler") is not None or call.arg(BATCH_SAMPLER_POS, "batch_sampler") is not None:
+                continue
+            shuffle = call.arg(SHUFFLE_POS, "shuffle")
+            if shuffle is not None and not (isinstance(shuffle, cst.Name) and shuffle.value == "False"):
+                continue  # shuffle=True, or a variable we do not second-guess
+            dataset = call.arg(0, "dataset")
+            if dataset is None or self._iterable(ctx, dataset, call):
+                continue
+            if not self._is_training(ctx, call, dataset):
+                continue
+            yield Report(
+                call.node,
+                "this DataLoader feeds training but does not shuffle: every epoch sees the same "
+                "batch order, which biases SGD (badly so for data stored by class or time). "
+                "Pass `shuffle=True` (or a sampler).",
+                self._fix(call, shuffle),
+            )
+
+    @staticmethod
+    def _iterable(ctx, dataset, call) -> bool:
+        for value, _ in ctx.constructions(dataset, call):
+            text = ctx.module.code_for_node(value)
+            if ITERABLE_DATASET.search(text):
+                return True
+            if isinstance(value, cst.Call) and isinstance(value.func, cst.Name):
+                cls = ctx.class_named(value.func.value)
+                if cls is not None and any(ITERABLE_DATASET.search(b) for b in ctx.base_qualnames(cls) + [dotted(b) or "" for b in cls.bases]):
+                    return True
+        return False
+
+    @staticmethod
+    def _is_training(ctx, call, dataset) -> bool:
+        names = [dotted(dataset) or ""]
+        loader_names = []
+        for a in ctx.facts.assigns:
+            if a.value is call.node:
+                loader_names.extend(dotted(t) or "" for t in a.targets)
+        if call.function is not None:
+            names.append(call.function.name)
+        names += loader_names
+        if any(NOT_TRAIN_NAME.search(n) for n in names if n):
+            return False
+        if any(TRAIN_NAME.search(n) for n in names if n):
+            return True
+        # Iterated by a loop that trains?
+        tr = ctx.training
+        for loop in ctx.loops:
+            if loop.iter is None or loop.function is not call.function:
+                continue
+            it = ctx.module.code_for_node(loop.iter)
+            if any(n and re.search(rf"\b{re.escape(n)}\b", it) for n in loader_names):
+                if any(e.kind == BACKWARD for e in tr.all_events(loop)):
+                    return True
+        return False
+
+    @staticmethod
+    def _fix(call, shuffle) -> Optional[Replacement]:
+        node = call.node
+        if shuffle is not None:
+            args = [
+                a.with_changes(value=cst.Name("True")) if a.value is shuffle else a for a in node.args
+            ]
+            return Replacement(node, node.with_changes(args=args), "safe", "set `shuffle=True`")
+        args = list(node.args)
+        last = args[-1]
+        comma = last.comma if last.comma is not cst.MaybeSentinel.DEFAULT else cst.MaybeSentinel.DEFAULT
+        new_arg = cst.Arg(
+            value=cst.Name("True"),
+            keyword=cst.Name("shuffle"),
+            equal=cst.AssignEqual(cst.SimpleWhitespace(""), cst.SimpleWhitespace("")),
+            comma=comma,
+        )
+        sep = cst.Comma(whitespace_after=cst.SimpleWhitespace(" "))
+        if isinstance(last.comma, cst.Comma) and len(args) >= 2 and isinstance(args[-2].comma, cst.Comma):
+            # A trailing comma, usually one argument per line: the old last argument keeps its
+            # comment and gets the indentation of the arguments before; the new one closes.
+            ws, prev_ws = last.comma.whitespace_after, args[-2].comma.whitespace_after
+            if isinstance(ws, cst.ParenthesizedWhitespace) and isinstance(prev_ws, cst.ParenthesizedWhitespace):
+                sep = last.comma.with_changes(whitespace_after=ws.with_changes(last_line=prev_ws.last_line))
+                new_arg = new_arg.with_changes(
+                    comma=cst.Comma(whitespace_after=cst.ParenthesizedWhitespace(indent=ws.indent, last_line=ws.last_line))
+                )
+            else:
+                sep = args[-2].comma
+        args[-1] = last.with_changes(comma=sep)
+        return Replacement(node, node.with_changes(args=[*args, new_arg]), "safe", "add `shuffle=True`")
 
 
-RULE = R
+RULE = UnshuffledTrainLoader

@@ -1,14 +1,246 @@
-from trainlint.rules.base import Rule
+from __future__ import annotations
+
+import re
+from typing import Dict, Iterator, List, Optional, Set
+
+import libcst as cst
+
+from trainlint.analysis.facts import AssignSite, CallSite
+from trainlint.analysis.names import dotted, expression_facts
+from trainlint.rules.base import Report, Rule
+
+STAT_METHODS = {"mean", "std", "var", "min", "max", "amin", "amax", "nanmean", "nanstd", "nanvar", "nanmin", "nanmax", "median"}
+STAT_MODULES = ("numpy.", "torch.")
+SKLEARN_SCALERS = re.compile(r"sklearn\.preprocessing\.\w*(Scaler|Normalizer|Transformer|Standard)\w*$")
+SPLIT_FUNCS = re.compile(r"(train_test_split|random_split)$")
+KFOLD = re.compile(r"(KFold|ShuffleSplit|GroupKFold|TimeSeriesSplit|LeaveOneOut|StratifiedKFold)")
+LABEL_NAME = re.compile(r"^(y|ys|y_\w*|labels?|targets?|classes|n_classes|num_classes)$|label|target", re.I)
+HELDOUT_NAME = re.compile(r"(^|_)(test|val|valid|validation|holdout|dev)(_|$|set|data)", re.I)
 
 
-class R(Rule):
-    """(work in progress)"""
+class LeakyNormalization(Rule):
+    """## What it does
+    Finds normalisation statistics (`mean`/`std`/`min`/`max` with NumPy, PyTorch or pandas,
+    or a scikit-learn scaler's `fit`/`fit_transform`) computed on the whole data set before
+    it is split into train and test parts (`train_test_split`, `random_split`, a K-fold
+    splitter, slicing), or fitted on validation/test data.
+
+    ## Why is this bad?
+    The statistics then carry information about the held-out data into training: the test
+    score is optimistic, and the model is tuned to numbers it will not have in production.
+    Fit the normalisation on the training split only and apply it to the others. (Label
+    statistics such as `y.max() + 1` classes are not normalisation and are not reported.)
+
+    ## Example
+    ```python
+    X = (X - X.mean(0)) / X.std(0)
+    X_train, X_test, y_train, y_test = train_test_split(X, y)
+    ```
+
+    ## Use instead
+    ```python
+    X_train, X_test, y_train, y_test = train_test_split(X, y)
+    mean, std = X_train.mean(0), X_train.std(0)
+    X_train, X_test = (X_train - mean) / std, (X_test - mean) / std
+    ```
+    """
 
     code = "TL402"
     name = "leaky-normalization"
+    severity = "error"
+    triggers = ("split", "fit", "[:", "test", "val")
 
-    def check(self, ctx):
-        return iter(())
+    VALID = (
+        """
+        from sklearn.model_selection import train_test_split
+        X_train, X_test, y_train, y_test = train_test_split(X, y, test_size=0.2)
+        mean, std = X_train.mean(0), X_train.std(0)
+        X_train = (X_train - mean) / std
+        X_test = (X_test - mean) / std
+        """,
+        """
+        from sklearn.preprocessing import StandardScaler
+        from sklearn.model_selection import train_test_split
+        X_train, X_test, y_train, y_test = train_test_split(X, y)
+        scaler = StandardScaler()
+        X_train = scaler.fit_transform(X_train)
+        X_test = scaler.transform(X_test)
+        """,
+        """
+        import numpy as np
+        from sklearn.model_selection import train_test_split
+        num_classes = int(y.max()) + 1  # label statistics are not normalisation
+        X_train, X_test, y_train, y_test = train_test_split(X, y)
+        """,
+        """
+        import numpy as np
+        # per-sample normalisation (axis=1) uses no other sample's data
+        X = (X - X.mean(axis=1, keepdims=True)) / X.std(axis=1, keepdims=True)
+        X_train, X_test = X[:800], X[800:]
+        """,
+        """
+        # statistics printed, not used to normalise
+        print(X.mean(), X.std())
+        X_train, X_test = X[:800], X[800:]
+        """,
+    )
+    INVALID = (
+        """
+        from sklearn.model_selection import train_test_split
+        X = (X - X.mean(axis=0)) / X.std(axis=0)  # !
+        X_train, X_test, y_train, y_test = train_test_split(X, y, test_size=0.2)
+        """,
+        """
+        import numpy as np
+        mean = np.mean(data, axis=0)  # !
+        std = np.std(data, axis=0)
+        data = (data - mean) / std
+        train, test = data[:1000], data[1000:]
+        """,
+        """
+        from sklearn.preprocessing import MinMaxScaler
+        from sklearn.model_selection import train_test_split
+        scaler = MinMaxScaler()
+        X_scaled = scaler.fit_transform(X)  # !
+        X_train, X_test, y_train, y_test = train_test_split(X_scaled, y)
+        """,
+        """
+        from sklearn.preprocessing import StandardScaler
+        scaler = StandardScaler()
+        X_train = scaler.fit_transform(X_train)
+        X_test = scaler.fit_transform(X_test)  # !
+        """,
+        """
+        import torch
+        from torch.utils.data import TensorDataset, random_split
+        X = (X - X.min()) / (X.max() - X.min())  # !
+        train_ds, val_ds = random_split(TensorDataset(X, y), [800, 200])
+        """,
+    )
+
+    def check(self, ctx) -> Iterator[Report]:
+        by_scope: Dict[int, List] = {}
+        for call in ctx.facts.calls:
+            by_scope.setdefault(id(call.function), []).append(call)
+        assigns_by_scope: Dict[int, List[AssignSite]] = {}
+        for a in ctx.facts.assigns:
+            assigns_by_scope.setdefault(id(a.function), []).append(a)
+        for key, calls in by_scope.items():
+            assigns = assigns_by_scope.get(key, [])
+            yield from self._check_scope(ctx, calls, assigns)
+
+    def _check_scope(self, ctx, calls: List[CallSite], assigns: List[AssignSite]) -> Iterator[Report]:
+        seen: Set[frozenset] = set()
+        for call in calls:
+            stat = self._statistic(ctx, call)
+            if stat is None:
+                continue
+            data, kind = stat
+            if kind == "fit" and HELDOUT_NAME.search(data):
+                yield Report(call.node, f"the scaler is fitted on `{data}`, held-out data: its statistics leak into "
+                             f"the model's inputs. Fit on the training split and only `transform` the others.")
+                continue
+            normalized = self._normalized_names(call, data, kind, assigns)
+            if normalized is None:
+                continue
+            key = frozenset(normalized)
+            if key in seen:
+                continue  # `(X - X.min()) / (X.max() - X.min())`: one report, not three
+            seen.add(key)
+            if HELDOUT_NAME.search(data) and kind == "stat":
+                yield Report(call.node, f"normalisation statistics are computed on `{data}`, held-out data: use the "
+                             f"training split's statistics for every split.")
+                continue
+            split = self._later_split(ctx, calls, assigns, call.order, normalized)
+            if split is not None:
+                yield Report(
+                    call.node,
+                    f"normalisation statistics are computed on all of `{data}` before it is split "
+                    f"({split}): test data leaks into training. Split first, then compute the "
+                    f"statistics (or fit the scaler) on the training part only.",
+                )
+
+    @staticmethod
+    def _statistic(ctx, call: CallSite):
+        """(data name, "stat" | "fit") for a statistic over a whole data set, else None."""
+        if call.attr in ("fit", "fit_transform") and call.receiver is not None:
+            data = call.positional(0)
+            quals = ctx.constructed_qualnames(call.receiver, call)
+            scaler = any(q and SKLEARN_SCALERS.search(q) for q in quals) or "scaler" in (dotted(call.receiver) or "").lower()
+            if scaler and isinstance(data, cst.Name) and not LABEL_NAME.search(data.value):
+                return data.value, "fit"
+            return None
+        if call.attr not in STAT_METHODS:
+            return None
+        if call.qualname is not None:
+            if not call.qualname.startswith(STAT_MODULES):
+                return None
+            data, axis = call.positional(0), call.arg(1, "axis") or call.keyword("dim")
+        elif isinstance(call.receiver, cst.Name):
+            data, axis = call.receiver, call.arg(0, "axis") or call.keyword("dim")
+        else:
+            return None
+        if not isinstance(data, cst.Name) or LABEL_NAME.search(data.value):
+            return None
+        if axis is not None and not (isinstance(axis, cst.Integer) and axis.value == "0"):
+            return None  # per-sample or per-feature-row statistics
+        return data.value, "stat"
+
+    @staticmethod
+    def _normalized_names(call: CallSite, data: str, kind: str, assigns: List[AssignSite]) -> Optional[Set[str]]:
+        """Names holding data normalised with this statistic, or None if it normalises nothing."""
+        names: Set[str] = set()
+        if kind == "fit":
+            names.add(data)
+        stat_vars = {t.value for a in assigns if a.value is call.node for t in a.targets if isinstance(t, cst.Name)}
+        for a in assigns:
+            if a.value is None or a.op != "=":
+                continue
+            facts = expression_facts(a.value)
+            if a.order < call.order and id(call.node) not in facts.nodes:
+                continue
+            if kind == "fit" and id(call.node) in facts.nodes:
+                names.update(t.value for t in a.targets if isinstance(t, cst.Name))
+                continue
+            uses_stat = id(call.node) in facts.nodes or bool(stat_vars & facts.names)
+            if uses_stat and data in facts.names and facts.ops & {"Subtract", "Divide"}:
+                names.add(data)
+                names.update(t.value for t in a.targets if isinstance(t, cst.Name))
+        return names or None
+
+    @staticmethod
+    def _later_split(ctx, calls, assigns, after: int, names: Set[str]) -> Optional[str]:
+        for c in calls:
+            if c.order <= after:
+                continue
+            q = c.qualname or c.attr or ""
+            is_split = bool(SPLIT_FUNCS.search(q)) or (
+                c.attr == "split" and c.receiver is not None and any(KFOLD.search(v or "") for v in ctx.constructed_qualnames(c.receiver, c))
+            )
+            if not is_split:
+                continue
+            facts = [expression_facts(a.value) for a in c.node.args]
+            if any(names & f.names for f in facts):
+                return f"`{q.rsplit('.', 1)[-1]}`"
+        for a in assigns:
+            if a.order <= after or a.whole_value is None:
+                continue
+            for part in _parts(a.whole_value):
+                if (
+                    isinstance(part, cst.Subscript)
+                    and isinstance(part.value, cst.Name)
+                    and part.value.value in names
+                    and len(part.slice) == 1
+                    and isinstance(part.slice[0].slice, cst.Slice)
+                ):
+                    return f"slicing `{part.value.value}[...]`"
+        return None
 
 
-RULE = R
+def _parts(expr: cst.BaseExpression):
+    if isinstance(expr, (cst.Tuple, cst.List)):
+        return [e.value for e in expr.elements]
+    return [expr]
+
+
+RULE = LeakyNormalization

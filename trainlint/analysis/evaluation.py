@@ -1,0 +1,250 @@
+"""Evaluation passes: where the model runs without training, and in which modes.
+
+An evaluation pass is either
+- a function named like evaluate/validate/test/predict/infer that runs a model and never
+  calls `backward()`/`step()` (Lightning's `*_step` hooks and pytest `test_*` functions
+  are not: the framework sets the modes), or
+- a loop over a validation/test loader that runs a model and never trains.
+Modes are read from the pass itself, from what runs before it in its function, and from
+the function's same-module callers.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from functools import cached_property
+from typing import List, Optional
+
+import libcst as cst
+
+from trainlint.analysis.context import FileContext
+from trainlint.analysis.facts import Block, CallSite, ClassInfo, FunctionInfo, Site
+from trainlint.analysis.names import dotted
+from trainlint.analysis.torch_api import MODE_DEPENDENT_LAYER, SET_GRAD_ENABLED
+from trainlint.analysis.training import BACKWARD, EVAL, MODE, STEP, TRAIN
+
+EVAL_FUNCTION_NAME = re.compile(
+    r"(^|_)(eval|evaluate|evaluation|validate|validation|valid|val|test|testing|predict|prediction|inference|infer)(_|$)",
+    re.I,
+)
+EVAL_DATA_NAME = re.compile(r"(^|_)(val|valid|validation|test|testing|eval|evaluation|dev|holdout)(_|$|loader|dl|data|set|ds|iter)", re.I)
+FRAMEWORK_HOOK = re.compile(r"^(validation|test|predict|val)_step$|_epoch_end$|^on_", re.I)
+_NEEDS_GRAD = {"grad", "backward", "requires_grad_", "enable_grad", "generate", "jacobian", "hessian", "vjp", "jvp"}
+
+
+@dataclass(eq=False)
+class EvalPass:
+    kind: str  # "function" or "loop"
+    report_node: cst.CSTNode
+    function: Optional[FunctionInfo]  # the evaluation function, or the loop's function
+    loop: Optional[Block]
+    model_call: CallSite
+    description: str
+
+    @property
+    def start(self) -> int:
+        return self.loop.start if self.loop is not None else self.function.start  # type: ignore[union-attr]
+
+
+def _is_test_file(path: str) -> bool:
+    base = os.path.basename(path)
+    parts = path.replace("\\", "/").split("/")
+    return base.startswith("test_") or base.endswith("_test.py") or base == "conftest.py" or "tests" in parts[:-1]
+
+
+class Evaluation:
+    def __init__(self, ctx: FileContext) -> None:
+        self.ctx = ctx
+        self.tr = ctx.training
+
+    # -- finding passes ---------------------------------------------------------------
+    @cached_property
+    def passes(self) -> List[EvalPass]:
+        ctx, out = self.ctx, []
+        eval_functions = set()
+        for fn in ctx.facts.functions:
+            if not EVAL_FUNCTION_NAME.search(fn.name) or self._framework_hook(fn):
+                continue
+            if fn.name.startswith("test") and _is_test_file(ctx.path):
+                continue
+            if any(id(p) in eval_functions for p in ctx.enclosing_function_chain(fn.parent)):
+                continue
+            calls = self._all_calls(fn)
+            model_calls = [c for c in calls if self.tr.is_model_call(c)]
+            if not model_calls or self._trains(self.tr.function_events(fn)) or self._needs_grad(calls):
+                continue
+            eval_functions.add(id(fn))
+            out.append(EvalPass("function", fn.node.name, fn, None, model_calls[0], f"`{fn.name}()`"))
+        for loop in ctx.loops:
+            if loop.kind != "for" or not self._iterates_eval_data(loop.iter):
+                continue
+            if any(id(f) in eval_functions for f in ctx.enclosing_function_chain(loop.function)):
+                continue
+            calls = ctx.calls_within(loop)
+            model_calls = [c for c in calls if self.tr.is_model_call(c)]
+            if not model_calls or self._trains(self.tr.all_events(loop)) or self._needs_grad(calls):
+                continue
+            it = ctx.module.code_for_node(loop.iter)  # type: ignore[arg-type]
+            out.append(EvalPass("loop", loop.node, loop.function, loop, model_calls[0], f"the loop over `{it}`"))
+        return out
+
+    def _all_calls(self, fn: FunctionInfo) -> List[CallSite]:
+        return [c for c in self.ctx.facts.calls if c.function is fn]
+
+    def _framework_hook(self, fn: FunctionInfo) -> bool:
+        if fn.cls is None:
+            return False
+        if FRAMEWORK_HOOK.search(fn.name):
+            return True
+        bases = self.ctx.base_qualnames(fn.cls)
+        return any("lightning" in b.lower() or b.endswith("LightningModule") for b in bases)
+
+    @staticmethod
+    def _trains(events) -> bool:
+        return any(e.kind in (BACKWARD, STEP) for e in events)
+
+    def _needs_grad(self, calls: List[CallSite]) -> bool:
+        return any(c.attr in _NEEDS_GRAD or c.qualname == "torch.autograd.grad" for c in calls)
+
+    def _iterates_eval_data(self, expr: Optional[cst.BaseExpression]) -> bool:
+        if expr is None:
+            return False
+        found = False
+
+        class _Names(cst.CSTVisitor):
+            def visit_Name(self, node: cst.Name) -> None:
+                nonlocal found
+                found = found or bool(EVAL_DATA_NAME.search(node.value))
+
+            def visit_SimpleString(self, node: cst.SimpleString) -> None:
+                nonlocal found
+                found = found or bool(EVAL_DATA_NAME.search(node.value.strip("'\"")))
+
+        expr.visit(_Names())
+        return found
+
+    # -- modes ----------------------------------------------------------------------------
+    def sets_eval_mode(self, p: EvalPass) -> bool:
+        """An `eval()` (or a `train(flag)` we cannot read) is in effect when the model runs."""
+        first = p.model_call.order
+        if p.kind == "function":
+            inside = [e for e in self.tr.function_events(p.function) if e.order < first]  # type: ignore[arg-type]
+        else:
+            inside = [e for e in self.tr.all_events(p.loop) if e.order < first]  # type: ignore[arg-type]
+        if any(e.kind in (EVAL, MODE) for e in inside):
+            return True
+        if p.kind == "loop":
+            state = self._mode_before(p.function, p.loop.start, 0)  # type: ignore[union-attr]
+        else:
+            state = self._mode_from_callers(p.function, 0)  # type: ignore[arg-type]
+        return state is not False
+
+    def _mode_before(self, function: Optional[FunctionInfo], order: int, depth: int) -> Optional[bool]:
+        """True: eval mode; False: train mode (or nothing sets eval); None: cannot tell."""
+        modes = [e for e in self.tr.events_before(function, order) if e.kind in (EVAL, TRAIN, MODE)]
+        if modes:
+            return modes[-1].kind != TRAIN
+        if function is None:
+            return False
+        return self._mode_from_callers(function, depth)
+
+    def _mode_from_callers(self, function: FunctionInfo, depth: int) -> Optional[bool]:
+        callers = self.ctx.callers(function)
+        if not callers:
+            return False
+        if depth > 3:
+            return None
+        states = [self._mode_before(c.function, c.order, depth + 1) for c in callers]
+        if any(s is False for s in states):
+            return False
+        return True if all(s for s in states) else None
+
+    def runs_without_grad(self, p: EvalPass) -> bool:
+        call = p.model_call
+        if self.tr.under_no_grad(call) or self._grad_disabled_before(call.function, call.order):
+            return True
+        fn = p.function
+        if fn is None:
+            return False
+        return self._callers_no_grad(fn, 0)
+
+    def _grad_disabled_before(self, function: Optional[FunctionInfo], order: int) -> bool:
+        for c in self.ctx.calls_in(function):
+            if c.order < order and c.qualname in SET_GRAD_ENABLED and c.node.args:  # type: ignore[attr-defined]
+                v = c.node.args[0].value  # type: ignore[attr-defined]
+                if isinstance(v, cst.Name) and v.value == "False" and not c.withs:
+                    return True
+        return False
+
+    def _callers_no_grad(self, fn: FunctionInfo, depth: int) -> bool:
+        callers = self.ctx.callers(fn)
+        if not callers or depth > 3:
+            return False
+        for c in callers:
+            if self.tr.under_no_grad(c) or self._grad_disabled_before(c.function, c.order):
+                continue
+            if c.function is None or not self._callers_no_grad(c.function, depth + 1):
+                return False
+        return True
+
+    # -- the model ----------------------------------------------------------------------
+    def model_has_mode_layers(self, p: EvalPass) -> bool:
+        """False only when the model's definition is visible and has no dropout/norm layer."""
+        func = p.model_call.func
+        if isinstance(func, cst.Attribute) and func.attr.value == "forward":
+            func = func.value
+        cands = self.ctx.constructions(func, p.model_call)
+        if not cands:
+            return True
+        for value, _ in cands:
+            if not isinstance(value, cst.Call) or self._construction_has_mode_layers(value, set()):
+                return True
+        return False
+
+    def _construction_has_mode_layers(self, call: cst.Call, seen: set) -> bool:
+        q = self.ctx.qualname(call.func)
+        if q is not None:
+            if MODE_DEPENDENT_LAYER.search(q):
+                return True
+            if q == "torch.nn.Sequential" or q.startswith("torch.nn.") and q.rsplit(".", 1)[-1] in ("ModuleList", "ModuleDict"):
+                return any(
+                    not isinstance(a.value, cst.Call) or self._construction_has_mode_layers(a.value, seen)
+                    for a in call.args
+                )
+            # Other torch.nn layers (Linear, Conv, ReLU, LayerNorm...) behave the same in both modes.
+            return not q.startswith("torch.nn.")
+        if isinstance(call.func, cst.Name):
+            cls = self.ctx.class_named(call.func.value)
+            if cls is not None:
+                return self._class_has_mode_layers(cls, seen)
+        return True
+
+    def _class_has_mode_layers(self, cls: ClassInfo, seen: set) -> bool:
+        if cls.name in seen:
+            return False
+        seen.add(cls.name)
+        for base in self.ctx.base_qualnames(cls):
+            if not base.startswith("torch.nn"):
+                return True
+        for call in self.ctx.facts.calls:
+            if not (cls.start < call.order < cls.end):
+                continue
+            q = call.qualname
+            if q is None:
+                if call.attr and MODE_DEPENDENT_LAYER.search(call.attr):
+                    return True
+                if isinstance(call.func, cst.Name) and self.ctx.class_named(call.func.value) is not None:
+                    if self._class_has_mode_layers(self.ctx.class_named(call.func.value), seen):  # type: ignore[arg-type]
+                        return True
+                continue
+            if MODE_DEPENDENT_LAYER.search(q) or q.endswith(".dropout") or "dropout" in q.rsplit(".", 1)[-1]:
+                return True
+            if not q.startswith(("torch.", "math.", "numpy.", "np.")):
+                return True  # a layer from elsewhere: cannot tell
+        return False
+
+    def model_name(self, p: EvalPass) -> str:
+        key = self.tr.model_key(p.model_call)
+        return key or "model"
