@@ -1,0 +1,230 @@
+"""Which files a run lints: paths given, folders walked (.gitignore and excludes respected).
+
+Exclude patterns use .gitignore syntax (pathspec): a pattern without a slash
+(`.venv`, `*_pb2.py`) matches a file or folder of that name at any depth, one
+with a slash (`examples/bad_*`) is anchored at the project root.
+
+- Folders are walked in sorted order, symlinked folders are not followed.
+- Default excludes (below) and the configured excludes prune the walk; so do
+  .gitignore files: the walked folders' own and their parents' up to the
+  repository root (the folder holding `.git`).
+- A file named explicitly is always linted, whatever its extension, unless
+  `--force-exclude` is given and an exclude pattern matches it (pre-commit passes
+  every changed file by name). .gitignore never applies to named files.
+- A folder named explicitly is walked even when it lies inside an excluded one
+  (`trainlint .venv/lib/python3.11/site-packages/pkg`); excludes then apply below it.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple
+
+# Like ruff's defaults: tool caches, virtual environments, build output, VCS folders.
+DEFAULT_EXCLUDES = (
+    ".bzr",
+    ".direnv",
+    ".eggs",
+    ".git",
+    ".git-rewrite",
+    ".hg",
+    ".ipynb_checkpoints",
+    ".mypy_cache",
+    ".nox",
+    ".pants.d",
+    ".pytest_cache",
+    ".pytype",
+    ".ruff_cache",
+    ".svn",
+    ".tox",
+    ".trainlint_cache",
+    ".venv",
+    ".vscode",
+    "__pycache__",
+    "__pypackages__",
+    "_build",
+    "buck-out",
+    "build",
+    "dist",
+    "node_modules",
+    "site-packages",
+    "venv",
+)
+
+SUFFIXES = {".py": "python", ".ipynb": "notebook"}
+
+
+@dataclass(frozen=True)
+class SourceFile:
+    path: Path  # absolute
+    display: str  # how reports name it: relative to the current folder when below it
+    kind: str  # "python" or "notebook"
+
+
+@dataclass
+class Discovered:
+    files: List[SourceFile]
+    missing: List[str]  # paths given that do not exist
+    warnings: List[str]  # folders that could not be read, and the like
+
+
+def kind_of(path: str) -> str:
+    return "notebook" if path.lower().endswith(".ipynb") else "python"
+
+
+def display_path(path: Path, cwd: Path) -> str:
+    try:
+        return path.relative_to(cwd).as_posix()
+    except ValueError:
+        return str(path)
+
+
+def rel_to(path: Path, base: Path) -> Optional[str]:
+    try:
+        return path.relative_to(base).as_posix()
+    except ValueError:
+        return None
+
+
+def _spec(lines: Sequence[str]):
+    import pathspec  # imported late: only runs that walk or exclude need it
+
+    return pathspec.GitIgnoreSpec.from_lines(list(lines))
+
+
+class _Ignores:
+    """The .gitignore files in force for a folder, nearest last."""
+
+    def __init__(self, specs: Tuple[Tuple[Path, object], ...] = ()):
+        self.specs = specs
+
+    def with_folder(self, folder: Path) -> "_Ignores":
+        gi = folder / ".gitignore"
+        if not gi.is_file():
+            return self
+        try:
+            lines = gi.read_text(encoding="utf-8", errors="replace").splitlines()
+        except OSError:
+            return self
+        return _Ignores(self.specs + ((folder, _spec(lines)),))
+
+    def ignored(self, path: Path, is_dir: bool) -> bool:
+        # The nearest .gitignore with a matching pattern decides (negations included).
+        for base, spec in reversed(self.specs):
+            rel = rel_to(path, base)
+            if rel is None:
+                continue
+            if is_dir:
+                rel += "/"
+            check = getattr(spec, "check_file", None)
+            if check is not None:
+                include = check(rel).include
+                if include is not None:
+                    return bool(include)
+            elif spec.match_file(rel):
+                return True
+        return False
+
+
+def _git_root(folder: Path) -> Optional[Path]:
+    for f in (folder, *folder.parents):
+        if (f / ".git").exists():
+            return f
+    return None
+
+
+def _parent_ignores(folder: Path, root: Path) -> _Ignores:
+    """The .gitignore files above `folder` (itself not included) up to the repository root."""
+    top = _git_root(folder)
+    if top is None:
+        top = root if rel_to(folder, root) is not None else folder
+    chain = [f for f in folder.parents if rel_to(f, top) is not None]  # nearest first
+    ign = _Ignores()
+    for f in reversed(chain):
+        ign = ign.with_folder(f)
+    return ign
+
+
+class Excluder:
+    def __init__(self, root: Path, patterns: Sequence[str]):
+        self.root = root
+        self.spec = _spec(list(DEFAULT_EXCLUDES) + list(patterns))
+
+    def excluded(self, path: Path, is_dir: bool, base: Optional[Path] = None) -> bool:
+        rel = rel_to(path, base or self.root)
+        if rel == ".":
+            return False  # the project root (or a named folder) itself
+        if rel is None:
+            # Outside the project: anchored patterns cannot apply, match the name alone.
+            rel = path.name
+        if is_dir:
+            rel += "/"
+        return self.spec.match_file(rel)
+
+
+def discover(
+    paths: Sequence[str],
+    *,
+    root: Path,
+    exclude: Sequence[str] = (),
+    force_exclude: bool = False,
+    respect_gitignore: bool = True,
+    cwd: Optional[Path] = None,
+) -> Discovered:
+    cwd = Path(cwd or os.getcwd())
+    excluder = Excluder(root, exclude)
+    found: Dict[Path, SourceFile] = {}
+    missing: List[str] = []
+    warnings: List[str] = []
+
+    def add(p: Path) -> None:
+        if p not in found:
+            found[p] = SourceFile(p, display_path(p, cwd), kind_of(p.name))
+
+    for given in paths:
+        p = Path(os.path.normpath(cwd / given))
+        if p.is_file():
+            if force_exclude and excluder.excluded(p, False):
+                continue
+            add(p)
+        elif p.is_dir():
+            if force_exclude and excluder.excluded(p, True):
+                continue
+            # A named folder inside an excluded one: match excludes below it, not above.
+            base = p if (rel_to(p, root) is None or excluder.excluded(p, True)) else root
+            ignores = _parent_ignores(p, root) if respect_gitignore else _Ignores()
+            _walk(p, base, excluder, ignores, respect_gitignore, add, warnings)
+        elif p.exists():
+            warnings.append(f"{given}: not a regular file or folder, skipped")
+        else:
+            missing.append(given)
+    files = sorted(found.values(), key=lambda s: s.display)
+    return Discovered(files, missing, warnings)
+
+
+def _walk(folder: Path, base: Path, excluder: Excluder, ignores: _Ignores, use_gitignore: bool, add, warnings) -> None:
+    if use_gitignore:
+        ignores = ignores.with_folder(folder)
+    try:
+        with os.scandir(folder) as it:
+            entries = sorted(it, key=lambda e: e.name)
+    except OSError as exc:
+        warnings.append(f"{folder}: cannot read folder: {exc.strerror or exc}")
+        return
+    for entry in entries:
+        path = Path(entry.path)
+        try:
+            is_dir = entry.is_dir(follow_symlinks=False)
+            is_file = not is_dir and entry.is_file()
+        except OSError:
+            continue
+        if is_dir:
+            if excluder.excluded(path, True, base) or ignores.ignored(path, True):
+                continue
+            _walk(path, base, excluder, ignores, use_gitignore, add, warnings)
+        elif is_file and os.path.splitext(entry.name)[1].lower() in SUFFIXES:
+            if excluder.excluded(path, False, base) or ignores.ignored(path, False):
+                continue
+            add(path)

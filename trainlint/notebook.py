@@ -1,0 +1,246 @@
+"""Jupyter notebooks: one Python text for all code cells, and the way back.
+
+The rules see the notebook as one module (a model defined in cell 2 and trained
+in cell 5 is analysed together). The text is built so that:
+
+- every code cell starts with a separator comment line, `# trainlint-cell: N`
+  (N = 1-based index among ALL cells, markdown included); fixes replace
+  statements, never these comments, so the fixed text splits back into cells;
+- IPython syntax (line magics `%x`, `!cmd`, `x = !cmd`, help `obj?`) becomes
+  `pass  # [magic]` on the same line, with the same indentation, so lines do not
+  shift and the code still parses; the original lines are put back on write;
+- a cell magic whose body is not Python (`%%bash`, `%%html`, ...) turns the whole
+  cell into comments; Python cell magics (`%%time`, `%%capture`, ...) keep the body.
+
+Positions map back to (cell, line within the cell), lines counted in the cell's
+own source, magic lines included.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field, replace
+from typing import Dict, List, Optional, Tuple
+
+from trainlint.finding import Edit, Finding
+
+SEPARATOR = "# trainlint-cell: {}"
+_SEPARATOR_RE = re.compile(r"^# trainlint-cell: (\d+)\r?\n?$")
+MAGIC = "pass  # [magic]"
+_MAGIC_RE = re.compile(r"^(\s*)pass  # \[magic\](\r?\n)?$")
+
+# Cell magics whose body is Python (IPython's and ruff's list).
+PYTHON_CELL_MAGICS = frozenset(
+    {"time", "timeit", "capture", "debug", "prun", "python", "python3", "pypy", "writefile_python"}
+)
+_ASSIGN_MAGIC_RE = re.compile(r"^\s*[\w.\[\], ]+=\s*[!%]")
+
+
+class NotebookError(ValueError):
+    """The notebook cannot be read as one (bad JSON, no cells) or its fixes cannot be written back."""
+
+
+@dataclass
+class _Cell:
+    index: int  # 0-based among all cells
+    original: List[str]  # the source lines as stored (keepends)
+    neutral: str  # the lines as the linter sees them, newline-terminated
+    magics: List[str] = field(default_factory=list)  # original magic lines, in order
+    opaque: bool = False  # a non-Python cell magic: never rewritten
+
+
+@dataclass
+class Notebook:
+    data: dict
+    raw_text: str
+    cells: List[_Cell]
+    text: str  # what the rules see
+    line_map: List[Tuple[int, int]]  # text line (0-based) -> (cell number 1-based, cell line 1-based)
+
+    def position(self, line: int) -> Tuple[Optional[int], int]:
+        """(cell, line within the cell) of a 1-based line of `text`."""
+        if 1 <= line <= len(self.line_map):
+            cell, cline = self.line_map[line - 1]
+            return cell, max(cline, 1)
+        return None, line
+
+
+def _source_lines(cell: dict) -> List[str]:
+    src = cell.get("source", "")
+    if isinstance(src, list):
+        src = "".join(s for s in src if isinstance(s, str))
+    if not isinstance(src, str):
+        return []
+    return src.splitlines(keepends=True)
+
+
+def _is_line_magic(line: str) -> bool:
+    stripped = line.lstrip()
+    if not stripped:
+        return False
+    if stripped[0] in "%!?":
+        return True
+    if _ASSIGN_MAGIC_RE.match(line):
+        return True
+    # `obj?` / `obj??`: help. A `#` on the line could hide a `?` in a comment: leave it.
+    return "#" not in stripped and stripped.rstrip().endswith("?")
+
+
+def _neutralise(index: int, lines: List[str]) -> _Cell:
+    first = next((ln for ln in lines if ln.strip()), "")
+    out: List[str] = []
+    magics: List[str] = []
+    opaque = False
+    if first.lstrip().startswith("%%"):
+        name = first.lstrip()[2:].split(None, 1)[0] if first.lstrip()[2:].strip() else ""
+        opaque = name not in PYTHON_CELL_MAGICS
+    for ln in lines:
+        body = ln.rstrip("\r\n")
+        if opaque:
+            out.append("# " + body if body.strip() else "")
+        elif _is_line_magic(body):
+            indent = body[: len(body) - len(body.lstrip())]
+            magics.append(body)
+            out.append(indent + MAGIC)
+        else:
+            out.append(body)
+    neutral = "".join(s + "\n" for s in out)
+    return _Cell(index, lines, neutral, magics, opaque)
+
+
+def _is_python(data: dict) -> bool:
+    meta = data.get("metadata") or {}
+    lang = ((meta.get("language_info") or {}).get("name") or (meta.get("kernelspec") or {}).get("language") or "python")
+    return str(lang).lower() == "python"
+
+
+def load(raw_text: str) -> Optional[Notebook]:
+    """Parse a notebook. None for a notebook in another language (nothing to lint)."""
+    try:
+        data = json.loads(raw_text)
+    except ValueError as exc:
+        raise NotebookError(f"notebook is not valid JSON: {exc}") from None
+    if not isinstance(data, dict) or not isinstance(data.get("cells"), list):
+        raise NotebookError("notebook has no 'cells' list")
+    if not _is_python(data):
+        return None
+    cells: List[_Cell] = []
+    parts: List[str] = []
+    line_map: List[Tuple[int, int]] = []
+    for i, cell in enumerate(data["cells"]):
+        if not isinstance(cell, dict) or cell.get("cell_type") != "code":
+            continue
+        c = _neutralise(i, _source_lines(cell))
+        cells.append(c)
+        parts.append(SEPARATOR.format(i + 1) + "\n")
+        line_map.append((i + 1, 1))
+        parts.append(c.neutral)
+        line_map.extend((i + 1, n) for n in range(1, c.neutral.count("\n") + 1))
+    return Notebook(data, raw_text, cells, "".join(parts), line_map)
+
+
+def map_finding(nb: Notebook, f: Finding) -> Finding:
+    """A finding on the combined text -> the same finding on (cell, line in cell)."""
+    cell, line = nb.position(f.line)
+    end_cell, end_line = nb.position(f.end_line)
+    end_col = f.end_column
+    if end_cell != cell:
+        end_line, end_col = line, f.column
+    fix = f.fix
+    if fix is not None:
+        edits = []
+        for e in fix.edits:
+            _, el = nb.position(e.line)
+            _, eel = nb.position(e.end_line)
+            edits.append(Edit(el, e.column, eel, e.end_column, e.content))
+        fix = replace(fix, edits=tuple(edits))
+    return replace(f, line=line, end_line=end_line, end_column=end_col, cell=cell, fix=fix)
+
+
+def split_cells(nb: Notebook, text: str) -> Dict[int, str]:
+    """The combined (fixed) text cut back into cell texts, by cell index (0-based)."""
+    chunks: Dict[int, List[str]] = {}
+    order: List[int] = []
+    current: Optional[int] = None
+    preamble: List[str] = []
+    for ln in text.splitlines(keepends=True):
+        m = _SEPARATOR_RE.match(ln)
+        if m:
+            current = int(m.group(1)) - 1
+            order.append(current)
+            chunks[current] = []
+        elif current is None:
+            preamble.append(ln)  # a fix inserted code above the first cell: it belongs to it
+        else:
+            chunks[current].append(ln)
+    if order != [c.index for c in nb.cells]:
+        raise NotebookError("fixed code no longer splits into the notebook's cells")
+    if preamble and order:
+        chunks[order[0]] = preamble + chunks[order[0]]
+    return {i: "".join(lines) for i, lines in chunks.items()}
+
+
+def _restore(cell: _Cell, text: str) -> List[str]:
+    """Put the magic lines back into a fixed cell text; the cell's new source lines."""
+    magics = iter(cell.magics)
+    out: List[str] = []
+    for ln in text.splitlines(keepends=True):
+        m = _MAGIC_RE.match(ln)
+        if m:
+            orig = next(magics, None)
+            if orig is None:
+                raise NotebookError("fixed code no longer matches the notebook's magic lines")
+            old_indent = orig[: len(orig) - len(orig.lstrip())]
+            line = orig if m.group(1) == old_indent else m.group(1) + orig.lstrip()
+            out.append(line + "\n")
+        else:
+            out.append(ln)
+    if next(magics, None) is not None:
+        raise NotebookError("a fix removed a magic line")
+    # The combined text ends every cell with a newline; the stored source may not.
+    if out and cell.original and not cell.original[-1].endswith("\n") and out[-1].endswith("\n"):
+        out[-1] = out[-1][:-1]
+    if not cell.original and out == []:
+        return []
+    return out
+
+
+def _json_style(raw_text: str) -> Tuple[Optional[int], bool]:
+    """The indentation the file was written with (nbformat: 1) and whether it ends with a newline."""
+    indent: Optional[int] = None
+    lines = raw_text.splitlines()
+    if len(lines) > 1:
+        second = lines[1]
+        indent = len(second) - len(second.lstrip(" "))
+    return indent, raw_text.endswith("\n")
+
+
+def cell_changes(nb: Notebook, fixed_text: str) -> List[Tuple[int, str, str]]:
+    """(cell number, old source, new source) for every cell a fix changed."""
+    new_cells = split_cells(nb, fixed_text)
+    changes = []
+    for cell in nb.cells:
+        if cell.opaque:
+            continue
+        new_text = new_cells.get(cell.index, "")
+        if new_text == cell.neutral:
+            continue
+        new_lines = _restore(cell, new_text)
+        if new_lines != cell.original:
+            changes.append((cell.index + 1, "".join(cell.original), "".join(new_lines)))
+    return changes
+
+
+def write_back(nb: Notebook, fixed_text: str) -> Optional[str]:
+    """The notebook's new JSON text with fixed cells, outputs and metadata untouched; None if unchanged."""
+    changes = cell_changes(nb, fixed_text)
+    if not changes:
+        return None
+    for number, _old, new_source in changes:
+        cell = nb.data["cells"][number - 1]
+        lines = new_source.splitlines(keepends=True)
+        cell["source"] = lines if isinstance(cell.get("source"), list) else new_source
+    indent, trailing_newline = _json_style(nb.raw_text)
+    out = json.dumps(nb.data, indent=indent, ensure_ascii=False)
+    return out + "\n" if trailing_newline else out

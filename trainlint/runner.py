@@ -1,0 +1,252 @@
+"""Lint many files: cache look-ups, the fix loop, a process pool for the rest, atomic writes.
+
+- Files are read (and hashed for the cache) in the main process; only cache misses
+  are linted, so a run where every file hits never imports libcst.
+- `--jobs 1`, or fewer than `POOL_MIN_FILES` misses, lints in-process: the
+  pre-commit case (a few changed files) pays no pool start-up.
+- The pool keeps the input order (`Pool.map`), so output never depends on `--jobs`.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import stat
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, FrozenSet, List, Optional, Tuple
+
+from trainlint.finding import Finding
+
+if TYPE_CHECKING:  # pragma: no cover
+    from trainlint.cache import Cache
+    from trainlint.config import Settings
+    from trainlint.discovery import SourceFile
+
+MAX_FIX_PASSES = 5
+POOL_MIN_FILES = 4
+
+# An unreadable or undecodable file is reported as TL000, like a file that does not parse
+# (ruff reports these as a finding too, E902): the run goes on with the other files.
+SYNTAX_CODE, SYNTAX_NAME = "TL000", "syntax-error"
+
+
+@dataclass
+class Task:
+    display: str
+    kind: str  # "python" or "notebook"
+    content: bytes
+    selected: FrozenSet[str]
+    fix_mode: Optional[str] = None  # None, "safe" or "unsafe"
+
+
+@dataclass
+class Outcome:
+    display: str
+    findings: List[Finding] = field(default_factory=list)
+    fixed: int = 0
+    new_content: Optional[bytes] = None  # the fixed file, when a fix changed it
+    changes: List[Tuple[str, str, str]] = field(default_factory=list)  # (label, old, new) for --diff
+    error: Optional[str] = None  # an internal error: reported, exit code 2
+    warning: Optional[str] = None
+    cached: bool = False
+    # Set by `lint_files`, for caching after a write.
+    path: Optional[Path] = None
+    kind: str = "python"
+    selected: FrozenSet[str] = frozenset()
+
+
+def file_error(display: str, message: str) -> Finding:
+    return Finding(display, 1, 1, 1, 1, SYNTAX_CODE, SYNTAX_NAME, "error", message)
+
+
+class SourceError(ValueError):
+    pass
+
+
+def decode_python(content: bytes) -> Tuple[str, str]:
+    """Source text and encoding as Python reads it: UTF-8, a BOM, or a PEP 263 coding line.
+
+    Bytes are decoded as they are (no newline translation) so a fix writes back the
+    file's own line endings.
+    """
+    import tokenize
+
+    try:
+        encoding, _ = tokenize.detect_encoding(io.BytesIO(content).readline)
+    except SyntaxError as exc:
+        raise SourceError(f"cannot read file: {exc.msg if hasattr(exc, 'msg') else exc}") from None
+    try:
+        return content.decode(encoding), encoding
+    except UnicodeDecodeError as exc:
+        label = "UTF-8" if encoding in ("utf-8", "utf-8-sig") else encoding
+        raise SourceError(f"cannot read file: not valid {label} ({exc.reason} at byte {exc.start})") from None
+    except LookupError:
+        raise SourceError(f"cannot read file: unknown encoding {encoding!r}") from None
+
+
+def _fix_loop(text: str, display: str, selected, unsafe: bool):
+    """Lint and fix until nothing changes (at most MAX_FIX_PASSES): (remaining findings, text, fixes)."""
+    from trainlint.engine import lint_text
+
+    fixed = 0
+    for _ in range(MAX_FIX_PASSES):
+        r = lint_text(text, display, selected, fix=True, unsafe_fixes=unsafe)
+        if r.fixed_text is None or r.fixed_text == text:
+            return r.findings, text, fixed
+        text, fixed = r.fixed_text, fixed + r.fixed_count
+    return lint_text(text, display, selected).findings, text, fixed
+
+
+def _lint_python(task: Task) -> Outcome:
+    try:
+        text, encoding = decode_python(task.content)
+    except SourceError as exc:
+        return Outcome(task.display, [file_error(task.display, str(exc))])
+    if task.fix_mode is None:
+        from trainlint.engine import lint_text
+
+        return Outcome(task.display, lint_text(text, task.display, task.selected).findings)
+    findings, new_text, fixed = _fix_loop(text, task.display, task.selected, task.fix_mode == "unsafe")
+    out = Outcome(task.display, findings, fixed)
+    if new_text != text:
+        out.new_content = new_text.encode(encoding)
+        out.changes = [(task.display, text, new_text)]
+    return out
+
+
+def _lint_notebook(task: Task) -> Outcome:
+    from trainlint import notebook
+
+    try:
+        raw = task.content.decode("utf-8-sig")
+        nb = notebook.load(raw)
+    except UnicodeDecodeError as exc:
+        return Outcome(task.display, [file_error(task.display, f"cannot read notebook: not valid UTF-8 ({exc.reason} at byte {exc.start})")])
+    except notebook.NotebookError as exc:
+        return Outcome(task.display, [file_error(task.display, f"cannot read notebook: {exc}")])
+    if nb is None:  # not a Python notebook
+        return Outcome(task.display)
+
+    def mapped(findings):
+        return [notebook.map_finding(nb, f) for f in findings]
+
+    if task.fix_mode is None:
+        from trainlint.engine import lint_text
+
+        return Outcome(task.display, mapped(lint_text(nb.text, task.display, task.selected).findings))
+    findings, new_text, fixed = _fix_loop(nb.text, task.display, task.selected, task.fix_mode == "unsafe")
+    out = Outcome(task.display, mapped(findings), fixed)
+    if new_text != nb.text:
+        try:
+            changes = notebook.cell_changes(nb, new_text)
+            new_json = notebook.write_back(nb, new_text)
+        except notebook.NotebookError as exc:
+            from trainlint.engine import lint_text
+
+            # Never write a notebook whose cells cannot be told apart: report, fix nothing.
+            out = Outcome(task.display, mapped(lint_text(nb.text, task.display, task.selected).findings))
+            out.warning = f"{task.display}: fixes not applied: {exc}"
+            return out
+        if new_json is not None:
+            out.new_content = new_json.encode("utf-8")
+            out.changes = [(f"{task.display}:cell {n}", old, new) for n, old, new in changes]
+    return out
+
+
+def lint_task(task: Task) -> Outcome:
+    """Lint one file's content (runs in a worker process when there is a pool)."""
+    try:
+        if task.kind == "notebook":
+            return _lint_notebook(task)
+        return _lint_python(task)
+    except Exception as exc:  # a bug in a rule must not hide the other files' results
+        if os.environ.get("TRAINLINT_DEBUG"):
+            raise
+        return Outcome(task.display, error=f"{type(exc).__name__}: {exc}")
+
+
+def run_tasks(tasks: List[Task], jobs: int) -> List[Outcome]:
+    if jobs <= 1 or len(tasks) < POOL_MIN_FILES:
+        return [lint_task(t) for t in tasks]
+    import multiprocessing
+
+    # Import the engine (libcst, the rules) before forking: the workers share it.
+    import trainlint.engine  # noqa: F401
+
+    method = "fork" if sys.platform.startswith("linux") else "spawn"
+    ctx = multiprocessing.get_context(method)
+    workers = min(jobs, len(tasks))
+    chunk = max(1, len(tasks) // (workers * 4))
+    with ctx.Pool(workers) as pool:
+        return pool.map(lint_task, tasks, chunksize=chunk)
+
+
+def _has_applicable_fix(findings: List[Finding], fix_mode: str) -> bool:
+    return any(f.fix is not None and (f.fix.applicability == "safe" or fix_mode == "unsafe") for f in findings)
+
+
+def lint_files(
+    files: List["SourceFile"],
+    settings: "Settings",
+    cache: Optional["Cache"],
+    fix_mode: Optional[str] = None,
+) -> List[Outcome]:
+    """One outcome per file, in the order of `files`."""
+    from trainlint.discovery import rel_to
+
+    outcomes: List[Optional[Outcome]] = [None] * len(files)
+    pending: List[Tuple[int, Optional[str], Task]] = []
+    for i, sf in enumerate(files):
+        try:
+            content = sf.path.read_bytes()
+        except OSError as exc:
+            outcomes[i] = Outcome(sf.display, [file_error(sf.display, f"cannot read file: {exc.strerror or exc}")])
+            continue
+        selected = settings.selected_for(rel_to(sf.path, settings.root) or sf.path.name)
+        key = None
+        if cache is not None:
+            key = cache.key(content, sf.display, sf.kind, selected)
+            hit = cache.get(key, sf.display)
+            if hit is not None and not (fix_mode and _has_applicable_fix(hit, fix_mode)):
+                outcomes[i] = Outcome(sf.display, hit, cached=True, path=sf.path, kind=sf.kind, selected=selected)
+                continue
+        pending.append((i, key, Task(sf.display, sf.kind, content, selected, fix_mode)))
+
+    results = run_tasks([t for _, _, t in pending], settings.jobs)
+    for (i, key, task), out in zip(pending, results):
+        out.path, out.kind, out.selected = files[i].path, task.kind, task.selected
+        outcomes[i] = out
+        # A fixed file is cached under its new content once written (see `cache_written`).
+        if cache is not None and key is not None and out.error is None and out.new_content is None:
+            cache.put(key, out.findings)
+    return [o for o in outcomes if o is not None]
+
+
+def cache_written(cache: Optional["Cache"], out: Outcome) -> None:
+    """After a fix was written: the remaining findings are the new content's result."""
+    if cache is not None and out.new_content is not None and out.error is None and out.warning is None:
+        key = cache.key(out.new_content, out.display, out.kind, out.selected)
+        cache.put(key, out.findings)
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Replace a file's content all at once (temp file in the same folder + rename), keeping its mode."""
+    target = Path(os.path.realpath(path))  # write through a symlink, don't replace it
+    mode = stat.S_IMODE(os.stat(target).st_mode)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, target)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
