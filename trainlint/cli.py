@@ -262,8 +262,8 @@ def _run_stdin(settings, opts, fix_mode: Optional[str]) -> int:
 
     name = opts["stdin_filename"]
     display = name or "-"
-    content = click.get_binary_stream("stdin").read()
-    stdout = click.get_binary_stream("stdout")
+    content = sys.stdin.buffer.read()
+    stdout = sys.stdout.buffer
     if name:
         path = Path(os.path.normpath(Path.cwd() / name))
         if settings.force_exclude and Excluder(settings.root, settings.exclude).excluded(path, False):

@@ -74,17 +74,22 @@ def decode_python(content: bytes) -> Tuple[str, str]:
     """
     import tokenize
 
+    problem = None
     try:
         encoding, _ = tokenize.detect_encoding(io.BytesIO(content).readline)
     except SyntaxError as exc:
-        raise SourceError(f"cannot read file: {exc.msg if hasattr(exc, 'msg') else exc}") from None
+        # A bad coding line, or undecodable bytes in the first two lines: say which.
+        encoding, problem = "utf-8", str(getattr(exc, "msg", exc))
     try:
-        return content.decode(encoding), encoding
+        text = content.decode(encoding)
     except UnicodeDecodeError as exc:
         label = "UTF-8" if encoding in ("utf-8", "utf-8-sig") else encoding
         raise SourceError(f"cannot read file: not valid {label} ({exc.reason} at byte {exc.start})") from None
     except LookupError:
         raise SourceError(f"cannot read file: unknown encoding {encoding!r}") from None
+    if problem:
+        raise SourceError(f"cannot read file: {problem}")
+    return text, encoding
 
 
 def _fix_loop(text: str, display: str, selected, unsafe: bool):
