@@ -1,0 +1,184 @@
+"""Output formats: text, JSON (SPEC's objects), SARIF 2.1.0 (schema-valid), GitHub annotations."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from trainlint.finding import Edit, Fix, Finding
+from trainlint.report import Summary, render
+
+DATA = Path(__file__).parent / "data"
+
+SPEC_KEYS = ["path", "line", "column", "end_line", "end_column", "cell", "code", "name", "severity", "message", "fix"]
+
+
+def finding(**kw) -> Finding:
+    base = dict(path="train.py", line=12, column=9, end_line=12, end_column=30, code="TL990",
+                name="test-flag-me", severity="warning", message="flagme() called, use fixed()")
+    base.update(kw)
+    return Finding(**base)
+
+
+@pytest.fixture
+def sample(test_rules):
+    fix = Fix("safe", (Edit(12, 9, 12, 30, "fixed()"),), "rename")
+    return [
+        finding(fix=fix),
+        finding(path="sub dir/nb.ipynb", line=4, column=1, end_line=4, end_column=9, cell=3,
+                code="TL991", name="test-info", severity="info", message="infome() called: 50% sure, really"),
+        finding(path="b.py", line=1, column=11, end_line=1, end_column=11, code="TL000",
+                name="syntax-error", severity="error", message="file does not parse: expected ':'"),
+    ]
+
+
+# -- text ------------------------------------------------------------------------------
+
+
+def test_text_lines_and_summary(sample):
+    out = render("text", sample, Summary())
+    assert out.splitlines() == [
+        "train.py:12:9: TL990 [test-flag-me] flagme() called, use fixed()",
+        "sub dir/nb.ipynb:cell 3:line 4:1: TL991 [test-info] infome() called: 50% sure, really",
+        "b.py:1:11: TL000 [syntax-error] file does not parse: expected ':'",
+        "Found 3 findings.",
+        "[*] 1 fixable with the `--fix` option.",
+    ]
+
+
+def test_text_summary_variants():
+    assert render("text", [], Summary()) == "All checks passed!\n"
+    assert render("text", [], Summary(quiet=True)) == ""
+    one = [finding()]
+    assert render("text", one, Summary()).splitlines()[-1] == "Found 1 finding."
+    assert render("text", one, Summary(fix_mode=True, fixed=2)).splitlines()[-1] == "Found 3 findings (2 fixed, 1 remaining)."
+    unsafe = [finding(fix=Fix("unsafe", ())), finding(line=13, fix=Fix("safe", ()))]
+    assert render("text", unsafe, Summary()).splitlines()[-1] == "[*] 1 fixable with the `--fix` option (1 more with `--unsafe-fixes`)."
+
+
+def test_statistics_text(sample):
+    out = render("text", sample + [finding(line=20)], Summary(statistics=True, quiet=True))
+    assert out.splitlines() == ["2  TL990  [*] test-flag-me", "1  TL000      syntax-error", "1  TL991      test-info"]
+
+
+# -- json ------------------------------------------------------------------------------
+
+
+def test_json_objects_are_exactly_the_spec(sample):
+    data = json.loads(render("json", sample, Summary()))
+    assert [list(d) for d in data] == [SPEC_KEYS] * 3
+    assert data[0] == {
+        "path": "train.py", "line": 12, "column": 9, "end_line": 12, "end_column": 30, "cell": None,
+        "code": "TL990", "name": "test-flag-me", "severity": "warning", "message": "flagme() called, use fixed()",
+        "fix": {"applicability": "safe", "edits": [{"line": 12, "column": 9, "end_line": 12, "end_column": 30, "content": "fixed()"}]},
+    }
+    assert data[1]["cell"] == 3 and data[1]["fix"] is None
+    assert {d["severity"] for d in data} <= {"error", "warning", "info"}
+
+
+def test_json_empty_is_an_empty_array():
+    assert json.loads(render("json", [], Summary())) == []
+
+
+# -- sarif -----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def sarif_validator():
+    jsonschema = pytest.importorskip("jsonschema")
+    schema = json.loads((DATA / "sarif-schema-2.1.0.json").read_text(encoding="utf-8"))
+    return jsonschema.Draft4Validator(schema, format_checker=jsonschema.FormatChecker())
+
+
+def test_sarif_is_valid_against_the_oasis_schema(sample, sarif_validator, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    log = json.loads(render("sarif", sample, Summary(root=tmp_path)))
+    errors = sorted(sarif_validator.iter_errors(log), key=lambda e: list(e.absolute_path))
+    assert not errors, [f"{list(e.absolute_path)}: {e.message}" for e in errors]
+    # The schema must be able to fail: a result without a message is rejected.
+    broken = json.loads(json.dumps(log))
+    del broken["runs"][0]["results"][0]["message"]
+    assert list(sarif_validator.iter_errors(broken))
+
+
+def test_sarif_has_what_github_code_scanning_needs(sample, tmp_path, monkeypatch, test_rules):
+    monkeypatch.chdir(tmp_path)
+    log = json.loads(render("sarif", sample, Summary(root=tmp_path)))
+    assert log["version"] == "2.1.0"
+    [run] = log["runs"]
+    driver = run["tool"]["driver"]
+    assert driver["name"] == "trainlint" and driver["version"] and driver["informationUri"].startswith("https://")
+    ids = [r["id"] for r in driver["rules"]]
+    assert ids == list(test_rules)
+    rule = driver["rules"][ids.index("TL990")]
+    assert rule["name"] == "test-flag-me"
+    assert rule["shortDescription"]["text"] == "Test rule: finds calls to `flagme()`."
+    assert rule["fullDescription"]["text"] and "## Why is this bad?" in rule["help"]["text"]
+    assert rule["defaultConfiguration"]["level"] == "warning"
+    levels = {r["id"]: r["defaultConfiguration"]["level"] for r in driver["rules"]}
+    assert levels["TL000"] == "error" and levels["TL991"] == "note"
+
+    first, nb, syntax = run["results"]
+    assert first["ruleId"] == "TL990" and driver["rules"][first["ruleIndex"]]["id"] == "TL990"
+    assert first["level"] == "warning" and first["message"]["text"] == "flagme() called, use fixed()"
+    loc = first["locations"][0]["physicalLocation"]
+    assert loc["artifactLocation"] == {"uri": "train.py", "uriBaseId": "%SRCROOT%"}
+    assert loc["region"] == {"startLine": 12, "startColumn": 9, "endLine": 12, "endColumn": 30}
+    assert nb["locations"][0]["physicalLocation"]["artifactLocation"]["uri"] == "sub%20dir/nb.ipynb"
+    assert nb["message"]["text"].startswith("cell 3: ") and nb["properties"] == {"cell": 3} and nb["level"] == "note"
+    assert syntax["level"] == "error"
+    assert run["originalUriBaseIds"]["%SRCROOT%"]["uri"] == tmp_path.as_uri() + "/"
+
+
+def test_sarif_from_the_cli_validates(run_cli, tmp_path, sarif_validator, test_rules):
+    (tmp_path / "a.py").write_text("flagme()\n")
+    (tmp_path / "b.py").write_text("for x in y\n")
+    r = run_cli(".", "--format", "sarif")
+    assert r.exit_code == 1
+    log = json.loads(r.stdout)
+    assert not list(sarif_validator.iter_errors(log))
+    assert [res["ruleId"] for res in log["runs"][0]["results"]] == ["TL990", "TL000"]
+
+
+# -- github ----------------------------------------------------------------------------
+
+
+def test_github_annotations(sample):
+    lines = render("github", sample, Summary()).splitlines()
+    assert lines[0] == (
+        "::warning file=train.py,line=12,col=9,endLine=12,endColumn=30,"
+        "title=TL990 test-flag-me::TL990 flagme() called, use fixed()"
+    )
+    # info -> notice; notebooks: no line (it would point into the JSON), cell in the message; % escaped.
+    assert lines[1] == (
+        "::notice file=sub dir/nb.ipynb,title=TL991 test-info::"
+        "TL991 cell 3, line 4, column 1: infome() called: 50%25 sure, really"
+    )
+    assert lines[2].startswith("::error file=b.py,line=1,col=11,")
+
+
+def test_github_escaping():
+    from trainlint.report.github import escape_data, escape_property
+
+    assert escape_data("a%b\r\nc:d,e") == "a%25b%0D%0Ac:d,e"
+    assert escape_property("a%b\r\nc:d,e") == "a%25b%0D%0Ac%3Ad%2Ce"
+    f = finding(path="we:ird,name.py", message="two\nlines")
+    line = render("github", [f], Summary()).strip()
+    assert "file=we%3Aird%2Cname.py," in line and line.endswith("::TL990 two%0Alines")
+
+
+def test_report_modules_are_imported_only_when_used(tmp_path):
+    import subprocess
+    import sys
+
+    (tmp_path / "a.py").write_text("x = 1\n")
+    code = (
+        "import sys\nfrom trainlint.cli import main\n"
+        "try:\n    main(['a.py', '--no-cache'])\nexcept SystemExit:\n    pass\n"
+        "bad = [m for m in ('trainlint.report.sarif', 'trainlint.report.json_format', 'trainlint.report.github') if m in sys.modules]\n"
+        "assert not bad, bad\n"
+    )
+    p = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
