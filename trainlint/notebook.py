@@ -46,7 +46,7 @@ class _Cell:
     index: int  # 0-based among all cells
     original: List[str]  # the source lines as stored (keepends)
     neutral: str  # the lines as the linter sees them, newline-terminated
-    magics: List[str] = field(default_factory=list)  # original magic lines, in order
+    magics: List[Tuple[str, str]] = field(default_factory=list)  # (original line, indent given), in order
     opaque: bool = False  # a non-Python cell magic: never rewritten
 
 
@@ -95,16 +95,24 @@ def _neutralise(index: int, lines: List[str]) -> _Cell:
     if first.lstrip().startswith("%%"):
         name = first.lstrip()[2:].split(None, 1)[0] if first.lstrip()[2:].strip() else ""
         opaque = name not in PYTHON_CELL_MAGICS
+    prev_indent, prev_opens = "", False  # the last code line: for a magic's `pass` to fit in
     for ln in lines:
         body = ln.rstrip("\r\n")
         if opaque:
             out.append("# " + body if body.strip() else "")
         elif _is_line_magic(body):
-            indent = body[: len(body) - len(body.lstrip())]
-            magics.append(body)
+            own = body[: len(body) - len(body.lstrip())]
+            if prev_opens:
+                indent = own if len(own) > len(prev_indent) else prev_indent + "    "
+            else:
+                indent = own if len(own) <= len(prev_indent) else prev_indent
+            magics.append((body, indent))
             out.append(indent + MAGIC)
         else:
             out.append(body)
+            code = body.split("#", 1)[0].rstrip()
+            if code:
+                prev_indent, prev_opens = body[: len(body) - len(body.lstrip())], code.endswith(":")
     neutral = "".join(s + "\n" for s in out)
     return _Cell(index, lines, neutral, magics, opaque)
 
@@ -188,11 +196,12 @@ def _restore(cell: _Cell, text: str) -> List[str]:
     for ln in text.splitlines(keepends=True):
         m = _MAGIC_RE.match(ln)
         if m:
-            orig = next(magics, None)
-            if orig is None:
+            item = next(magics, None)
+            if item is None:
                 raise NotebookError("fixed code no longer matches the notebook's magic lines")
-            old_indent = orig[: len(orig) - len(orig.lstrip())]
-            line = orig if m.group(1) == old_indent else m.group(1) + orig.lstrip()
+            orig, given = item
+            # Unmoved: the line as it was. Re-indented by a fix (wrapped in a block): shift it too.
+            line = orig if m.group(1) == given else m.group(1) + orig.lstrip()
             out.append(line + "\n")
         else:
             out.append(ln)
