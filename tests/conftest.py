@@ -145,3 +145,7 @@ def run_cli(tmp_path, monkeypatch):
         return result
 
     return run
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: takes more than a few seconds (still part of the suite)")
