@@ -18,7 +18,6 @@ import hashlib
 import marshal
 import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import FrozenSet, List, Optional
 
@@ -112,6 +111,8 @@ class Cache:
         return findings
 
     def put(self, key: str, findings: List[Finding]) -> None:
+        import tempfile
+
         target = self._file(key)
         try:
             if not self.root.exists():

@@ -163,7 +163,9 @@ def load_config_file(path: Path) -> FileConfig:
         table = {}
     else:
         table = data
-    return FileConfig(path=path.resolve(), root=path.resolve().parent, values=_check(table, str(path)))
+    # Absolute but not symlink-resolved: file paths are compared with it as the user gave them.
+    absolute = Path(os.path.abspath(path))
+    return FileConfig(path=absolute, root=absolute.parent, values=_check(table, str(path)))
 
 
 def find_config(paths: Sequence[str], cwd: Optional[Path] = None) -> FileConfig:
@@ -171,7 +173,7 @@ def find_config(paths: Sequence[str], cwd: Optional[Path] = None) -> FileConfig:
     cwd = Path(cwd or os.getcwd())
     starts = []
     for p in paths:
-        ap = (cwd / p).resolve() if p != "-" else cwd
+        ap = Path(os.path.normpath(cwd / p)) if p != "-" else cwd
         starts.append(str(ap if ap.is_dir() else ap.parent))
     try:
         start = Path(os.path.commonpath(starts)) if starts else cwd
@@ -279,9 +281,9 @@ def resolve(config: FileConfig, cli: CliOptions) -> Settings:
 
     cache_dir_raw = cli.cache_dir or config.get("cache-dir")
     if cli.cache_dir:
-        cache_dir = Path(cli.cache_dir).resolve()
+        cache_dir = Path(os.path.abspath(cli.cache_dir))
     elif cache_dir_raw:
-        cache_dir = (config.root / str(cache_dir_raw)).resolve()
+        cache_dir = Path(os.path.normpath(config.root / str(cache_dir_raw)))
     else:
         cache_dir = config.root / DEFAULT_CACHE_DIR
 

@@ -150,7 +150,15 @@ def _parent_ignores(folder: Path, root: Path) -> _Ignores:
 class Excluder:
     def __init__(self, root: Path, patterns: Sequence[str]):
         self.root = root
-        self.spec = _spec(list(DEFAULT_EXCLUDES) + list(patterns))
+        self.patterns = list(DEFAULT_EXCLUDES) + list(patterns)
+        self._spec = None
+
+    @property
+    def spec(self):
+        # Built on first use: linting named files without --force-exclude never needs it.
+        if self._spec is None:
+            self._spec = _spec(self.patterns)
+        return self._spec
 
     def excluded(self, path: Path, is_dir: bool, base: Optional[Path] = None) -> bool:
         rel = rel_to(path, base or self.root)

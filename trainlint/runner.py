@@ -13,7 +13,6 @@ import io
 import os
 import stat
 import sys
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, FrozenSet, List, Optional, Tuple
@@ -239,6 +238,8 @@ def cache_written(cache: Optional["Cache"], out: Outcome) -> None:
 
 def write_atomic(path: Path, data: bytes) -> None:
     """Replace a file's content all at once (temp file in the same folder + rename), keeping its mode."""
+    import tempfile
+
     target = Path(os.path.realpath(path))  # write through a symlink, don't replace it
     mode = stat.S_IMODE(os.stat(target).st_mode)
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
