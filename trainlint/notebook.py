@@ -87,6 +87,53 @@ def _is_line_magic(line: str) -> bool:
     return "#" not in stripped and stripped.rstrip().endswith("?")
 
 
+class _Continuation:
+    """Tracks open brackets, triple-quoted strings and backslashes across a cell's lines.
+
+    A line that continues a statement is never a magic, even if it starts with `%` (the
+    `% b` line of a bracketed `a % b` split over two lines): like IPython, which looks
+    for magics at the start of a statement only.
+    """
+
+    def __init__(self) -> None:
+        self.depth = 0
+        self.triple: Optional[str] = None
+        self.backslash = False
+
+    @property
+    def inside(self) -> bool:
+        return self.depth > 0 or self.triple is not None or self.backslash
+
+    def feed(self, line: str) -> None:
+        i, n = 0, len(line)
+        while i < n:
+            if self.triple is not None:
+                end = line.find(self.triple, i)
+                if end < 0:
+                    break
+                self.triple, i = None, end + 3
+                continue
+            c = line[i]
+            if c == "#":
+                n = i  # a comment: the rest of the line does not count
+                break
+            if c in "\"'":
+                if line.startswith(c * 3, i):
+                    self.triple, i = c * 3, i + 3
+                    continue
+                j = i + 1
+                while j < n and line[j] != c:
+                    j += 2 if line[j] == "\\" else 1
+                i = j + 1
+                continue
+            if c in "([{":
+                self.depth += 1
+            elif c in ")]}":
+                self.depth = max(0, self.depth - 1)
+            i += 1
+        self.backslash = self.triple is None and line[:n].rstrip().endswith("\\")
+
+
 def _neutralise(index: int, lines: List[str]) -> _Cell:
     first = next((ln for ln in lines if ln.strip()), "")
     out: List[str] = []
@@ -96,11 +143,12 @@ def _neutralise(index: int, lines: List[str]) -> _Cell:
         name = first.lstrip()[2:].split(None, 1)[0] if first.lstrip()[2:].strip() else ""
         opaque = name not in PYTHON_CELL_MAGICS
     prev_indent, prev_opens = "", False  # the last code line: for a magic's `pass` to fit in
+    cont = _Continuation()
     for ln in lines:
         body = ln.rstrip("\r\n")
         if opaque:
             out.append("# " + body if body.strip() else "")
-        elif _is_line_magic(body):
+        elif not cont.inside and _is_line_magic(body):
             own = body[: len(body) - len(body.lstrip())]
             if prev_opens:
                 indent = own if len(own) > len(prev_indent) else prev_indent + "    "
@@ -109,7 +157,11 @@ def _neutralise(index: int, lines: List[str]) -> _Cell:
             magics.append((body, indent))
             out.append(indent + MAGIC)
         else:
+            starts_statement = not cont.inside
+            cont.feed(body)
             out.append(body)
+            if not starts_statement:
+                continue
             code = body.split("#", 1)[0].rstrip()
             if code:
                 prev_indent, prev_opens = body[: len(body) - len(body.lstrip())], code.endswith(":")

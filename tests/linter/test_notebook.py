@@ -50,6 +50,16 @@ def test_magics_do_not_break_parsing(run_cli, tmp_path):
     assert r.exit_code == 0, r.stdout
 
 
+def test_continuation_lines_are_never_magics():
+    src = "x = (1\n     % 2)\ny = \"\"\"\n!not a shell line\nwhy?\n\"\"\"\nz = 1 + \\\n    2\n!ls\n"
+    nb = notebook.load(nb_json([("code", src)]))
+    body = nb.text.splitlines()[1:]
+    assert body == src.splitlines()[:-1] + ["pass  # [magic]"]
+    import ast
+
+    ast.parse(nb.text)
+
+
 def test_syntax_error_in_a_cell(run_cli, tmp_path):
     r = lint(run_cli, tmp_path, [("markdown", "x"), ("code", "x = 1\n"), ("code", "%ls\ny = (\n")], "--format", "json")
     [f] = json.loads(r.stdout)
