@@ -356,7 +356,8 @@ def _curve_cause(losses: List[float], target: float, max_steps: int) -> str:
                 "too low, or parameters that do not reach the loss")
     window = max(5, len(losses) // 5)
     before = min(losses[:-window]) if len(losses) > window else initial
-    if min(losses[-window:]) < before - 0.05 * abs(before):
+    recent_rate = (before - min(losses[-window:])) / window
+    if recent_rate >= 0.25 * (initial - best) / (len(losses) - 1):   # a quarter of the average
         return (f"the loss was still falling after {max_steps} steps (best {best:.4g}, target "
                 f"{target:.4g}): raise max_steps or the learning rate")
     return (f"the loss stopped improving at about {best:.4g} ({best / initial:.1%} of the initial "
@@ -374,8 +375,9 @@ def overfit_one_batch(model: nn.Module, batch: Any, loss_fn: Optional[Callable] 
 
     The model runs in train mode on ``batch`` (moved to the model's device) for up to
     ``max_steps`` steps. It passes as soon as the batch loss is at most
-    ``max(target_loss, target_ratio * initial_loss)``; it fails when the steps run out
-    or the loss becomes NaN/Inf. A failed result's ``causes`` name likely reasons:
+    ``max(target_loss, target_ratio * initial_loss)``; it fails when the steps run out,
+    the loss becomes NaN/Inf, or it starts negative (the check assumes a loss >= 0
+    whose minimum is 0, as cross-entropy and MSE). A failed result's ``causes`` name likely reasons:
     frozen parameters (listed), parameters that got no gradient or never changed, a
     learning rate of 0, a softmax before cross-entropy, a plateau, a rising loss.
 
@@ -428,6 +430,11 @@ def overfit_one_batch(model: nn.Module, batch: Any, loss_fn: Optional[Callable] 
                 causes.append(
                     f"the loss became {value} at step {step}: check the inputs and targets for "
                     "NaN/Inf, the loss for log(0) or division by zero, or lower the learning rate")
+                break
+            if step == 0 and value < 0:
+                causes.append(
+                    f"the loss is negative ({value:.4g}): this check needs a loss whose minimum "
+                    "is 0 (a forward that subtracts the floor can provide one)")
                 break
             if value <= target:
                 passed = True

@@ -145,7 +145,29 @@ def test_overfit_fails_softmax_before_ce_with_frozen_head_and_names_the_causes()
     assert result.frozen == ["2.weight", "2.bias"]
     text = str(result)
     assert "FAIL" in text and "2.weight, 2.bias" in text and "frozen" in text
-    assert "softmax" in text and "logits" in text
+    assert "outputs are probabilities" in text and "cross-entropy" in text
+
+
+def test_overfit_names_softmax_before_nll_but_not_log_softmax():
+    def model(last):
+        return nn.Sequential(nn.Linear(20, 8), nn.ReLU(), nn.Linear(8, 5), last)
+
+    batch = class_batch(16)
+    wrong = overfit_one_batch(model(nn.Softmax(dim=1)), batch, nn.NLLLoss(), max_steps=30)
+    assert not wrong.passed and "NLLLoss expects log-probabilities" in str(wrong)
+    assert "loss is negative" in str(wrong) and wrong.steps == 0
+    right = overfit_one_batch(model(nn.LogSoftmax(dim=1)), batch, nn.NLLLoss(), max_steps=30)
+    assert not right.passed                       # 30 steps are too few, for another reason
+    assert "probabilities" not in str(right) and "still falling" in str(right)
+
+
+def test_overfit_reports_a_plateau():
+    x = torch.randn(1, 20).repeat(16, 1)          # identical inputs ...
+    y = torch.arange(16) % 2                      # ... with conflicting labels: floor log 2
+    result = overfit_one_batch(mlp(), (x, y), nn.CrossEntropyLoss(), lr=0.01, max_steps=200)
+    assert not result.passed and result.best_loss == pytest.approx(math.log(2), abs=1e-3)
+    assert "stopped improving at about 0.6931" in str(result)
+    assert "still falling" not in str(result) and "frozen" not in str(result)
 
 
 def test_overfit_fails_with_zero_learning_rate():
@@ -384,6 +406,22 @@ def test_restored_when_the_loss_raises_mid_sweep():
     with pytest.raises(RuntimeError, match="boom"):
         overfit_one_batch(model, (x, y), flaky)
     assert_restored(model, rec, opt)
+
+
+def test_requires_grad_flags_changed_by_a_forward_hook_are_restored():
+    x, y, model, loss_fn = regression(0)
+
+    def forward(m, batch):
+        m[0].weight.requires_grad_(False)
+        m[2].bias.requires_grad_(False)
+        return loss_fn(m(batch[0]), batch[1])
+
+    rec = capture(model)
+    lr_find(model, torch.optim.SGD(model.parameters(), lr=0.1), [(x, y)], forward=forward,
+            num_iter=5)
+    assert_restored(model, rec)
+    overfit_one_batch(model, (x, y), forward=forward, max_steps=5)
+    assert_restored(model, rec)
 
 
 def test_lazy_modules_are_refused_before_anything_changes():
