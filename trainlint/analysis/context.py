@@ -29,6 +29,7 @@ _WRAPPERS = {
 }
 
 MAX_DEPTH = 6
+TORCH_ROOTS = {"torch", "lightning", "pytorch_lightning", "lightning_fabric", "transformers", "timm", "accelerate", "torchvision", "fastai", "skorch", "ignite", "poutyne", "deepspeed"}
 
 
 class FileContext:
@@ -99,6 +100,24 @@ class FileContext:
         return idx
 
     @cached_property
+    def uses_torch(self) -> bool:
+        """The file imports PyTorch or a framework built on it (mode/autograd rules need it)."""
+        roots = {q.split(".", 1)[0] for q in self.imports.alias.values()}
+        return bool(roots & TORCH_ROOTS)
+
+    @cached_property
+    def is_test_file(self) -> bool:
+        """A test module (pytest naming or a tests/ folder): deterministic loaders and odd
+        modes are deliberate there."""
+        path = self.path.replace("\\", "/")
+        base = path.rsplit("/", 1)[-1]
+        dirs = set(path.split("/")[:-1])
+        return (
+            base.startswith("test_") or base.endswith("_test.py") or base == "conftest.py"
+            or bool(dirs & {"tests", "test", "testing", "test_utils"})
+        )
+
+    @cached_property
     def loops(self) -> List[Block]:
         return [b for b in self.facts.blocks if b.kind in ("for", "while")]
 
@@ -149,7 +168,7 @@ class FileContext:
         seen = _seen or set()
         seen.add(cls.name)
         for base in cls.bases:
-            base_cls = self.class_named(dotted(base) or "")
+            base_cls = self._local_class(base)
             if base_cls is not None and base_cls.name not in seen:
                 found = self.method(base_cls, name, seen)
                 if found is not None:
@@ -166,10 +185,17 @@ class FileContext:
             if q:
                 out.append(q)
                 continue
-            base_cls = self.class_named(dotted(base) or "")
+            base_cls = self._local_class(base)
             if base_cls is not None and base_cls.name not in seen:
                 out.extend(self.base_qualnames(base_cls, seen))
+            elif base_cls is None and dotted(base):
+                out.append("?." + (dotted(base) or ""))  # not imported, not here: unknown origin
         return out
+
+    def _local_class(self, base: cst.BaseExpression) -> Optional[ClassInfo]:
+        """`Base` or `pkg.Base` naming a class defined in this module."""
+        name = dotted(base) or ""
+        return self.class_named(name.rsplit(".", 1)[-1]) if name else None
 
     # -- value following ------------------------------------------------------------
     def reaching(self, name: str, at: Site) -> List[AssignSite]:

@@ -31,6 +31,7 @@ EVAL_FUNCTION_NAME = re.compile(
 )
 EVAL_DATA_NAME = re.compile(r"(^|_)(val|valid|validation|test|testing|eval|evaluation|dev|holdout)(_|$|loader|dl|data|set|ds|iter)", re.I)
 FRAMEWORK_HOOK = re.compile(r"^(validation|test|predict|val)_step$|_epoch_end$|^on_", re.I)
+PLAIN_BASES = {"?.object", "?.ABC", "?.Generic", "?.Protocol", "?.NamedTuple", "?.dict", "?.list"}
 _NEEDS_GRAD = {"grad", "backward", "requires_grad_", "enable_grad", "generate", "jacobian", "hessian", "vjp", "jvp"}
 
 
@@ -48,12 +49,6 @@ class EvalPass:
         return self.loop.start if self.loop is not None else self.function.start  # type: ignore[union-attr]
 
 
-def _is_test_file(path: str) -> bool:
-    base = os.path.basename(path)
-    parts = path.replace("\\", "/").split("/")
-    return base.startswith("test_") or base.endswith("_test.py") or base == "conftest.py" or "tests" in parts[:-1]
-
-
 class Evaluation:
     def __init__(self, ctx: FileContext) -> None:
         self.ctx = ctx
@@ -63,11 +58,15 @@ class Evaluation:
     @cached_property
     def passes(self) -> List[EvalPass]:
         ctx, out = self.ctx, []
+        if not ctx.uses_torch or ctx.is_test_file:
+            return out
         eval_functions = set()
         for fn in ctx.facts.functions:
             if not EVAL_FUNCTION_NAME.search(fn.name) or self._framework_hook(fn):
                 continue
-            if fn.name.startswith("test") and _is_test_file(ctx.path):
+            if fn.cls is not None and self.tr.is_module_class(fn.cls):
+                continue  # the model's own method (`predict()` inside forward): not a pass
+            if self._called_while_training(fn):
                 continue
             if any(id(p) in eval_functions for p in ctx.enclosing_function_chain(fn.parent)):
                 continue
@@ -90,16 +89,24 @@ class Evaluation:
             out.append(EvalPass("loop", loop.node, loop.function, loop, model_calls[0], f"the loop over `{it}`"))
         return out
 
+    def _called_while_training(self, fn: FunctionInfo) -> bool:
+        """A same-module caller trains around it (`infer()` used by the training step)."""
+        for c in self.ctx.callers(fn):
+            if c.function is not None and self._trains(self.tr.function_events(c.function)):
+                return True
+        return False
+
     def _all_calls(self, fn: FunctionInfo) -> List[CallSite]:
         return [c for c in self.ctx.facts.calls if c.function is fn]
 
     def _framework_hook(self, fn: FunctionInfo) -> bool:
+        """A method of a class built on a framework class we cannot see (Lightning, a HF
+        pipeline, a project's base trainer): the framework may set the modes around it."""
         if fn.cls is None:
             return False
         if FRAMEWORK_HOOK.search(fn.name):
             return True
-        bases = self.ctx.base_qualnames(fn.cls)
-        return any("lightning" in b.lower() or b.endswith("LightningModule") for b in bases)
+        return any(b not in PLAIN_BASES and not b.startswith(("typing.", "abc.")) for b in self.ctx.base_qualnames(fn.cls))
 
     @staticmethod
     def _trains(events) -> bool:
@@ -129,6 +136,8 @@ class Evaluation:
     def sets_eval_mode(self, p: EvalPass) -> bool:
         """An `eval()` (or a `train(flag)` we cannot read) is in effect when the model runs."""
         first = p.model_call.order
+        if self.tr.under_mode_context(p.model_call):
+            return True
         if p.kind == "function":
             inside = [e for e in self.tr.function_events(p.function) if e.order < first]  # type: ignore[arg-type]
         else:
@@ -163,6 +172,8 @@ class Evaluation:
 
     def runs_without_grad(self, p: EvalPass) -> bool:
         call = p.model_call
+        if self.tr.under_mode_context(call):
+            return True
         if self.tr.under_no_grad(call) or self._grad_disabled_before(call.function, call.order):
             return True
         fn = p.function

@@ -69,9 +69,12 @@ def looks_like_scheduler_name(name: str) -> bool:
     return "sched" in last or last in ("lr_sched", "warmup", "swa_scheduler")
 
 
+# A model by name: `model`, `net`, `netG`, `model_ema`, `ddp_model`, `self.classifier`;
+# not `model_validate` or `modules` (a suffix must be short or a known one).
 _MODEL_NAME = re.compile(
-    r"^_?(model|net|network|classifier|encoder|decoder|backbone|generator|discriminator|"
-    r"net_?g|net_?d|g_?net|d_?net|cnn|rnn|lstm|gru|mlp|resnet|vgg|unet|transformer|student|teacher|critic|actor|policy|module|ddp_model)\w*$",
+    r"^_?(?:ddp_|ema_|base_|my_|the_|raw_|unwrapped_|compiled_)?"
+    r"(model|net|network|classifier|backbone|generator|discriminator|cnn|rnn|lstm|mlp|resnet|vgg|unet|student|teacher)"
+    r"(?:_?(?:\d+|[gdGDab]|ema|ddp|engine|without_ddp|to_train|fp32|ft|s))?$",
     re.I,
 )
 

@@ -9,6 +9,7 @@ but without the bodies of nested loops, which are iterations of their own.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Dict, Iterator, List, Optional, Sequence, Tuple
@@ -36,6 +37,7 @@ BACKWARD, STEP, ZERO_GRAD, EVAL, TRAIN, MODE, CLIP, UNSCALE, SCHED_STEP = (
 _CLEAR_METHOD_NAMES = {"zero_grad", "zero_grads", "clear_grad", "clear_grads", "reset_grad", "reset_grads", "zero_gradients", "optimizer_zero_grad", "zero_grad_"}
 _GRAD_INPLACE_CLEAR = {"zero_", "fill_", "mul_", "detach_", "requires_grad_"}
 MAX_EXPANSION_DEPTH = 4
+MODE_CONTEXT_NAME = re.compile(r"no_grad|inference|eval|training_mode|train_mode|evaluating", re.I)
 
 
 @dataclass(eq=False)
@@ -203,10 +205,23 @@ class Training:
                     return True
                 if q in SET_GRAD_ENABLED and item.args:
                     v = item.args[0].value
-                    if isinstance(v, cst.Name) and v.value == "False":
+                    # `set_grad_enabled(training)`: a flag we cannot read counts as off
+                    # (precision first); only a literal True keeps gradients on.
+                    if not (isinstance(v, cst.Name) and v.value == "True"):
                         return True
             elif self.ctx.qualname(item) in NO_GRAD_CONTEXTS:
                 return True
+        return False
+
+    def under_mode_context(self, site: Site) -> bool:
+        """Inside a project's own mode-switching context (`with self._set_training_mode(False):`,
+        `with eval_mode(model):`): it sets the modes in ways we do not follow."""
+        for w in site.withs:
+            for item in w.items:
+                if isinstance(item, cst.Call) and self.ctx.qualname(item.func) is None:
+                    name = (dotted(item.func) or "").rsplit(".", 1)[-1]
+                    if MODE_CONTEXT_NAME.search(name):
+                        return True
         return False
 
     def function_is_no_grad(self, function: Optional[FunctionInfo]) -> bool:
@@ -226,8 +241,12 @@ class Training:
 
     # -- models ------------------------------------------------------------------------------
     def is_module_class(self, cls) -> bool:
-        bases = self.ctx.base_qualnames(cls)
-        return any(b.startswith(("torch.nn", "lightning", "pytorch_lightning", "transformers")) for b in bases)
+        """An `nn.Module` subclass (also through `PreTrainedModel`-style framework bases)."""
+        for b in self.ctx.base_qualnames(cls):
+            last = b.rsplit(".", 1)[-1]
+            if b.startswith(("torch.nn", "lightning", "pytorch_lightning")) or last.endswith(("Module", "PreTrainedModel", "Model", "ModelMixin")):
+                return True
+        return False
 
     def is_model_call(self, call: CallSite) -> bool:
         """A call that runs a model forward: `model(x)`, `self.net(x)`, `model.forward(x)`."""

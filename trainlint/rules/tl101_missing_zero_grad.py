@@ -55,6 +55,7 @@ class MissingZeroGrad(Rule):
             opt.step()
         """,
         """
+        import torch
         # gradient accumulation: clears every k steps
         for i, (x, y) in enumerate(tqdm(loader)):
             loss = loss_fn(model(x), y) / accum
@@ -64,6 +65,7 @@ class MissingZeroGrad(Rule):
                 optimizer.zero_grad()
         """,
         """
+        import torch
         # clearing by hand
         for x, y in loader:
             loss = loss_fn(model(x), y)
@@ -73,6 +75,7 @@ class MissingZeroGrad(Rule):
                 p.grad = None
         """,
         """
+        import torch
         # the step is in a helper that also clears
         def train_step(model, optimizer, batch):
             optimizer.zero_grad()
@@ -85,6 +88,7 @@ class MissingZeroGrad(Rule):
                 train_step(model, optimizer, batch)
         """,
         """
+        import torch
         # GAN: each optimizer's gradients are cleared through its network
         for real in loader:
             netD.zero_grad()
@@ -97,12 +101,14 @@ class MissingZeroGrad(Rule):
             optG.step()
         """,
         """
+        import torch
         # a scheduler and an RL environment also have step(); no backward there
         for epoch in range(10):
             obs, reward, done, info = env.step(action)
             scheduler.step()
         """,
         """
+        import torch
         # LBFGS: the closure clears and backpropagates
         for i in range(20):
             def closure():
@@ -113,6 +119,7 @@ class MissingZeroGrad(Rule):
             optimizer.step(closure)
         """,
         """
+        import torch
         # the trainer method clears through self
         class Trainer:
             def __init__(self, model):
@@ -140,6 +147,7 @@ class MissingZeroGrad(Rule):
             optimizer.step()  # !
         """,
         """
+        import torch
         # zero_grad once before training is not enough
         optimizer.zero_grad()
         it = iter(loader)
@@ -150,6 +158,7 @@ class MissingZeroGrad(Rule):
             optimizer.step()  # !
         """,
         """
+        import torch
         # the step lives in a helper called from the epoch loop
         def train_step(model, opt, x, y):
             loss = F.cross_entropy(model(x), y)
@@ -161,6 +170,7 @@ class MissingZeroGrad(Rule):
                 train_step(model, optimizer, x, y)  # !
         """,
         """
+        import torch
         # GAN: the generator's gradients are never cleared
         for real in loader:
             optD.zero_grad()
@@ -172,6 +182,7 @@ class MissingZeroGrad(Rule):
             optG.step()  # !
         """,
         """
+        import torch
         # AMP: scaler.step(optimizer) is the optimizer step
         scaler = torch.cuda.amp.GradScaler()
         for x, y in loader:
@@ -184,6 +195,8 @@ class MissingZeroGrad(Rule):
     )
 
     def check(self, ctx) -> Iterator[Report]:
+        if not ctx.uses_torch:
+            return
         tr = ctx.training
         for loop in ctx.loops:
             events = tr.iteration_events(loop)

@@ -119,12 +119,14 @@ class EvalWithoutEvalMode(Rule):
             pred = model(x)
         """,
         """
+        import torch
         # skorch/ignite style: the mode is set from a flag we cannot read
         def validation_pass(model, loader, training=False):
             model.train(training)
             return [model(x) for x in loader]
         """,
         """
+        import torch
         # a training loop over a dev split still trains
         for x, y in dev_loader:
             opt.zero_grad()
@@ -174,6 +176,7 @@ class EvalWithoutEvalMode(Rule):
             validate(net, val_loader)
         """,
         """
+        import torch
         class Trainer:
             def test(self):  # !
                 preds = []

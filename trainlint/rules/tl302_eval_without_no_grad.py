@@ -83,11 +83,13 @@ class EvalWithoutNoGrad(Rule):
     )
     INVALID = (
         """
+        import torch
         model.eval()
         for x, y in val_loader:  # !
             preds = model(x)
         """,
         """
+        import torch
         def evaluate(model, loader):  # !
             model.eval()
             correct = 0

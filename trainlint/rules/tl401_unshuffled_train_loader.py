@@ -13,6 +13,8 @@ from trainlint.rules.base import Replacement, Report, Rule
 TRAIN_NAME = re.compile(r"train", re.I)
 NOT_TRAIN_NAME = re.compile(r"(^|_)(val|valid|validation|test|testing|eval|dev|holdout|calib|predict|infer|inference)(_|$|loader|dl|data|set|ds)|untrain|pretrained", re.I)
 ITERABLE_DATASET = re.compile(r"IterableDataset|WebDataset|IterDataPipe|streaming", re.I)
+# Random data has no order to learn from: demos and tests load it unshuffled on purpose.
+SYNTHETIC_DATASET = re.compile(r"^(Random|Dummy|Fake|Synthetic|Boring)\w*", re.I)
 # DataLoader(dataset, batch_size, shuffle, sampler, batch_sampler, ...)
 SHUFFLE_POS, SAMPLER_POS, BATCH_SAMPLER_POS = 2, 3, 4
 
@@ -100,6 +102,8 @@ class UnshuffledTrainLoader(Rule):
     )
 
     def check(self, ctx) -> Iterator[Report]:
+        if ctx.is_test_file:
+            return
         for call in ctx.facts.calls:
             if call.qualname not in DATALOADERS or call.has_star_args:
                 continue
@@ -109,7 +113,7 @@ class UnshuffledTrainLoader(Rule):
             if shuffle is not None and not (isinstance(shuffle, cst.Name) and shuffle.value == "False"):
                 continue  # shuffle=True, or a variable we do not second-guess
             dataset = call.arg(0, "dataset")
-            if dataset is None or self._iterable(ctx, dataset, call):
+            if dataset is None or self._iterable(ctx, dataset, call) or self._unknown_or_synthetic(ctx, dataset, call):
                 continue
             if not self._is_training(ctx, call, dataset):
                 continue
@@ -123,7 +127,11 @@ class UnshuffledTrainLoader(Rule):
 
     @staticmethod
     def _iterable(ctx, dataset, call) -> bool:
+        if "iter" in (dotted(dataset) or "").lower():
+            return True  # `train_iter`, `train_iterator`: torchtext-style iterable datasets
         for value, _ in ctx.constructions(dataset, call):
+            if isinstance(value, cst.Call) and (ctx.qualname(value.func) or "").startswith("torchtext."):
+                return True
             text = ctx.module.code_for_node(value)
             if ITERABLE_DATASET.search(text):
                 return True
@@ -131,6 +139,19 @@ class UnshuffledTrainLoader(Rule):
                 cls = ctx.class_named(value.func.value)
                 if cls is not None and any(ITERABLE_DATASET.search(b) for b in ctx.base_qualnames(cls) + [dotted(b) or "" for b in cls.bases]):
                     return True
+        return False
+
+    @staticmethod
+    def _unknown_or_synthetic(ctx, dataset, call) -> bool:
+        if isinstance(dataset, cst.Name):
+            bound = ctx.reaching(dataset.value, call) or dataset.value in ctx.imports.alias or any(
+                dataset.value in f.params for f in ctx.enclosing_function_chain(call.function)
+            )
+            if not bound and dataset.value in _lambda_params(ctx):
+                return True  # a lambda's parameter: cannot tell what it holds
+        for value, _ in ctx.constructions(dataset, call):
+            if isinstance(value, cst.Call) and SYNTHETIC_DATASET.match((dotted(value.func) or "").rsplit(".", 1)[-1]):
+                return True
         return False
 
     @staticmethod
@@ -189,6 +210,17 @@ class UnshuffledTrainLoader(Rule):
                 sep = args[-2].comma
         args[-1] = last.with_changes(comma=sep)
         return Replacement(node, node.with_changes(args=[*args, new_arg]), "safe", "add `shuffle=True`")
+
+
+def _lambda_params(ctx) -> set:
+    names: set = set()
+
+    class _Lambdas(cst.CSTVisitor):
+        def visit_Lambda(self, node: cst.Lambda) -> None:
+            names.update(p.name.value for p in node.params.params)
+
+    ctx.module.visit(_Lambdas())
+    return names
 
 
 RULE = UnshuffledTrainLoader
