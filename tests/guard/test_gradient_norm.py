@@ -1,0 +1,125 @@
+"""gradient-norm: exploding / vanishing gradients, clipping at the right moment."""
+import pytest
+import torch
+from torch import nn
+
+from guard import ExplodingGradientError, TrainingGuard, VanishingGradientError
+from guard_helpers import RNN, causes, data, guard_warnings, mlp, train
+
+
+def _exploding_rnn():
+    torch.manual_seed(0)
+    model = RNN(kind=nn.RNN, hidden=32)
+    with torch.no_grad():
+        model.rnn.weight_hh_l0.mul_(6.0)   # recurrent gain >> 1: gradients explode in time
+        model.rnn.nonlinearity = "relu"
+    return model
+
+
+def _seq():
+    x, y = data("seq", nin=8)
+    return torch.cat([x] * 5, 1), y     # 50 time steps
+
+
+def test_exploding_rnn_without_clipping_raises():
+    model = _exploding_rnn()
+    x, y = _seq()
+    g, rec, err = train(model, torch.optim.SGD(model.parameters(), 1e-3), x, y, steps=10,
+                        guard_kw=dict(checks={"gradient-norm": "raise", "init": "off",
+                                              "finite": "warn"}),
+                        expect_error=True)
+    assert isinstance(err, ExplodingGradientError) and err.cause == "exploding"
+    assert "max_grad_norm" in str(err) and f"step {err.step}" in str(err)
+
+
+def test_exploding_rnn_with_clipping_applies_at_most_max_norm():
+    model = _exploding_rnn()
+    x, y = _seq()
+    opt = torch.optim.SGD(model.parameters(), 1e-3)
+    applied = []
+
+    def measure(optimizer, args, kwargs):   # runs after the guard's pre-hook
+        applied.append(float(torch.nn.utils.get_total_norm(
+            [p.grad for p in model.parameters()])))
+    g, rec, err = train(model, opt, x, y, steps=10,
+                        guard_kw=dict(max_grad_norm=0.5, checks={"init": "off"}))
+    h = opt.register_step_post_hook(measure)
+    # a second short run with our own post-hook to read the applied norms
+    g2, rec2, _ = train(model, opt, x, y, steps=5,
+                        guard_kw=dict(max_grad_norm=0.5, checks={"init": "off"}))
+    h.remove()
+    assert err is None
+    assert ("gradient-norm", "exploding") in causes(rec)   # still reported, once
+    assert max(applied) <= 0.5 * (1 + 1e-4)
+    assert all(r["applied_grad_norm"] <= 0.5 for r in g.history)
+    assert all(r["grad_norm"] > 1e3 for r in g.history[:3])
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+def test_clipping_matches_clip_grad_norm_():
+    torch.manual_seed(0)
+    a = mlp()
+    b = mlp()
+    b.load_state_dict(a.state_dict())
+    x, y = data()
+    crit = nn.CrossEntropyLoss()
+    opt_a = torch.optim.SGD(a.parameters(), 0.5)
+    opt_b = torch.optim.SGD(b.parameters(), 0.5)
+    with TrainingGuard(a, opt_a, loss_fn=crit, max_grad_norm=0.1):
+        for i in range(0, 160, 32):
+            opt_a.zero_grad()
+            crit(a(x[i:i + 32]), y[i:i + 32]).backward()
+            opt_a.step()
+            opt_b.zero_grad()
+            crit(b(x[i:i + 32]), y[i:i + 32]).backward()
+            torch.nn.utils.clip_grad_norm_(b.parameters(), 0.1)
+            opt_b.step()
+    for pa, pb in zip(a.parameters(), b.parameters()):
+        torch.testing.assert_close(pa, pb)
+
+
+def test_clip_by_value():
+    torch.manual_seed(0)
+    model = mlp()
+    x, y = data()
+    opt = torch.optim.SGD(model.parameters(), 0.1)
+    seen = []
+    opt.register_step_post_hook(lambda o, a, k: seen.append(
+        max(float(p.grad.abs().max()) for p in model.parameters())))
+    train(model, opt, x, y, steps=5, guard_kw=dict(clip_value=1e-3))
+    assert max(seen) <= 1e-3 * (1 + 1e-6)   # float32 rounding of the bound
+
+
+def test_vanishing_deep_sigmoid_net():
+    torch.manual_seed(0)
+    model = mlp(depth=12, hidden=32, act=nn.Sigmoid)
+    x, y = data()
+    g, rec, err = train(model, torch.optim.SGD(model.parameters(), 0.1), x, y, steps=20,
+                        guard_kw=dict(checks={"gradient-norm": "raise"}),
+                        expect_error=True)
+    assert isinstance(err, VanishingGradientError)
+    assert err.param == "0.weight" and "first layer" in str(err)
+
+
+def test_vanishing_global_norm():
+    torch.manual_seed(0)
+    model = mlp()
+    x, y = data()
+    crit = nn.CrossEntropyLoss()
+    g, rec, err = train(model, torch.optim.SGD(model.parameters(), 0.1), x, y, steps=10,
+                        loss_fn=lambda out, t: crit(out, t) * 1e-9, observe=True)
+    assert ("gradient-norm", "vanishing") in causes(rec)
+
+
+def test_thresholds_are_configurable():
+    torch.manual_seed(0)
+    model = mlp()
+    x, y = data()
+    g, rec, err = train(model, torch.optim.SGD(model.parameters(), 0.1), x, y, steps=10,
+                        guard_kw=dict(checks={"gradient-norm": {"mode": "raise",
+                                                                "exploding": 1e-3}}),
+                        expect_error=True)
+    assert isinstance(err, ExplodingGradientError)
+    with pytest.raises(ValueError, match="unknown option"):
+        TrainingGuard(model, torch.optim.SGD(model.parameters(), 0.1),
+                      checks={"gradient-norm": {"explode": 1.0}})
