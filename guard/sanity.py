@@ -340,10 +340,44 @@ def _softmax_cause(loss_fn: Optional[Callable], output: Any) -> Optional[str]:
     return None
 
 
-def _names(snapshot: _Snapshot, params: Iterable[nn.Parameter], limit: int = 8) -> str:
-    names = [snapshot.names.get(id(p), "?") for p in params]
+def _listing(names: List[str], limit: int = 8) -> str:
     more = f", ... ({len(names) - limit} more)" if len(names) > limit else ""
     return ", ".join(names[:limit]) + more
+
+
+def _failure_causes(snapshot: _Snapshot, opt: Optional[torch.optim.Optimizer],
+                    trainable: List[nn.Parameter], frozen: List[str],
+                    ungraded: List[nn.Parameter], softmax: Optional[str], losses: List[float],
+                    target: float, max_steps: int) -> List[str]:
+    """Likely reasons why the batch was not fitted, most specific first."""
+    def names(params):
+        return _listing([snapshot.names.get(id(p), "?") for p in params])
+
+    if opt is None:
+        return ["no parameter requires grad: nothing can learn"]
+    causes = []
+    if frozen:
+        causes.append(f"{len(frozen)} parameter tensor(s) are frozen (requires_grad=False) and "
+                      f"cannot learn: {_listing(frozen)}")
+    if softmax:
+        causes.append(softmax)
+    if ungraded:
+        causes.append("parameters that require grad got no gradient (not used in the forward "
+                      f"pass, or the graph is detached): {names(ungraded)}")
+    if all(float(g["lr"]) == 0 for g in opt.param_groups):
+        causes.append("the optimizer's learning rate is 0")
+    in_optimizer = {id(p) for g in opt.param_groups for p in g["params"]}
+    missing = [p for p in trainable if id(p) not in in_optimizer]
+    if missing:
+        causes.append(f"parameters not in the optimizer: {names(missing)}")
+    no_grad = {id(p) for p in ungraded}
+    stepped = [p for p in trainable if id(p) not in no_grad and id(p) in in_optimizer]
+    unchanged = snapshot.unchanged(stepped) if len(losses) > 1 else []
+    if unchanged:
+        causes.append(f"parameters that never changed: {names(unchanged)}")
+    if len(losses) > 1 and math.isfinite(losses[-1]):
+        causes.append(_curve_cause(losses, target, max_steps))
+    return causes
 
 
 def _curve_cause(losses: List[float], target: float, max_steps: int) -> str:
@@ -377,9 +411,10 @@ def overfit_one_batch(model: nn.Module, batch: Any, loss_fn: Optional[Callable] 
     ``max_steps`` steps. It passes as soon as the batch loss is at most
     ``max(target_loss, target_ratio * initial_loss)``; it fails when the steps run out,
     the loss becomes NaN/Inf, or it starts negative (the check assumes a loss >= 0
-    whose minimum is 0, as cross-entropy and MSE). A failed result's ``causes`` name likely reasons:
-    frozen parameters (listed), parameters that got no gradient or never changed, a
-    learning rate of 0, a softmax before cross-entropy, a plateau, a rising loss.
+    whose minimum is 0, as cross-entropy and MSE). A failed result's ``causes`` name
+    likely reasons: frozen parameters (listed), parameters that got no gradient or never
+    changed, a learning rate of 0, a softmax before cross-entropy, a plateau, a rising
+    loss.
 
     ``optimizer``: None (default) builds ``torch.optim.Adam(params, lr=lr)`` over the
     parameters that require grad; a callable ``factory(params) -> Optimizer`` builds
@@ -425,7 +460,7 @@ def overfit_one_batch(model: nn.Module, batch: Any, loss_fn: Optional[Callable] 
             losses.append(value)
             if step == 0:
                 softmax = _softmax_cause(loss_fn, output)
-                target = max(target_loss, target_ratio * value) if math.isfinite(value) else target_loss
+                target = max(target_loss, target_ratio * value if math.isfinite(value) else 0)
             if not math.isfinite(value):
                 causes.append(
                     f"the loss became {value} at step {step}: check the inputs and targets for "
@@ -447,30 +482,8 @@ def overfit_one_batch(model: nn.Module, batch: Any, loss_fn: Optional[Callable] 
             opt.step()
             steps += 1
         if not passed:
-            if opt is None:
-                causes.append("no parameter requires grad: nothing can learn")
-            elif frozen:
-                causes.append(f"{len(frozen)} parameter tensor(s) are frozen (requires_grad=False) "
-                              f"and cannot learn: {', '.join(frozen[:8])}"
-                              + (f", ... ({len(frozen) - 8} more)" if len(frozen) > 8 else ""))
-            if softmax:
-                causes.append(softmax)
-            if ungraded:
-                causes.append("parameters that require grad got no gradient (not used in the "
-                              f"forward pass, or the graph is detached): {_names(snapshot, ungraded)}")
-            if opt is not None and all(float(g["lr"]) == 0 for g in opt.param_groups):
-                causes.append("the optimizer's learning rate is 0")
-            in_optimizer = {id(p) for g in (opt.param_groups if opt else []) for p in g["params"]}
-            missing = [p for p in trainable if id(p) not in in_optimizer]
-            if opt is not None and missing:
-                causes.append(f"parameters not in the optimizer: {_names(snapshot, missing)}")
-            skip = {id(p) for p in ungraded}
-            graded = [p for p in trainable if id(p) not in skip and id(p) in in_optimizer]
-            unchanged = snapshot.unchanged(graded) if len(losses) > 1 else []
-            if unchanged:
-                causes.append(f"parameters that never changed: {_names(snapshot, unchanged)}")
-            if len(losses) > 1 and math.isfinite(losses[-1]):
-                causes.append(_curve_cause(losses, target, max_steps))
+            causes += _failure_causes(snapshot, opt, trainable, frozen, ungraded, softmax,
+                                      losses, target, max_steps)
     finally:
         snapshot.restore()
     return OverfitResult(passed=passed, losses=losses, target=target, steps=steps,
@@ -503,10 +516,14 @@ class LRFinderResult:
     note: str = ""
 
     def summary(self) -> str:
-        lines = [f"lr_find: {len(self.lrs)} step(s), lr {self.lrs[0]:.3g} .. {self.lrs[-1]:.3g}; "
-                 f"{self.stop_reason}" if self.lrs else f"lr_find: no step ran; {self.stop_reason}"]
+        if self.lrs:
+            span = f"{len(self.lrs)} step(s), lr {self.lrs[0]:.3g} .. {self.lrs[-1]:.3g}"
+        else:
+            span = "no step ran"
+        lines = [f"lr_find: {span}; {self.stop_reason}"]
         if self.suggestion is not None:
-            lines.append(f"suggested lr: {self.suggestion:.3g} (steepest fall of the smoothed loss)")
+            lines.append(f"suggested lr: {self.suggestion:.3g} "
+                         "(steepest fall of the smoothed loss)")
         if self.minimum is not None:
             lines.append(f"min/10 lr: {self.minimum:.3g} (lr at the lowest smoothed loss / 10)")
         if self.note:

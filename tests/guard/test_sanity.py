@@ -255,9 +255,11 @@ def classification(seed):
     y = torch.randint(0, 4, (1024,), generator=g)
     x = centers[y] + torch.randn(1024, 16, generator=g)
     torch.manual_seed(seed)
-    return x, y, nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 4)), nn.CrossEntropyLoss()
+    model = nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 4))
+    return x, y, model, nn.CrossEntropyLoss()
 
 
+PROBLEMS = {"regression": regression, "classification": classification}
 OPTIMIZERS = {
     "sgd": lambda params, lr: torch.optim.SGD(params, lr=lr),
     "momentum": lambda params, lr: torch.optim.SGD(params, lr=lr, momentum=0.9),
@@ -290,7 +292,7 @@ def best_fixed_lr(model, make_opt, batches, loss_fn, x, y, steps=20):
     ("classification", "adam", 3),
 ])
 def test_lr_find_suggestion_lies_where_the_loss_falls_fastest(problem, opt_name, seed):
-    x, y, model, loss_fn = {"regression": regression, "classification": classification}[problem](seed)
+    x, y, model, loss_fn = PROBLEMS[problem](seed)
     batches = [(x[i:i + 32], y[i:i + 32]) for i in range(0, len(x), 32)]
     make_opt = OPTIMIZERS[opt_name]
     best = best_fixed_lr(model, make_opt, batches, loss_fn, x, y)
