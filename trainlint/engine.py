@@ -96,8 +96,12 @@ def lint_text(
 
     from trainlint.analysis.context import FileContext  # imported late: keeps `rules` listing fast
 
-    ctx = FileContext(module, text, path)
     reports: List[tuple] = []
+    try:
+        ctx = FileContext(module, text, path)
+    except RecursionError:
+        # Pathologically deep code (thousands of nested operators): nothing to say about it.
+        return result
     for rule in rules:
         try:
             for rep in rule.check(ctx):

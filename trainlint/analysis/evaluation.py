@@ -20,7 +20,7 @@ from typing import List, Optional
 import libcst as cst
 
 from trainlint.analysis.context import FileContext
-from trainlint.analysis.facts import Block, CallSite, ClassInfo, FunctionInfo, Site
+from trainlint.analysis.facts import Block, CallSite, ClassInfo, FunctionInfo, Site, walk
 from trainlint.analysis.names import dotted
 from trainlint.analysis.torch_api import MODE_DEPENDENT_LAYER, SET_GRAD_ENABLED
 from trainlint.analysis.training import BACKWARD, EVAL, MODE, STEP, TRAIN
@@ -92,8 +92,11 @@ class Evaluation:
     def _called_while_training(self, fn: FunctionInfo) -> bool:
         """A same-module caller trains around it (`infer()` used by the training step)."""
         for c in self.ctx.callers(fn):
-            if c.function is not None and self._trains(self.tr.function_events(c.function)):
-                return True
+            if c.function is None:
+                continue
+            own = [e for s in self.ctx.calls_in(c.function) for e in self.tr.site_events(s)]
+            if self._trains(own):
+                return True  # backward/step in the caller's own body, not in a helper it calls
         return False
 
     def _all_calls(self, fn: FunctionInfo) -> List[CallSite]:
@@ -118,19 +121,12 @@ class Evaluation:
     def _iterates_eval_data(self, expr: Optional[cst.BaseExpression]) -> bool:
         if expr is None:
             return False
-        found = False
-
-        class _Names(cst.CSTVisitor):
-            def visit_Name(self, node: cst.Name) -> None:
-                nonlocal found
-                found = found or bool(EVAL_DATA_NAME.search(node.value))
-
-            def visit_SimpleString(self, node: cst.SimpleString) -> None:
-                nonlocal found
-                found = found or bool(EVAL_DATA_NAME.search(node.value.strip("'\"")))
-
-        expr.visit(_Names())
-        return found
+        for node in walk(expr):
+            if isinstance(node, cst.Name) and EVAL_DATA_NAME.search(node.value):
+                return True
+            if isinstance(node, cst.SimpleString) and EVAL_DATA_NAME.search(node.value.strip("'\"")):
+                return True
+        return False
 
     # -- modes ----------------------------------------------------------------------------
     def sets_eval_mode(self, p: EvalPass) -> bool:

@@ -73,23 +73,22 @@ class Imports:
         return ".".join(reversed(parts))
 
 
-class _Collect(cst.CSTVisitor):
+class ExpressionFacts:
     def __init__(self) -> None:
         self.names: set = set()
         self.nodes: set = set()
         self.ops: set = set()
 
-    def on_visit(self, node: cst.CSTNode) -> bool:
-        self.nodes.add(id(node))
-        if isinstance(node, cst.Name):
-            self.names.add(node.value)
-        elif isinstance(node, cst.BinaryOperation):
-            self.ops.add(type(node.operator).__name__)
-        return True
 
-
-def expression_facts(expr: cst.CSTNode) -> _Collect:
+def expression_facts(expr: cst.CSTNode) -> ExpressionFacts:
     """Names, node ids and binary operators inside an expression (one small walk)."""
-    c = _Collect()
-    expr.visit(c)
+    from trainlint.analysis.facts import walk
+
+    c = ExpressionFacts()
+    for node in walk(expr):
+        c.nodes.add(id(node))
+        if isinstance(node, cst.Name):
+            c.names.add(node.value)
+        elif isinstance(node, cst.BinaryOperation):
+            c.ops.add(type(node.operator).__name__)
     return c

@@ -147,7 +147,7 @@ class UnshuffledTrainLoader(Rule):
             bound = ctx.reaching(dataset.value, call) or dataset.value in ctx.imports.alias or any(
                 dataset.value in f.params for f in ctx.enclosing_function_chain(call.function)
             )
-            if not bound and dataset.value in _lambda_params(ctx):
+            if not bound and dataset.value in ctx.facts.lambda_params:
                 return True  # a lambda's parameter: cannot tell what it holds
         for value, _ in ctx.constructions(dataset, call):
             if isinstance(value, cst.Call) and SYNTHETIC_DATASET.match((dotted(value.func) or "").rsplit(".", 1)[-1]):
@@ -210,17 +210,6 @@ class UnshuffledTrainLoader(Rule):
                 sep = args[-2].comma
         args[-1] = last.with_changes(comma=sep)
         return Replacement(node, node.with_changes(args=[*args, new_arg]), "safe", "add `shuffle=True`")
-
-
-def _lambda_params(ctx) -> set:
-    names: set = set()
-
-    class _Lambdas(cst.CSTVisitor):
-        def visit_Lambda(self, node: cst.Lambda) -> None:
-            names.update(p.name.value for p in node.params.params)
-
-    ctx.module.visit(_Lambdas())
-    return names
 
 
 RULE = UnshuffledTrainLoader
