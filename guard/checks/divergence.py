@@ -1,7 +1,7 @@
 """divergence: the loss running away, or not moving at all.
 
-Judged on a smoothed loss (bias-corrected exponential moving average, as the
-LR range test of fastai/Lightning does), never on single batch losses:
+Judged on a smoothed loss -- the rolling median of the last 25 step losses,
+robust to single bad batches -- never on single batch losses:
 
 * diverging   -- after ``min_steps``, the smoothed loss is above ``factor`` x its
   best and has given back a real part of the progress made since the start;
@@ -13,6 +13,8 @@ LR range test of fastai/Lightning does), never on single batch losses:
 from __future__ import annotations
 
 import math
+import statistics
+from collections import deque
 from typing import List
 
 from ..errors import DivergenceError
@@ -23,16 +25,17 @@ class DivergenceCheck(Check):
     name = "divergence"
     error = DivergenceError
     defaults = {
-        "beta": 0.98,            # EMA factor of the smoothed loss (~50 steps)
-        "factor": 3.0,           # smoothed > factor x best (positive losses)
-        "min_steps": 20,         # steps before divergence is judged
+        "smooth": 25,            # the smoothed loss is the median of the last `smooth` steps
+        "factor": 2.0,           # smoothed > factor x best (TheDeepChecker's ratio)
+        "min_steps": 25,         # steps before divergence is judged
         "window": 200,           # steps without progress
         "min_improvement": 0.01,
     }
 
     def __init__(self, mode, options, guard):
         super().__init__(mode, options, guard)
-        self._avg = 0.0
+        self._recent = deque(maxlen=int(self.opt["smooth"]))
+        self._first: List[float] = []
         self._n = 0
         self.smoothed = None
         self.best = math.inf
@@ -43,18 +46,20 @@ class DivergenceCheck(Check):
 
     def on_window(self, w) -> List[Finding]:
         findings: List[Finding] = []
-        beta = self.opt["beta"]
-        for step, loss, bad, skipped in zip(w.steps, w.loss, w.nonfinite, w.skipped):
+        for step, loss, bad in zip(w.steps, w.loss, w.nonfinite):
             if loss is None or bad or not math.isfinite(loss):
                 continue   # the finite check owns NaN/Inf
             self._n += 1
-            self._avg = beta * self._avg + (1 - beta) * loss
-            sm = self._avg / (1 - beta ** self._n)
+            self._recent.append(loss)
+            if len(self._first) < 5:
+                self._first.append(loss)
+                self.start = statistics.median(self._first)
+            # A rolling median: robust to single bad batches, follows a real trend
+            # within smooth/2 steps.
+            sm = statistics.median(self._recent)
             self.smoothed = sm
-            if self.start is None:
-                self.start = sm
-            if sm < self.best - self.opt["min_improvement"] * abs(self.best) \
-                    or self.best == math.inf:
+            if self.best == math.inf or \
+                    sm < self.best - self.opt["min_improvement"] * abs(self.best):
                 self._last_improvement = step
             if sm < self.best:
                 self.best, self.best_step = sm, step
@@ -63,14 +68,16 @@ class DivergenceCheck(Check):
                 progress = max(self.start - self.best, 0.0)
                 if gap > (self.opt["factor"] - 1) * abs(self.best) and gap > 0.1 * progress:
                     self._done.add("diverging")
+                    ratio = f"{sm / self.best:.3g} x" if self.best > 0 else "far above"
                     findings.append(Finding(
                         "diverging",
-                        f"the loss is diverging: smoothed loss {sm:.4g} at step {step}, "
-                        f"{sm / self.best if self.best > 0 else math.inf:.3g} x its best "
+                        f"the loss is diverging: smoothed loss (median of the last "
+                        f"{len(self._recent)} steps) {sm:.4g} at step {step}, {ratio} its best "
                         f"{self.best:.4g} (step {self.best_step}). Remedies: lower the "
                         "learning rate or add warm-up/decay, clip gradients "
-                        "(max_grad_norm), check for bad batches; with Adam try a smaller "
-                        "lr or a larger eps.", step=step))
+                        "(max_grad_norm), check for bad batches and for a sign error "
+                        "(maximising the loss); with Adam try a smaller lr or a larger eps.",
+                        step=step))
             if "no-progress" not in self._done and self.start is not None and self.start > 0 \
                     and step - self._last_improvement >= self.opt["window"] \
                     and self.best > 0.5 * self.start:
