@@ -255,11 +255,11 @@ def resolve(config: FileConfig, cli: CliOptions) -> Settings:
     give a set; then `--select` replaces that set, `--extend-select` adds to it and
     `--ignore` takes from it. Other options simply override the configuration.
     """
-    from trainlint.registry import all_rules
+    from trainlint.registry import rule_codes
 
     where = str(config.path) if config.path else "configuration"
     cfg_select = config.get("select")
-    chosen = set(_expand(cfg_select, where)) if cfg_select is not None else set(all_rules())
+    chosen = set(_expand(cfg_select, where)) if cfg_select is not None else set(rule_codes())
     chosen |= set(_expand(config.get("extend-select", []), where))
     chosen -= set(_expand(config.get("ignore", []), where))
     if cli.select is not None:

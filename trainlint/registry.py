@@ -3,19 +3,41 @@
 from __future__ import annotations
 
 import importlib
+import os
+import re
 from typing import Dict, Iterable, List, Optional
 
 from trainlint.rules.base import Rule
 
-# One module per rule under trainlint/rules/; the order here is the order of `trainlint rules`.
-RULE_MODULES = (
-    "tl101_missing_zero_grad",
-    "tl201_softmax_before_cross_entropy",
-    "tl301_eval_without_eval_mode",
-    "tl302_eval_without_no_grad",
-    "tl401_unshuffled_train_loader",
-    "tl402_leaky_normalization",
-)
+_RULES_DIR = os.path.join(os.path.dirname(__file__), "rules")
+_RULE_FILE = re.compile(r"^(tl\d{3})_\w+\.py$")
+
+
+def rule_modules() -> Dict[str, str]:
+    """Code -> module name, read from the file names in trainlint/rules/ (`tl101_missing_zero_grad.py`).
+
+    Selecting rules needs only their codes: reading the folder instead of importing every
+    rule keeps a run that the cache answers free of libcst and the analysis layer.
+    """
+    global _MODULES
+    if _MODULES is None:
+        found = {}
+        for name in sorted(os.listdir(_RULES_DIR)):
+            m = _RULE_FILE.match(name)
+            if m:
+                found[m.group(1).upper()] = name[:-3]
+        _MODULES = found
+    return _MODULES
+
+
+_MODULES: Optional[Dict[str, str]] = None
+
+
+def rule_codes() -> List[str]:
+    """Every code, TL000 included, in catalogue order."""
+    if _RULES is not None:  # already imported (or extended, e.g. by tests): the source of truth
+        return list(_RULES)
+    return ["TL000", *rule_modules()]
 
 
 class SyntaxErrorRule(Rule):
@@ -51,7 +73,7 @@ def all_rules() -> Dict[str, Rule]:
     global _RULES
     if _RULES is None:
         rules: Dict[str, Rule] = {"TL000": SyntaxErrorRule()}
-        for mod_name in RULE_MODULES:
+        for mod_name in rule_modules().values():
             mod = importlib.import_module(f"trainlint.rules.{mod_name}")
             rule_cls = mod.RULE
             rules[rule_cls.code] = rule_cls()
@@ -69,7 +91,7 @@ class UnknownCodeError(ValueError):
 
 def expand(selectors: Iterable[str]) -> List[str]:
     """Codes matched by selectors like `TL101`, `TL1`, `TL` or `ALL`."""
-    codes = list(all_rules())
+    codes = rule_codes()
     out: List[str] = []
     for sel in selectors:
         sel = sel.strip().upper()
@@ -91,7 +113,7 @@ def resolve_selection(
     extend_select: Iterable[str] = (),
 ) -> frozenset:
     """The selected codes: `select` replaces the default (all), extend adds, ignore removes."""
-    chosen = set(expand(select)) if select is not None else set(all_rules())
+    chosen = set(expand(select)) if select is not None else set(rule_codes())
     chosen |= set(expand(extend_select))
     chosen -= set(expand(ignore))
     return frozenset(chosen)

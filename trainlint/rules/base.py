@@ -6,9 +6,9 @@ import inspect
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar, Iterator, Optional, Tuple
 
-import libcst as cst
+if TYPE_CHECKING:  # pragma: no cover - libcst is only needed once a file is parsed
+    import libcst as cst
 
-if TYPE_CHECKING:  # pragma: no cover
     from trainlint.analysis.context import FileContext
 
 
@@ -16,8 +16,8 @@ if TYPE_CHECKING:  # pragma: no cover
 class Replacement:
     """A fix as a tree rewrite: `old` (a node of the linted module) becomes `new`."""
 
-    old: cst.CSTNode
-    new: cst.CSTNode
+    old: "cst.CSTNode"
+    new: "cst.CSTNode"
     applicability: str = "safe"  # or "unsafe"
     description: str = ""
 
@@ -26,7 +26,7 @@ class Replacement:
 class Report:
     """What a rule yields: the node to point at, the message and an optional fix."""
 
-    node: cst.CSTNode
+    node: "cst.CSTNode"
     message: str
     fix: Optional[Replacement] = None
 
