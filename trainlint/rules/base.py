@@ -58,11 +58,20 @@ class Rule:
 
     @classmethod
     def summary(cls) -> str:
-        """The first line of the docs' *What it does* paragraph."""
+        """The first sentence of the docs' *What it does* paragraph (for tables and SARIF)."""
         lines = [ln.strip() for ln in cls.doc().splitlines()]
+        para: list = []
         for i, ln in enumerate(lines):
-            if ln.lower().startswith("## what it does") or ln.lower() == "what it does":
+            if ln.lower().lstrip("# ").startswith("what it does"):
                 for nxt in lines[i + 1 :]:
+                    if not nxt and para:
+                        break
                     if nxt:
-                        return nxt
-        return next((ln for ln in lines if ln and not ln.startswith("#")), cls.name)
+                        para.append(nxt)
+                break
+        text = " ".join(para) or cls.name
+        end = text.find(". ")
+        sentence = text if end < 0 else text[: end + 1]
+        if len(sentence) > 160:
+            sentence = sentence[:157].rsplit(" ", 1)[0] + "..."
+        return sentence
