@@ -1,0 +1,160 @@
+from __future__ import annotations
+
+from typing import Iterator
+
+import libcst as cst
+
+from trainlint.analysis.inputs import external_origin
+from trainlint.rules.base import Report, Rule
+
+TORCH_LOAD = {"torch.load", "torch.serialization.load"}
+
+
+class UnsafeTorchLoad(Rule):
+    """## What it does
+    Finds `torch.load(..., weights_only=False)`, and `torch.load(path)` without
+    `weights_only` when the path comes from outside the program: argparse (`args.resume`),
+    `sys.argv`, the environment (`os.environ`, `os.getenv`) or a parameter of a public
+    function that no caller in the module fills in.
+
+    ## Why is this bad?
+    `torch.load` unpickles: with `weights_only=False` a checkpoint file can run arbitrary
+    code when it is loaded. A checkpoint downloaded from a model hub, shared in a team folder
+    or named on the command line is then a way into the machine (and its credentials).
+    Before PyTorch 2.6 `weights_only=False` is also the default, so a call without the
+    argument is unsafe there. Literal paths, paths built inside the program, in-memory
+    buffers and test files are not reported.
+
+    ## Example
+    ```python
+    args = parser.parse_args()
+    state = torch.load(args.checkpoint)
+    ```
+
+    ## Use instead
+    ```python
+    args = parser.parse_args()
+    state = torch.load(args.checkpoint, weights_only=True)   # or safetensors.torch.load_file
+    ```
+    """
+
+    code = "TL602"
+    name = "unsafe-torch-load"
+    severity = "warning"
+    triggers = ("load(",)
+
+    VALID = (
+        """
+        import torch
+        state = torch.load("checkpoints/best.pt", map_location="cpu")
+        """,
+        """
+        import argparse
+        import torch
+        parser = argparse.ArgumentParser()
+        parser.add_argument("--resume")
+        args = parser.parse_args()
+        ckpt = torch.load(args.resume, map_location="cpu", weights_only=True)
+        """,
+        """
+        import io
+        import torch
+        buf = io.BytesIO()
+        torch.save(model.state_dict(), buf)
+        state = torch.load(io.BytesIO(buf.getvalue()))
+        """,
+        """
+        import torch
+        from safetensors.torch import load_file
+        def load(path):
+            return load_file(path)
+        """,
+        """
+        import os
+        import torch
+        out_dir = "runs/exp1"
+        def resume():
+            return torch.load(os.path.join(out_dir, "ckpt.pt"))
+        """,
+        """
+        import torch
+        def _load(path):
+            return torch.load(path)
+        state = _load("weights.pt")
+        """,
+    )
+    INVALID = (
+        """
+        import torch
+        state = torch.load("model.pt", weights_only=False)  # !
+        """,
+        """
+        import argparse
+        import torch
+        def get_args():
+            parser = argparse.ArgumentParser()
+            parser.add_argument("--resume", type=str)
+            return parser.parse_args()
+        args = get_args()
+        if args.resume:
+            checkpoint = torch.load(args.resume, map_location="cpu")  # !
+        """,
+        """
+        import sys
+        import torch
+        model.load_state_dict(torch.load(sys.argv[1]))  # !
+        """,
+        """
+        import os
+        import torch
+        ckpt = torch.load(os.environ["CKPT_PATH"])  # !
+        """,
+        """
+        import torch
+        from pathlib import Path
+        def load_model(model, checkpoint_dir):
+            state = torch.load(Path(checkpoint_dir) / "model.pt", map_location="cpu")  # !
+            model.load_state_dict(state)
+        """,
+    )
+
+    def check(self, ctx) -> Iterator[Report]:
+        if ctx.is_test_file:
+            return
+        for call in ctx.facts.calls:
+            if call.qualname not in TORCH_LOAD:
+                continue
+            flag = call.keyword("weights_only")
+            if flag is not None:
+                if isinstance(flag, cst.Name) and flag.value == "False":
+                    yield Report(
+                        call.node,
+                        "`torch.load(..., weights_only=False)` unpickles arbitrary objects: a checkpoint from an "
+                        "untrusted source runs code when loaded. Load with `weights_only=True` (save plain "
+                        "state_dicts) or use safetensors.",
+                    )
+                continue
+            if call.has_star_args or any(a.star == "**" for a in call.args):
+                continue
+            path = call.arg(0, "f")
+            if path is None:
+                continue
+            if any(b.test is not None and "weights_only" in ctx.module.code_for_node(b.test) for b in call.ifs):
+                continue  # the code branches on the flag itself: a deliberate (often old-torch) path
+            origin = external_origin(ctx, path, call)
+            if origin is None:
+                continue
+            when = (
+                "with `pickle_module` given, torch.load never defaults to weights_only=True and"
+                if call.keyword("pickle_module") is not None
+                else "before PyTorch 2.6 (and with `pickle_module`) this"
+            )
+            yield Report(
+                call.node,
+                f"`torch.load` on a path from {origin} without `weights_only=True`: {when} "
+                f"unpickles arbitrary objects, so a crafted checkpoint runs code when loaded. "
+                f"Pass `weights_only=True` (or load safetensors).",
+            )
+
+
+RULE = UnsafeTorchLoad
