@@ -309,6 +309,7 @@ class TrainingGuard:
             else:
                 self._gate = "host" if finite == "skip" else "deferred"
         self._sample_every = max(2, self.check_every // 5)
+        self.needs_full_norms = True   # cleared by the update check once all params moved
         self._sticky = None
 
     def _attach(self) -> None:
@@ -528,7 +529,9 @@ class TrainingGuard:
                 torch.linspace(0, p.numel() - 1, min(p.numel(), _SAMPLE_ELEMENTS),
                                device=p.device).long() for p in params]
         before = [torch.take(p, i) for p, i in zip(params, self._sample_idx)]
-        full = self._norms(params)
+        # Whole-tensor norms (a full pass over the weights) only while the update
+        # check still has a parameter it has not seen move.
+        full = self._norms(params) if self.needs_full_norms else None
         self._snapshot = (step, before, full)
 
     def _snapshot_after(self) -> None:
@@ -538,7 +541,8 @@ class TrainingGuard:
         after = [torch.take(p, i) for p, i in zip(params, self._sample_idx)]
         delta = self._norms(torch._foreach_sub(after, before))
         weight = self._norms(after)
-        self._pending_updates.append((step, delta, weight, full_before, self._norms(params)))
+        full_after = self._norms(params) if full_before is not None else None
+        self._pending_updates.append((step, delta, weight, full_before, full_after))
 
     def _norms(self, tensors) -> torch.Tensor:
         norms = torch._foreach_norm(tensors) if self._norm_dtype is None else \
@@ -578,7 +582,9 @@ class TrainingGuard:
             per_host = torch.cat(per_list).cpu().numpy() if per_list else None
             up_host = []
             if ups:
-                stacked = torch.stack([torch.stack(u[1:]) for u in ups]).cpu().numpy()
+                nan = torch.full_like(ups[0][1], float("nan"))
+                stacked = torch.stack([torch.stack([t if t is not None else nan for t in u[1:]])
+                                       for u in ups]).cpu().numpy()
                 up_host = [(u[0], stacked[k]) for k, u in enumerate(ups)]
             bad_params: List[str] = []
             if final or recs:

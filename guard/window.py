@@ -22,8 +22,8 @@ class UpdateSample:
     step: int
     delta: np.ndarray        # ||W_after - W_before|| on the sampled elements
     weight: np.ndarray       # ||W_after|| on the same elements
-    full_before: np.ndarray  # ||W|| of the whole tensor before the step
-    full_after: np.ndarray   # ||W|| of the whole tensor after the step
+    full_before: np.ndarray  # ||W|| of the whole tensor before the step (NaN: not measured)
+    full_after: np.ndarray   # ||W|| of the whole tensor after the step (NaN: not measured)
     applied: bool = True     # False when the step was skipped (guard or GradScaler)
 
     @property

@@ -110,7 +110,11 @@ class UpdateCheck(Check):
         moved = np.zeros(len(g.param_names), dtype=bool)
         for s in self._samples:
             with np.errstate(invalid="ignore"):
-                moved |= (s.delta > 0) | (s.full_before != s.full_after)
+                full_moved = (s.full_before != s.full_after) & ~np.isnan(s.full_before)
+                moved |= (s.delta > 0) | full_moved
+        # Once every parameter has been seen moving, later samples can skip the
+        # whole-tensor norms (the only full pass of the update check).
+        g.needs_full_norms = not moved.all()
         still = [g.param_names[i] for i in range(len(moved))
                  if not moved[i] and self._ever_nonzero is not None and self._ever_nonzero[i]
                  and g.param_names[i] not in self._reported]

@@ -56,13 +56,24 @@ def test_converged_plateau_is_healthy():
     assert guard_warnings(rec) == []
 
 
-def test_real_run_climbing_the_loss_diverges():
-    """Gradient ascent (a sign bug, here SGD(maximize=True)): the loss climbs steadily."""
+def test_real_run_learning_rate_blown_up_mid_run():
+    """Adam trains well, then a scheduler bug multiplies the lr by 100: the loss
+    jumps and stays far above its best (finite all along)."""
     torch.manual_seed(0)
     model = mlp()
     x, y = data()
-    opt = torch.optim.SGD(model.parameters(), lr=0.05, maximize=True)
-    g, rec, err = train(model, opt, x, y, steps=100, expect_error=True,
-                        guard_kw=dict(checks={"divergence": "raise", "finite": "skip"}))
+    opt = torch.optim.Adam(model.parameters(), 1e-2)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0 if s < 60 else 100.0)
+    g, rec, err = train(model, opt, x, y, steps=130, scheduler=sched, expect_error=True,
+                        guard_kw=dict(checks={"divergence": "raise"}))
     assert isinstance(err, DivergenceError) and err.cause == "diverging"
-    assert err.step > 50
+    assert err.step > 60 and all(math.isfinite(r["loss"]) for r in g.history)
+
+
+def test_healthy_run_does_not_diverge():
+    torch.manual_seed(0)
+    model = mlp()
+    x, y = data()
+    g, rec, err = train(model, torch.optim.Adam(model.parameters(), 1e-2), x, y, steps=200,
+                        guard_kw=dict(checks={"divergence": "raise"}))
+    assert err is None and guard_warnings(rec) == []

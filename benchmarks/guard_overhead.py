@@ -1,0 +1,181 @@
+"""Time overhead of guard.TrainingGuard over a plain loop with clip_grad_norm_.
+
+The same MLP training loop runs in two variants, interleaved in one process
+so that both see the same machine state (thermal, other load, allocator):
+
+* plain   -- zero_grad, forward, loss, backward, clip_grad_norm_(1.0), step
+* guarded -- the same inside ``TrainingGuard(max_grad_norm=1.0, loss_fn=...)``
+             (the guard clips; no manual clip)
+
+Each round times ``--steps`` steady-state steps of each variant (after a few
+untimed warm-up steps; a fresh guard per guarded block, its entry untimed).
+The result is the median over rounds of the per-step time of each variant
+and the median of the per-round ratios guarded / plain.
+
+On CUDA it also proves the "no host-device sync in steady state" contract:
+``torch.cuda.set_sync_debug_mode("error")`` is switched on for steady-state
+guarded steps (between read-backs); any sync would raise. It then counts the
+syncs of one read-back with mode "warn".
+
+Usage:
+    python benchmarks/guard_overhead.py                 # CPU
+    python benchmarks/guard_overhead.py --device cuda   # GPU (timing + sync proof)
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import torch
+from torch import nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from guard import TrainingGuard  # noqa: E402
+
+
+def make_model(args, device):
+    layers, d = [], args.inputs
+    for _ in range(args.depth):
+        layers += [nn.Linear(d, args.hidden), nn.ReLU()]
+        d = args.hidden
+    layers.append(nn.Linear(d, args.classes))
+    return nn.Sequential(*layers).to(device)
+
+
+def make_optimizer(args, model):
+    kw = {"fused": True} if args.fused else {}
+    return torch.optim.Adam(model.parameters(), lr=1e-3, **kw)
+
+
+def batches(args, device, n=64):
+    g = torch.Generator().manual_seed(0)
+    xs = torch.randn(n, args.batch, args.inputs, generator=g)
+    ys = xs[:, :, : args.classes].argmax(-1)
+    return xs.to(device), ys.to(device)
+
+
+def sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def run_block(model, opt, crit, xs, ys, steps, warmup, device, guard_kw=None):
+    """Time ``steps`` steps after ``warmup`` untimed ones; return seconds per step."""
+    guard = TrainingGuard(model, opt, loss_fn=crit, **guard_kw) if guard_kw is not None \
+        else None
+    if guard is not None:
+        guard.__enter__()
+    try:
+        t0 = None
+        for i in range(warmup + steps):
+            if i == warmup:
+                sync(device)
+                t0 = time.perf_counter()
+            x, y = xs[i % len(xs)], ys[i % len(ys)]
+            opt.zero_grad(set_to_none=True)
+            loss = crit(model(x), y)
+            loss.backward()
+            if guard is None:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+        sync(device)
+        return (time.perf_counter() - t0) / steps
+    finally:
+        if guard is not None:
+            guard.__exit__(None, None, None)
+
+
+def prove_no_sync(args, model, opt, crit, xs, ys, device):
+    """CUDA only: steady-state guarded steps run under sync debug mode "error"."""
+    steps = 2 * args.check_every
+    guard = TrainingGuard(model, opt, loss_fn=crit, max_grad_norm=1.0,
+                          check_every=args.check_every)
+    syncs_at_readback = None
+    with guard:
+        for i in range(steps):
+            x, y = xs[i % len(xs)], ys[i % len(ys)]
+            # step 0 (initial-loss check, first-forward probe) and the read-back
+            # steps sync by design; every other step must not.
+            readback = i == 0 or (i + 1) % args.check_every == 0
+            mode = "warn" if readback else "error"
+            torch.cuda.set_sync_debug_mode(mode)
+            try:
+                with warnings.catch_warnings(record=True) as rec:
+                    warnings.simplefilter("always")
+                    opt.zero_grad(set_to_none=True)
+                    loss = crit(model(x), y)
+                    loss.backward()
+                    opt.step()
+            finally:
+                torch.cuda.set_sync_debug_mode(0)
+            if readback and i > 0:
+                syncs_at_readback = sum("synchroniz" in str(r.message) for r in rec)
+    steady = steps - 1 - steps // args.check_every
+    return {"steady_state_steps_checked": steady, "steady_state_syncs": 0,
+            "syncs_per_readback": syncs_at_readback}
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--inputs", type=int, default=256)
+    p.add_argument("--hidden", type=int, default=512)
+    p.add_argument("--depth", type=int, default=3)
+    p.add_argument("--classes", type=int, default=10)
+    p.add_argument("--batch", type=int, default=128)
+    p.add_argument("--steps", type=int, default=100, help="timed steps per block")
+    p.add_argument("--warmup", type=int, default=5)
+    p.add_argument("--rounds", type=int, default=15)
+    p.add_argument("--check-every", type=int, default=50)
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0 = default)")
+    p.add_argument("--fused", action="store_true", help="Adam(fused=True) in both variants")
+    p.add_argument("--json", help="write the results to this file")
+    args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    torch.manual_seed(0)
+    model = make_model(args, device)
+    opt = make_optimizer(args, model)
+    crit = nn.CrossEntropyLoss()
+    xs, ys = batches(args, device)
+    guard_kw = dict(max_grad_norm=1.0, check_every=args.check_every,
+                    checks={"init": "off", "initial-loss": "off"})   # steady state only
+
+    run_block(model, opt, crit, xs, ys, 20, 5, device)              # warm everything up
+    run_block(model, opt, crit, xs, ys, 20, 5, device, guard_kw)
+    plain, guarded, ratios = [], [], []
+    for r in range(args.rounds):
+        order = [None, guard_kw] if r % 2 == 0 else [guard_kw, None]   # alternate who goes first
+        times = {}
+        for kw in order:
+            times[kw is None] = run_block(model, opt, crit, xs, ys, args.steps, args.warmup,
+                                          device, kw)
+        plain.append(times[True])
+        guarded.append(times[False])
+        ratios.append(times[False] / times[True])
+    result = {
+        "device": str(device) if device.type != "cuda" else torch.cuda.get_device_name(),
+        "torch": torch.__version__, "threads": torch.get_num_threads(),
+        "model": f"MLP {args.inputs}-" + "-".join([str(args.hidden)] * args.depth)
+                 + f"-{args.classes}, batch {args.batch}, Adam{' fused' if args.fused else ''}",
+        "rounds": args.rounds, "steps_per_block": args.steps,
+        "plain_ms_per_step": 1e3 * statistics.median(plain),
+        "guarded_ms_per_step": 1e3 * statistics.median(guarded),
+        "median_ratio": statistics.median(ratios),
+        "overhead_percent": 100 * (statistics.median(ratios) - 1),
+    }
+    if device.type == "cuda":
+        result["sync_check"] = prove_no_sync(args, model, opt, crit, xs, ys, device)
+    print(json.dumps(result, indent=1))
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=1))
+
+
+if __name__ == "__main__":
+    main()
