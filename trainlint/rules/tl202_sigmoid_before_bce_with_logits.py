@@ -1,0 +1,177 @@
+from __future__ import annotations
+
+from typing import Iterator, Optional
+
+import libcst as cst
+
+from trainlint.analysis.values import SIGMOID, source_of
+from trainlint.rules.base import Replacement, Report, Rule
+from trainlint.rules.tl201_softmax_before_cross_entropy import is_loss_call
+
+BCE_LOGITS_FUNCS = {
+    "torch.nn.functional.binary_cross_entropy_with_logits",
+    "torch.binary_cross_entropy_with_logits",
+}
+BCE_LOGITS_MODULES = {"torch.nn.BCEWithLogitsLoss", "torch.nn.modules.loss.BCEWithLogitsLoss"}
+
+
+class SigmoidBeforeBceWithLogits(Rule):
+    """## What it does
+    Finds the output of a sigmoid — `torch.sigmoid`, `x.sigmoid()`, `nn.Sigmoid`, or a
+    helper, model `forward` or `nn.Sequential` that ends in one — passed as the input of
+    `nn.BCEWithLogitsLoss` / `F.binary_cross_entropy_with_logits`.
+
+    ## Why is this bad?
+    The `with_logits` losses apply the sigmoid themselves (in a numerically stable way).
+    Given probabilities, they squash them a second time into the narrow range
+    0.5–0.73: the loss can never get close to zero, the gradients shrink, and the model
+    learns slowly or not at all — without any error.
+
+    ## Example
+    ```python
+    probs = torch.sigmoid(model(x))
+    loss = nn.BCEWithLogitsLoss()(probs, y)
+    ```
+
+    ## Use instead
+    ```python
+    logits = model(x)
+    loss = nn.BCEWithLogitsLoss()(logits, y)
+    probs = torch.sigmoid(logits)  # for metrics only
+    ```
+    """
+
+    code = "TL202"
+    name = "sigmoid-before-bce-with-logits"
+    severity = "error"
+    fixable = "unsafe"
+    triggers = ("binary_cross_entropy_with_logits", "BCEWithLogitsLoss")
+
+    VALID = (
+        """
+        import torch
+        import torch.nn as nn
+        criterion = nn.BCEWithLogitsLoss()
+        logits = model(x)
+        loss = criterion(logits, y)
+        probs = torch.sigmoid(logits)  # metrics only
+        """,
+        """
+        import torch
+        import torch.nn.functional as F
+        # a sigmoid on the target (soft labels from a teacher) is fine
+        loss = F.binary_cross_entropy_with_logits(student(x), torch.sigmoid(teacher(x)))
+        """,
+        """
+        import torch
+        import torch.nn as nn
+        # plain BCE wants probabilities
+        probs = torch.sigmoid(model(x))
+        loss = nn.BCELoss()(probs, y)
+        """,
+        """
+        import torch
+        import torch.nn as nn
+        class Net(nn.Module):
+            def forward(self, x):
+                x = self.fc(x)
+                if not self.training:
+                    return torch.sigmoid(x)
+                return x
+        net = Net()
+        loss = nn.BCEWithLogitsLoss()(net(x), y)
+        """,
+        """
+        import torch
+        import torch.nn.functional as F
+        out = model(x)
+        p = out.sigmoid()
+        out = head(out)
+        loss = F.binary_cross_entropy_with_logits(out, y)
+        """,
+    )
+    INVALID = (
+        """
+        import torch
+        import torch.nn as nn
+        criterion = nn.BCEWithLogitsLoss()
+        probs = torch.sigmoid(model(x))
+        loss = criterion(probs, y)  # !
+        """,
+        """
+        import torch.nn.functional as F
+        loss = F.binary_cross_entropy_with_logits(model(x).sigmoid(), y)  # !
+        """,
+        """
+        from torch import nn
+        model = nn.Sequential(nn.Linear(20, 64), nn.ReLU(), nn.Linear(64, 1), nn.Sigmoid())
+        loss_fn = nn.BCEWithLogitsLoss(pos_weight=w)
+        for x, y in loader:
+            loss = loss_fn(model(x), y)  # !
+        """,
+        """
+        import torch
+        import torch.nn as nn
+        class Net(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.fc = nn.Linear(10, 1)
+            def forward(self, x):
+                return torch.sigmoid(self.fc(x)).squeeze(1)
+
+        class Trainer:
+            def __init__(self):
+                self.model = Net().cuda()
+                self.criterion = nn.BCEWithLogitsLoss()
+            def step(self, x, y):
+                return self.criterion(self.model(x), y)  # !
+        """,
+        """
+        import torch.nn.functional as F
+        from torch.nn.functional import sigmoid
+        def predict(model, x):
+            return sigmoid(model(x))
+
+        def train(model, loader):
+            for x, y in loader:
+                loss = F.binary_cross_entropy_with_logits(input=predict(model, x), target=y)  # !
+        """,
+    )
+
+    def check(self, ctx) -> Iterator[Report]:
+        for call in ctx.facts.calls:
+            if call.has_star_args or not is_loss_call(ctx, call, BCE_LOGITS_FUNCS, BCE_LOGITS_MODULES):
+                continue
+            inp = call.arg(0, "input")
+            if inp is None:
+                continue
+            why = source_of(ctx, inp, call, SIGMOID)
+            if why is None:
+                continue
+            text = ctx.module.code_for_node(inp)
+            if len(text) > 40:
+                text = text[:37] + "..."
+            yield Report(
+                inp,
+                f"`{text}` is sigmoid output (from {why}) fed to a `with_logits` BCE loss, which "
+                f"applies the sigmoid itself: the probabilities are squashed twice and the loss "
+                f"cannot fall. Pass the raw logits (or use `BCELoss` on probabilities).",
+                self._fix(ctx, inp),
+            )
+
+    @staticmethod
+    def _fix(ctx, inp) -> Optional[Replacement]:
+        """Drop a sigmoid written directly inside the loss call."""
+        if not isinstance(inp, cst.Call):
+            return None
+        func = inp.func
+        if ctx.qualname(func) in SIGMOID.funcs and len(inp.args) == 1 and not inp.args[0].star:
+            inner = inp.args[0].value
+        elif isinstance(func, cst.Attribute) and func.attr.value == "sigmoid" and ctx.qualname(func) is None and not inp.args:
+            inner = func.value
+        else:
+            return None
+        return Replacement(inp, inner, "unsafe", "drop the sigmoid feeding the loss")
+
+
+RULE = SigmoidBeforeBceWithLogits
