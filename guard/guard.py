@@ -37,6 +37,8 @@ When the guard must skip or refuse an update
 from __future__ import annotations
 
 import math
+import os
+import sys
 import warnings
 from typing import Any, Dict, List, Mapping, Optional
 
@@ -56,6 +58,20 @@ from .window import UpdateSample, Window
 
 _UNSET = object()
 _SAMPLE_ELEMENTS = 32   # elements per tensor read to measure parameter movement
+
+
+_INTERNAL_DIRS = (os.path.dirname(os.path.abspath(__file__)),
+                  os.path.dirname(os.path.abspath(torch.__file__)))
+
+
+def _user_stacklevel() -> int:
+    """The stacklevel that points a warning at the user's line (the
+    ``optimizer.step()`` or ``loss_fn(...)`` call), not at a hook inside
+    guard or torch."""
+    frame, level = sys._getframe(1), 1
+    while frame is not None and frame.f_code.co_filename.startswith(_INTERNAL_DIRS):
+        frame, level = frame.f_back, level + 1
+    return level
 
 
 class _Step:
@@ -683,4 +699,4 @@ class TrainingGuard:
                 raise (f.error or check.error)(f"[{check.name}] {f.message}", **fields)
             if self._events[self._event_index[key]]["count"] == 1:
                 warnings.warn(GuardWarning(f"[{check.name}] {f.message}", **fields),
-                              stacklevel=3)
+                              stacklevel=_user_stacklevel())
