@@ -106,6 +106,11 @@ class FileContext:
         return bool(roots & TORCH_ROOTS)
 
     @cached_property
+    def imports_test_framework(self) -> bool:
+        roots = {q.split(".", 1)[0] for q in self.imports.alias.values()}
+        return bool(roots & {"pytest", "unittest", "hypothesis"})
+
+    @cached_property
     def is_test_file(self) -> bool:
         """A test module (pytest naming or a tests/ folder): deterministic loaders and odd
         modes are deliberate there."""

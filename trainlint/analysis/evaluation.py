@@ -66,6 +66,8 @@ class Evaluation:
                 continue
             if fn.cls is not None and self.tr.is_module_class(fn.cls):
                 continue  # the model's own method (`predict()` inside forward): not a pass
+            if fn.name.startswith("test_") and ctx.imports_test_framework:
+                continue  # a pytest/unittest test: the test sets up what it needs
             if self._called_while_training(fn):
                 continue
             if any(id(p) in eval_functions for p in ctx.enclosing_function_chain(fn.parent)):
@@ -92,11 +94,18 @@ class Evaluation:
     def _called_while_training(self, fn: FunctionInfo) -> bool:
         """A same-module caller trains around it (`infer()` used by the training step)."""
         for c in self.ctx.callers(fn):
-            if c.function is None:
+            if self.tr.under_no_grad(c):
                 continue
-            own = [e for s in self.ctx.calls_in(c.function) for e in self.tr.site_events(s)]
-            if self._trains(own):
-                return True  # backward/step in the caller's own body, not in a helper it calls
+            # The same iteration (or the same function body) runs backward: its output is trained on.
+            loop = c.loops[-1] if c.loops else None
+            if loop is not None:
+                unit = self.tr.iteration_events(loop)
+            elif c.function is not None:
+                unit = self.tr.function_events(c.function, top_level_only=True)
+            else:
+                continue
+            if any(e.kind == BACKWARD for e in unit):
+                return True
         return False
 
     def _all_calls(self, fn: FunctionInfo) -> List[CallSite]:

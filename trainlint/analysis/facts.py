@@ -149,6 +149,18 @@ def _flatten_targets(target: cst.BaseExpression) -> List[cst.BaseExpression]:
     return [target]
 
 
+def _pairs(target: cst.BaseExpression, value: cst.BaseExpression):
+    """(name, value) pairs of `a, b = x, y`; empty when the shapes differ or star-unpack."""
+    if not (isinstance(target, (cst.Tuple, cst.List)) and isinstance(value, (cst.Tuple, cst.List))):
+        return []
+    ts, vs = target.elements, value.elements
+    if len(ts) != len(vs) or any(isinstance(e, (cst.StarredElement,)) for e in (*ts, *vs)):
+        return []
+    if not all(isinstance(e.value, (cst.Name, cst.Attribute, cst.Subscript)) for e in ts):
+        return []
+    return [(t.value, v.value) for t, v in zip(ts, vs)]
+
+
 def _params(node: cst.FunctionDef) -> List[str]:
     p = node.params
     names = [x.name.value for x in (*p.posonly_params, *p.params, *p.kwonly_params)]
@@ -378,6 +390,10 @@ class ModuleFacts:
             flat = _flatten_targets(t.target)
             if len(flat) == 1 and flat[0] is t.target:
                 self._record_assign(node, flat, node.value, "=")
+            elif _pairs(t.target, node.value):
+                # `mu, sigma = x.mean(0), x.std(0)`: each name gets its own value.
+                for target, value in _pairs(t.target, node.value):
+                    self._record_assign(node, [target], value, "=", node.value)
             else:
                 self._record_assign(node, flat, None, "=", node.value)
         self._walk_all(t.target for t in node.targets)

@@ -4,6 +4,7 @@ from typing import Iterator
 
 import libcst as cst
 
+from trainlint.analysis.names import dotted
 from trainlint.analysis.training import BACKWARD, STEP, ZERO_GRAD
 from trainlint.rules.base import Replacement, Report, Rule
 
@@ -140,6 +141,20 @@ class MissingZeroGrad(Rule):
     INVALID = (
         """
         import torch
+        # GAN: `netD.zero_grad()` does not clear the generator's optimizer
+        optD = torch.optim.Adam(netD.parameters(), lr=2e-4)
+        optG = torch.optim.Adam(netG.parameters(), lr=2e-4)
+        for real in loader:
+            netD.zero_grad()
+            lossD = criterion(netD(real), ones)
+            lossD.backward()
+            optD.step()
+            lossG = criterion(netD(netG(noise)), ones)
+            lossG.backward()
+            optG.step()  # !
+        """,
+        """
+        import torch
         optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
         for x, y in loader:
             loss = criterion(model(x), y)
@@ -208,7 +223,7 @@ class MissingZeroGrad(Rule):
             clears = [e for e in tr.all_events(loop) if e.kind == ZERO_GRAD]
             reported = set()
             for step in steps:
-                if step.target in reported or self._cleared(tr, step, clears):
+                if step.target in reported or self._cleared(ctx, tr, step, clears):
                     continue
                 reported.add(step.target)
                 opt = step.target or "optimizer"
@@ -222,14 +237,17 @@ class MissingZeroGrad(Rule):
                 )
 
     @staticmethod
-    def _cleared(tr, step, clears) -> bool:
+    def _cleared(ctx, tr, step, clears) -> bool:
+        owner = None  # the model whose parameters the optimizer holds, when visible
         for c in clears:
             if c.target is None or step.target is None or c.target == step.target:
                 return True
             recv = getattr(c.site, "receiver", None)
-            # `model.zero_grad()` clears whatever the optimizer holds (we cannot tell
-            # which model an optimizer owns); another optimizer's zero_grad does not.
-            if recv is not None and not tr.is_optimizer(recv, c.site):
+            if recv is None or tr.is_optimizer(recv, c.site):
+                continue  # another optimizer's zero_grad clears only its own parameters
+            # `netD.zero_grad()` clears optG's gradients only if optG holds netD's parameters.
+            owner = owner or _optimizer_owner(ctx, step) or "?"
+            if owner == "?" or _same_model(owner, c.target):
                 return True
         return False
 
@@ -241,6 +259,28 @@ class MissingZeroGrad(Rule):
         body = loop.node.body
         new = loop.node.with_changes(body=body.with_changes(body=[stmt, *body.body]))
         return Replacement(loop.node, new, "unsafe", f"insert `{step.target}.zero_grad()` at the top of the loop body")
+
+
+def _same_model(a: str, b: str) -> bool:
+    """`model` and `self.model` (a constructor argument kept on self), or a model and its part."""
+    if a == b or a.startswith(b + ".") or b.startswith(a + "."):
+        return True
+    return a.rsplit(".", 1)[-1] == b.rsplit(".", 1)[-1]
+
+
+def _optimizer_owner(ctx, step) -> str:
+    """`netG` for an optimizer built as `Adam(netG.parameters(), ...)`; "?" when not visible."""
+    site = step.site
+    opt = site.receiver if dotted(site.receiver) == step.target else site.positional(0)
+    if opt is None:
+        return "?"
+    owners = set()
+    for value, _ in ctx.constructions(opt, site):
+        params = value.args[0].value if isinstance(value, cst.Call) and value.args else None
+        if not (isinstance(params, cst.Call) and isinstance(params.func, cst.Attribute) and params.func.attr.value == "parameters"):
+            return "?"
+        owners.add(dotted(params.func.value) or "?")
+    return owners.pop() if len(owners) == 1 else "?"
 
 
 RULE = MissingZeroGrad

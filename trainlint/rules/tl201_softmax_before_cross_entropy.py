@@ -19,8 +19,16 @@ def is_loss_call(ctx, call, funcs, modules) -> bool:
         return ctx.qualname(func.func) in modules
     if call.qualname is not None or not isinstance(func, (cst.Name, cst.Attribute)):
         return False
-    quals = ctx.constructed_qualnames(func, call)
-    return bool(quals) and all(q in modules for q in quals)
+    cands = ctx.constructions(func, call)
+    if not cands:
+        return False
+    for value, _ in cands:
+        if isinstance(value, cst.Call):
+            if ctx.qualname(value.func) not in modules:
+                return False
+        elif ctx.qualname(value) not in funcs:  # `loss_fn = F.cross_entropy`
+            return False
+    return True
 
 
 class SoftmaxBeforeCrossEntropy(Rule):

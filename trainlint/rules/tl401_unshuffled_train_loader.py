@@ -79,11 +79,27 @@ class UnshuffledTrainLoader(Rule):
         from torch.utils.data import DataLoader
         train_loader = DataLoader(train_set, 64, True)
         """,
+        """
+        from torch.utils.data import DataLoader
+        # statistics of the training set: the order does not matter
+        stats_loader = DataLoader(train_subset, batch_size=256)
+        total = 0
+        for imgs, _ in stats_loader:
+            total += imgs.sum(dim=(0, 2, 3))
+        """,
     )
     INVALID = (
         """
         from torch.utils.data import DataLoader
         train_loader = DataLoader(train_set, batch_size=64)  # !
+        """,
+        """
+        from torch.utils.data import DataLoader
+        def make_loader(dataset, batch_size, workers=4):
+            return DataLoader(dataset, batch_size=batch_size, num_workers=workers)  # !
+
+        train_loader = make_loader(train_ds, 128)
+        val_loader = make_loader(val_ds, 256)
         """,
         """
         import torch
@@ -154,29 +170,63 @@ class UnshuffledTrainLoader(Rule):
                 return True
         return False
 
-    @staticmethod
-    def _is_training(ctx, call, dataset) -> bool:
-        names = [dotted(dataset) or ""]
-        loader_names = []
-        for a in ctx.facts.assigns:
-            if a.value is call.node:
-                loader_names.extend(dotted(t) or "" for t in a.targets)
+    @classmethod
+    def _is_training(cls, ctx, call, dataset) -> bool:
+        loader_names = [dotted(t) or "" for a in ctx.facts.assigns if a.value is call.node for t in a.targets]
+        names = [dotted(dataset) or "", *loader_names]
         if call.function is not None:
             names.append(call.function.name)
-        names += loader_names
         if any(NOT_TRAIN_NAME.search(n) for n in names if n):
             return False
+        loops = cls._loops_over(ctx, call.function, loader_names)
         if any(TRAIN_NAME.search(n) for n in names if n):
+            # A `train*` loader only ever read by loops that do not train (computing the
+            # mean/std of the training set, say) and not handed on: order does not matter.
+            if loops and not any(cls._trains(ctx, l) for l in loops) and not cls._passed_on(ctx, loader_names):
+                return False
             return True
-        # Iterated by a loop that trains?
-        tr = ctx.training
+        if any(cls._trains(ctx, l) for l in loops):
+            return True
+        return cls._built_for_training(ctx, call)
+
+    @staticmethod
+    def _trains(ctx, loop) -> bool:
+        return any(e.kind == BACKWARD for e in ctx.training.all_events(loop))
+
+    @staticmethod
+    def _loops_over(ctx, function, names):
+        names = [n for n in names if n]
+        out = []
         for loop in ctx.loops:
-            if loop.iter is None or loop.function is not call.function:
+            if loop.iter is None or loop.function is not function:
                 continue
             it = ctx.module.code_for_node(loop.iter)
-            if any(n and re.search(rf"\b{re.escape(n)}\b", it) for n in loader_names):
-                if any(e.kind == BACKWARD for e in tr.all_events(loop)):
+            if any(re.search(rf"\b{re.escape(n)}\b", it) for n in names):
+                out.append(loop)
+        return out
+
+    @staticmethod
+    def _passed_on(ctx, names) -> bool:
+        names = {n for n in names if n}
+        for c in ctx.facts.calls:
+            for a in c.node.args:
+                if (dotted(a.value) or "") in names:
                     return True
+        return any((dotted(r.value) or "") in names for r in ctx.facts.returns if r.value is not None)
+
+    @classmethod
+    def _built_for_training(cls, ctx, call) -> bool:
+        """`return DataLoader(ds, ...)` in a helper that callers use for training data."""
+        fn = call.function
+        if fn is None or not any(r.value is call.node for r in ctx.returns_of(fn)):
+            return False
+        for c in ctx.callers(fn):
+            names = [dotted(t) or "" for a in ctx.facts.assigns if a.value is c.node for t in a.targets]
+            names += [dotted(a.value) or "" for a in c.node.args]
+            if any(NOT_TRAIN_NAME.search(n) for n in names if n):
+                continue
+            if any(TRAIN_NAME.search(n) for n in names if n):
+                return True
         return False
 
     @staticmethod

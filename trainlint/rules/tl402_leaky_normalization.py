@@ -113,6 +113,14 @@ class LeakyNormalization(Rule):
         """
         import torch
         from torch.utils.data import TensorDataset, random_split
+        mu, sigma = features.mean(dim=0), features.std(dim=0)  # !
+        features = (features - mu) / (sigma + 1e-8)
+        dataset = TensorDataset(features, labels)
+        train_set, val_set = random_split(dataset, [800, 200])
+        """,
+        """
+        import torch
+        from torch.utils.data import TensorDataset, random_split
         X = (X - X.min()) / (X.max() - X.min())  # !
         train_ds, val_ds = random_split(TensorDataset(X, y), [800, 200])
         """,
@@ -151,6 +159,7 @@ class LeakyNormalization(Rule):
                 yield Report(call.node, f"normalisation statistics are computed on `{data}`, held-out data: use the "
                              f"training split's statistics for every split.")
                 continue
+            normalized = self._wrapped(assigns, call.order, normalized)
             split = self._later_split(ctx, calls, assigns, call.order, normalized)
             if split is not None:
                 yield Report(
@@ -207,6 +216,27 @@ class LeakyNormalization(Rule):
                 names.add(data)
                 names.update(t.value for t in a.targets if isinstance(t, cst.Name))
         return names or None
+
+    @staticmethod
+    def _wrapped(assigns: List[AssignSite], after: int, names: Set[str]) -> Set[str]:
+        """Add names that hold the normalised data wrapped or converted:
+        `ds = TensorDataset(X, y)`, `X_t = torch.tensor(X)`, `Z = X`."""
+        names = set(names)
+        for _ in range(3):
+            grew = False
+            for a in assigns:
+                if a.order <= after or a.value is None or a.op != "=":
+                    continue
+                v = a.value
+                args = [x.value for x in v.args] if isinstance(v, cst.Call) else [v]
+                if any(isinstance(x, cst.Name) and x.value in names for x in args):
+                    for t in a.targets:
+                        if isinstance(t, cst.Name) and t.value not in names:
+                            names.add(t.value)
+                            grew = True
+            if not grew:
+                break
+        return names
 
     @staticmethod
     def _later_split(ctx, calls, assigns, after: int, names: Set[str]) -> Optional[str]:
