@@ -9,6 +9,7 @@ but without the bodies of nested loops, which are iterations of their own.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass
 from functools import lru_cache
@@ -17,7 +18,7 @@ from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 import libcst as cst
 
 from trainlint.analysis.context import FileContext
-from trainlint.analysis.facts import AssignSite, Block, CallSite, FunctionInfo, Site
+from trainlint.analysis.facts import AssignSite, Block, CallSite, FunctionInfo, Site, walk
 from trainlint.analysis.names import dotted
 from trainlint.analysis.torch_api import (
     CLIP_FUNCS,
@@ -37,6 +38,9 @@ BACKWARD, STEP, ZERO_GRAD, EVAL, TRAIN, MODE, CLIP, UNSCALE, SCHED_STEP = (
 _CLEAR_METHOD_NAMES = {"zero_grad", "zero_grads", "clear_grad", "clear_grads", "reset_grad", "reset_grads", "zero_gradients", "optimizer_zero_grad", "zero_grad_"}
 _GRAD_INPLACE_CLEAR = {"zero_", "fill_", "mul_", "detach_", "requires_grad_"}
 MAX_EXPANSION_DEPTH = 4
+# Objects whose `backward(loss)` differentiates the argument, not themselves.
+FRAMEWORK_BACKWARD = re.compile(r"accelerator|engine|fabric|trainer|strategy|deepspeed|booster|precision", re.I)
+ENABLE_GRAD_CONTEXTS = {"torch.enable_grad", "torch.autograd.enable_grad", "torch.autograd.grad_mode.enable_grad"}
 MODE_CONTEXT_NAME = re.compile(r"no_grad|inference|eval|training_mode|train_mode|evaluating", re.I)
 
 
@@ -47,6 +51,7 @@ class Event:
     target: Optional[str] = None  # "optimizer", "self.model", None when unknown/any
     chain: Tuple[CallSite, ...] = ()  # calls from the unit's own body down to `site`
     closure: bool = False  # optimizer.step(closure)
+    scaler: bool = False  # the step goes through a GradScaler-like `scaler.step(optimizer)`
 
     @property
     def anchor(self) -> Site:
@@ -65,6 +70,8 @@ class Training:
         self.ctx = ctx
         self._site_events: Dict[int, List[Event]] = {}
         self._fn_events: Dict[Tuple[int, bool], List[Event]] = {}
+        self._handler_ids: Dict[int, set] = {}
+        self._units: Optional[List[Tuple[Optional[Block], List[Event]]]] = None
 
     # -- classification -----------------------------------------------------------------
     def is_optimizer(self, expr: cst.BaseExpression, at: Site) -> bool:
@@ -115,7 +122,7 @@ class Training:
         if attr == "step" and recv is not None:
             if self.is_scaler(recv, site):
                 opt = site.positional(0) or site.keyword("optimizer")
-                return [Event(STEP, site, dotted(opt) if opt is not None else None)]
+                return [Event(STEP, site, dotted(opt) if opt is not None else None, scaler=True)]
             if self.is_scheduler(recv, site):
                 return [Event(SCHED_STEP, site, dotted(recv))]
             if self.is_optimizer(recv, site):
@@ -142,7 +149,7 @@ class Training:
             return [Event(MODE, site, dotted(recv))]
         if q in CLIP_FUNCS or attr in ("clip_grad_norm_", "clip_grad_value_"):
             return [Event(CLIP, site)]
-        if attr == "unscale_":
+        if attr == "unscale_" or (attr and attr.startswith("unscale") and recv is not None):
             opt = site.positional(0) or site.keyword("optimizer")
             return [Event(UNSCALE, site, dotted(opt) if opt is not None else None)]
         return []
@@ -163,7 +170,7 @@ class Training:
                 callee = self.ctx.callee(site)
                 if callee is not None and id(callee) not in seen:
                     for ev in self.function_events(callee, top_level_only, depth + 1, seen + (id(callee),)):
-                        out.append(Event(ev.kind, ev.site, ev.target, (site,) + ev.chain, ev.closure))
+                        out.append(dataclasses.replace(ev, chain=(site,) + ev.chain))
         return out
 
     def function_events(
@@ -190,6 +197,16 @@ class Training:
         """Everything `loop` runs, nested loops and called functions included."""
         sites = [s for s in self._sites_of(loop.function) if loop in s.loops]
         return self._expand(sites, False, 0, (id(loop.function),) if loop.function else ())
+
+    def iteration_units(self) -> List[Tuple[Optional[Block], List[Event]]]:
+        """Every stretch of code that runs as one training iteration: each loop's iteration
+        (`iteration_events`) and each function's statements outside its loops (a
+        `train_step()` called by a framework or another module), as (loop or None, events)."""
+        if self._units is None:
+            units: List[Tuple[Optional[Block], List[Event]]] = [(loop, self.iteration_events(loop)) for loop in self.ctx.loops]
+            units += [(None, self.function_events(fn, top_level_only=True)) for fn in self.ctx.facts.functions]
+            self._units = units
+        return self._units
 
     def events_before(self, function: Optional[FunctionInfo], order: int) -> List[Event]:
         """Events of `function`'s body (all nesting) that come before `order`, calls expanded."""
@@ -239,6 +256,73 @@ class Training:
             return True
         return self.function_is_no_grad(site.function)
 
+
+    # -- grad mode, except bodies, the differentiated tensor ---------------------------------
+    def in_except(self, event: Event) -> bool:
+        """Some site on the event's path lies in an `except` body (error recovery, e.g. an
+        out-of-memory handler that clears gradients and skips the batch)."""
+        for site in event_path(event):
+            root = site.function.node if site.function is not None else self.ctx.module
+            ids = self._handler_ids.get(id(root))
+            if ids is None:
+                ids = set()
+                for node in walk(root):
+                    if isinstance(node, cst.Try):
+                        for h in node.handlers:
+                            ids.update(id(n) for n in walk(h.body))
+                self._handler_ids[id(root)] = ids
+            if id(site.node) in ids:
+                return True
+        return False
+
+    def grad_enabled_at(self, site: Site) -> Optional[bool]:
+        """Grad mode at `site` as its own function shows it: False under `no_grad()`,
+        `inference_mode()` or `set_grad_enabled(False)` (the innermost context wins over the
+        function's decorator), True under `enable_grad()`/`set_grad_enabled(True)`, None when
+        nothing says (the caller's mode) or a flag we cannot read decides."""
+        ctx = self.ctx
+        state: Optional[bool] = None
+        if site.function is not None:
+            for d in site.function.decorators:
+                q = ctx.qualname(d.func if isinstance(d, cst.Call) else d)
+                if q in NO_GRAD_CONTEXTS:
+                    state = False
+                elif q in ENABLE_GRAD_CONTEXTS:
+                    state = True
+        for w in site.withs:
+            for item in w.items:
+                call = item if isinstance(item, cst.Call) else None
+                q = ctx.qualname(call.func if call is not None else item)
+                if q in ENABLE_GRAD_CONTEXTS:
+                    state = True
+                elif q in NO_GRAD_CONTEXTS:
+                    mode = call.args[0].value if call is not None and call.args and "inference_mode" in q else None
+                    if mode is None or (isinstance(mode, cst.Name) and mode.value == "True"):
+                        state = False
+                    else:
+                        state = True if isinstance(mode, cst.Name) and mode.value == "False" else None
+                elif q in SET_GRAD_ENABLED and call is not None and call.args:
+                    v = call.args[0].value
+                    state = (v.value == "True") if isinstance(v, cst.Name) and v.value in ("True", "False") else None
+        return state
+
+    def backward_loss(self, site: Site) -> Optional[cst.BaseExpression]:
+        """The tensor a backward call differentiates: `loss` in `loss.backward()`,
+        `scaler.scale(loss).backward()`, `accelerator.backward(loss)`,
+        `torch.autograd.backward(loss)`; None for other calls."""
+        if not isinstance(site, CallSite):
+            return None
+        if site.qualname == "torch.autograd.backward":
+            return site.arg(0, "tensors")
+        recv = site.receiver
+        if site.attr != "backward" or recv is None:
+            return None
+        if isinstance(recv, cst.Call) and isinstance(recv.func, cst.Attribute) and recv.func.attr.value == "scale" and recv.args:
+            return recv.args[0].value if self.is_scaler(recv.func.value, site) else None
+        if isinstance(recv, (cst.Name, cst.Attribute)) and FRAMEWORK_BACKWARD.search((dotted(recv) or "").rsplit(".", 1)[-1]):
+            return site.arg(0, "loss")
+        return recv
+
     # -- models ------------------------------------------------------------------------------
     def is_module_class(self, cls) -> bool:
         """An `nn.Module` subclass (also through `PreTrainedModel`-style framework bases)."""
@@ -275,3 +359,60 @@ class Training:
         if isinstance(func, cst.Attribute) and func.attr.value == "forward":
             func = func.value
         return dotted(func)
+
+
+# -- order and branches within one iteration ------------------------------------------------
+def event_path(event: Event) -> Tuple[Site, ...]:
+    """The sites from the unit's own body down to the event: the calls, then the event's site."""
+    return event.chain + (event.site,)
+
+
+def _if_chain(block: Block) -> set:
+    """Ids of the `if` node of `block` and of its `elif`/`else` branches."""
+    ids = set()
+    node = block.node
+    while isinstance(node, cst.If):
+        ids.add(id(node))
+        node = node.orelse
+    if isinstance(node, cst.Else):
+        ids.add(id(node))
+    return ids
+
+
+def exclusive_sites(x: Site, y: Site) -> bool:
+    """`x` and `y` (same function) lie in different branches of one `if`/`elif`/`else`."""
+    xs = [b for b in x.ifs if b not in y.ifs]
+    ys = [b for b in y.ifs if b not in x.ifs]
+    for a in xs:
+        chain = _if_chain(a) if a.kind == "if" else set()
+        for b in ys:
+            if id(b.node) in chain or (b.kind == "if" and id(a.node) in _if_chain(b)):
+                return True
+    return False
+
+
+def exclusive(a: Event, b: Event) -> bool:
+    """At most one of two events of one iteration runs: where their call chains part, they
+    lie in different branches of one `if`."""
+    pa, pb = event_path(a), event_path(b)
+    for x, y in zip(pa, pb):
+        if x is not y:
+            return x.function is y.function and exclusive_sites(x, y)
+    return False
+
+
+def conditions(event: Event, loop: Optional[Block] = None) -> Tuple[Block, ...]:
+    """The `if` bodies an event depends on: those around its anchor inside `loop` (all of
+    the anchor's when no loop is given), and every `if` on the way down its call chain."""
+    path = event_path(event)
+    first = path[0]
+    out = tuple(b for b in first.ifs if loop is None or loop.contains(b.start))
+    for site in path[1:]:
+        out += site.ifs
+    return out
+
+
+def is_conditional_wrt(a: Event, b: Event, loop: Optional[Block] = None) -> bool:
+    """`a` depends on an `if` that `b` does not: it may be skipped when `b` runs."""
+    cb = conditions(b, loop)
+    return any(blk not in cb for blk in conditions(a, loop))

@@ -1,0 +1,260 @@
+from __future__ import annotations
+
+from typing import Iterator, List, Optional
+
+import libcst as cst
+
+from trainlint.analysis.facts import walk
+from trainlint.analysis.names import dotted
+from trainlint.analysis.training import BACKWARD, STEP, ZERO_GRAD, Event, exclusive, is_conditional_wrt
+from trainlint.rules.base import Report, Rule
+
+
+class ZeroGradBeforeStep(Rule):
+    """## What it does
+    Finds gradients cleared between `backward()` and `optimizer.step()` in one iteration:
+    `optimizer.zero_grad()` (or `model.zero_grad()` on the model the optimizer trains) after
+    the loss's backward and before the step, also when these sit in helpers called from the
+    loop.
+
+    ## Why is this bad?
+    `zero_grad()` throws away the gradients that `backward()` just computed, so the step
+    sees zeros (or `None`) and the parameters do not move, except for weight decay and
+    momentum. Training runs, the loss stays flat, and nothing fails. A GAN's
+    `netG.zero_grad()` after the discriminator's backward is fine: the generator's own
+    backward comes after it, before `optG.step()`.
+
+    ## Example
+    ```python
+    for x, y in loader:
+        loss = criterion(model(x), y)
+        loss.backward()
+        optimizer.zero_grad()
+        optimizer.step()
+    ```
+
+    ## Use instead
+    ```python
+    for x, y in loader:
+        optimizer.zero_grad()
+        loss = criterion(model(x), y)
+        loss.backward()
+        optimizer.step()
+    ```
+    """
+
+    code = "TL102"
+    name = "zero-grad-before-step"
+    severity = "error"
+    triggers = ("zero_grad",)
+
+    VALID = (
+        """
+        import torch
+        # zero_grad right after the step, at the end of the iteration
+        for x, y in loader:
+            loss = criterion(model(x), y)
+            loss.backward()
+            optimizer.step()
+            model.zero_grad()
+        """,
+        """
+        import torch
+        # GAN: netG.zero_grad() comes after D's backward, but G's backward follows it
+        for real in loader:
+            netD.zero_grad()
+            errD = criterion(netD(real), ones)
+            errD.backward()
+            optD.step()
+            netG.zero_grad()
+            errG = criterion(netD(netG(noise)), ones)
+            errG.backward()
+            optG.step()
+        """,
+        """
+        import torch
+        # skipping a bad batch: the clear and the step never run in the same iteration
+        for x, y in loader:
+            loss = criterion(model(x), y)
+            loss.backward()
+            if not torch.isfinite(loss):
+                optimizer.zero_grad()
+                continue
+            optimizer.step()
+            optimizer.zero_grad()
+        """,
+        """
+        import torch
+        # another optimizer's gradients are cleared between this backward and step
+        gen_opt = torch.optim.Adam(generator.parameters())
+        disc_opt = torch.optim.Adam(discriminator.parameters())
+        for real in loader:
+            d_loss = disc_loss(discriminator(real), discriminator(generator(noise)))
+            d_loss.backward()
+            gen_opt.zero_grad()
+            disc_opt.step()
+            disc_opt.zero_grad()
+        """,
+        """
+        import torch
+        # out-of-memory recovery clears and skips the batch
+        for x, y in loader:
+            try:
+                loss = criterion(model(x), y)
+                loss.backward()
+            except RuntimeError:
+                optimizer.zero_grad()
+                continue
+            optimizer.step()
+            optimizer.zero_grad()
+        """,
+        """
+        import torch
+        # accumulation: the clear sits with the step, after it
+        for i, (x, y) in enumerate(tqdm(loader)):
+            loss = criterion(model(x), y) / accum
+            scaler.scale(loss).backward()
+            if (i + 1) % accum == 0:
+                scaler.step(optimizer)
+                scaler.update()
+                optimizer.zero_grad(set_to_none=True)
+        """,
+    )
+    INVALID = (
+        """
+        import torch
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+        for x, y in loader:
+            loss = criterion(model(x), y)
+            loss.backward()
+            optimizer.zero_grad()  # !
+            optimizer.step()
+        """,
+        """
+        import torch
+        # model.zero_grad() clears what the optimizer trains
+        optimizer = torch.optim.Adam(model.parameters())
+        it = iter(loader)
+        while True:
+            x, y = next(it)
+            loss = criterion(model(x), y)
+            loss.backward()
+            model.zero_grad()  # !
+            optimizer.step()
+        """,
+        """
+        import torch
+        # AMP, with the step in a Trainer method called from the loop
+        class Trainer:
+            def __init__(self, model):
+                self.model = model
+                self.opt = torch.optim.AdamW(model.parameters())
+                self.scaler = torch.cuda.amp.GradScaler()
+
+            def update(self):
+                self.opt.zero_grad()  # !
+                self.scaler.step(self.opt)
+                self.scaler.update()
+
+            def fit(self, loader):
+                for x, y in loader:
+                    loss = self.model(x, y)
+                    self.scaler.scale(loss).backward()
+                    self.update()
+        """,
+        """
+        import torch
+        # one training step in a function
+        def train_step(model, optimizer, batch):
+            loss = model(**batch).loss
+            loss.backward()
+            optimizer.zero_grad()  # !
+            optimizer.step()
+            return loss.item()
+        """,
+    )
+
+    def check(self, ctx) -> Iterator[Report]:
+        if not ctx.uses_torch:
+            return
+        tr = ctx.training
+        seen = set()
+        for loop, events in tr.iteration_units():
+            for z, b, s in self._misplaced(ctx, tr, loop, events):
+                if id(z.site.node) in seen:
+                    continue
+                seen.add(id(z.site.node))
+                clear = _code(ctx, z.site.node)
+                back = _code(ctx, b.site.node)
+                step = _code(ctx, s.site.node)
+                yield Report(
+                    z.site.node,
+                    f"`{clear}` runs after `{back}` and before `{step}` in the same iteration: it "
+                    f"discards the gradients just computed, so the step sees none. Clear the "
+                    f"gradients before the backward (or after the step).",
+                )
+
+    def _misplaced(self, ctx, tr, loop, events: List[Event]):
+        for i, s in enumerate(events):
+            if s.kind != STEP or s.closure:
+                continue
+            j = next((k for k in range(i - 1, -1, -1) if events[k].kind == BACKWARD and not exclusive(events[k], s)), None)
+            if j is None:
+                continue
+            b = events[j]
+            for z in events[j + 1 : i]:
+                if z.kind != ZERO_GRAD or exclusive(z, s) or exclusive(z, b):
+                    continue
+                if is_conditional_wrt(z, s, loop) or tr.in_except(z):
+                    continue
+                if self._clears_step(ctx, tr, z, s):
+                    yield z, b, s
+
+    @staticmethod
+    def _clears_step(ctx, tr, z: Event, s: Event) -> bool:
+        """The cleared gradients are the ones `s` steps with: the same optimizer, or a model
+        whose parameters the optimizer was built from."""
+        site = z.site
+        if not (isinstance(site.node, cst.Call) and getattr(site, "attr", None) == "zero_grad"):
+            return False
+        recv = site.receiver  # type: ignore[attr-defined]
+        if recv is None or z.target is None or s.target is None:
+            return False
+        if z.target == s.target:
+            return True
+        if tr.is_optimizer(recv, site):
+            return False
+        owners = _param_owners(ctx, s)
+        return bool(owners) and any(_prefix(z.target, o) or _prefix(o, z.target) for o in owners)
+
+
+def _param_owners(ctx, step: Event) -> List[str]:
+    """`model` for an optimizer built from `model.parameters()` (every owner named in its
+    parameter argument); empty when the construction is not visible."""
+    site = step.site
+    opt: Optional[cst.BaseExpression] = site.positional(0) or site.keyword("optimizer") if step.scaler else site.receiver  # type: ignore[attr-defined]
+    if opt is None:
+        return []
+    owners: List[str] = []
+    for value, _ in ctx.constructions(opt, site):
+        if not isinstance(value, cst.Call) or not value.args:
+            return []
+        params = value.args[0].value
+        for node in walk(params):
+            if isinstance(node, cst.Call) and isinstance(node.func, cst.Attribute) and node.func.attr.value in ("parameters", "named_parameters"):
+                name = dotted(node.func.value)
+                if name:
+                    owners.append(name)
+    return owners
+
+
+def _prefix(a: str, b: str) -> bool:
+    return a == b or b.startswith(a + ".")
+
+
+def _code(ctx, node, limit: int = 48) -> str:
+    text = " ".join(ctx.module.code_for_node(node).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+RULE = ZeroGradBeforeStep
