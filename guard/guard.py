@@ -542,8 +542,8 @@ class TrainingGuard:
         if self._sample_idx is None:
             # Fixed, evenly spread elements: a small constant per tensor.
             self._sample_idx = [
-                torch.linspace(0, p.numel() - 1, min(p.numel(), _SAMPLE_ELEMENTS),
-                               device=p.device).long() for p in params]
+                torch.arange(min(p.numel(), _SAMPLE_ELEMENTS), device=p.device)
+                * max(1, p.numel() // _SAMPLE_ELEMENTS) for p in params]
         before = [torch.take(p, i) for p, i in zip(params, self._sample_idx)]
         # Whole-tensor norms (a full pass over the weights) only while the update
         # check still has a parameter it has not seen move.
@@ -656,7 +656,9 @@ class TrainingGuard:
                 bad = (loss is not None and not math.isfinite(loss)) or \
                       (total is not None and not math.isfinite(total)
                        and "scaler_inf" not in v)
-            skipped = r.host_skipped or (bool(v.get("gate", 0.0)) and not scaler)
+            # Refused by the guard: a real NaN/Inf (even if a GradScaler also skipped
+            # it), or a latched "raise" gate; not a plain GradScaler overflow.
+            skipped = r.host_skipped or (bool(v.get("gate", 0.0)) and (bad or not scaler))
             applied = total
             if total is not None and self.max_grad_norm is not None and math.isfinite(total):
                 applied = min(total, self.max_grad_norm)

@@ -161,3 +161,52 @@ class _nothing:
 
     def __exit__(self, *a):
         return False
+
+
+def test_deferred_gate_raises_at_the_read_back():
+    """The accelerator path with a non-fused optimizer: no per-step read."""
+    torch.manual_seed(0)
+    model = mlp()
+    x, y = data()
+    opt = torch.optim.SGD(model.parameters(), 0.1)
+    crit = nn.CrossEntropyLoss()
+    g = TrainingGuard(model, opt, loss_fn=crit, check_every=5)
+    g._force_gate = "deferred"
+    with pytest.raises(NonFiniteError) as err:
+        with g:
+            for step in range(20):
+                xb = x[step * 8:(step + 1) * 8].clone()
+                if step == 2:
+                    xb[0, 0] = float("nan")
+                opt.zero_grad()
+                crit(model(xb), y[step * 8:(step + 1) * 8]).backward()
+                opt.step()
+    assert err.value.step == 2 and "read-back" in str(err.value)
+    assert len(g.history) == 5      # raised at the first read-back, after step 4
+
+
+def test_fused_device_gate_with_grad_scaler():
+    """found_inf from a GradScaler and from the guard are combined, then restored."""
+    torch.manual_seed(0)
+    model = mlp()
+    x, y = data()
+    opt = torch.optim.Adam(model.parameters(), 1e-3, fused=True)
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 30)
+    crit = nn.CrossEntropyLoss()
+    g = TrainingGuard(model, opt, loss_fn=crit, on_nonfinite="skip", check_every=10)
+    g._force_gate = "device"
+    with g:
+        for step in range(40):
+            xb = x[step % 30 * 8:(step % 30 + 1) * 8].clone()
+            if step == 30:
+                xb[0, 0] = float("nan")
+            opt.zero_grad()
+            with torch.autocast("cpu", dtype=torch.float16):
+                loss = crit(model(xb), y[step % 30 * 8:(step % 30 + 1) * 8])
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
+    h = g.history
+    assert any(r["scaler_skipped"] for r in h[:20])
+    assert [r["step"] for r in h if r["skipped"]] == [30]
+    assert not hasattr(opt, "found_inf") and _finite(model)
