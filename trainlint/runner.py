@@ -4,18 +4,22 @@
   are linted, so a run where every file hits never imports libcst.
 - `--jobs 1`, or fewer than `POOL_MIN_FILES` misses, lints in-process: the
   pre-commit case (a few changed files) pays no pool start-up.
-- The pool keeps the input order (`Pool.map`), so output never depends on `--jobs`.
+- The pool keeps the input order (`Pool.imap`), so output never depends on `--jobs`.
+- Files are read lazily, as the workers ask for more: memory stays flat with the
+  number of files (only their findings are kept), 20 000 files as well as 20.
 """
 
 from __future__ import annotations
 
+import collections
 import io
+import itertools
 import os
 import stat
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, FrozenSet, List, Optional, Tuple
+from typing import TYPE_CHECKING, Deque, FrozenSet, Iterable, Iterator, List, Optional, Tuple
 
 from trainlint.finding import Finding
 
@@ -172,9 +176,31 @@ def lint_task(task: Task) -> Outcome:
         return Outcome(task.display, error=f"{type(exc).__name__}: {exc}")
 
 
-def run_tasks(tasks: List[Task], jobs: int) -> List[Outcome]:
-    if jobs <= 1 or len(tasks) < POOL_MIN_FILES:
-        return [lint_task(t) for t in tasks]
+# Files handed to a worker at a time: small enough to balance the load at the end of a
+# run and to keep few file contents in flight, large enough that IPC costs nothing.
+POOL_CHUNK = 4
+
+
+def run_tasks(tasks: Iterable[Task], jobs: int) -> List[Outcome]:
+    """Lint tasks, in order; a process pool when there are enough of them."""
+    return list(iter_outcomes(tasks, jobs))
+
+
+def iter_outcomes(tasks: Iterable[Task], jobs: int, most: Optional[int] = None) -> Iterator[Outcome]:
+    """Lint tasks lazily, in order; a process pool when there are enough of them.
+
+    `most`: an upper bound on the number of tasks, to start no more workers than files.
+    """
+    tasks = iter(tasks)
+    if jobs <= 1:
+        return map(lint_task, tasks)
+    head = list(itertools.islice(tasks, POOL_MIN_FILES))
+    if len(head) < POOL_MIN_FILES:
+        return map(lint_task, head)
+    return _pool_map(itertools.chain(head, tasks), min(jobs, most) if most else jobs)
+
+
+def _pool_map(tasks: Iterator[Task], jobs: int) -> Iterator[Outcome]:
     import multiprocessing
 
     # Import the engine (libcst, the rules) before forking: the workers share it.
@@ -182,10 +208,10 @@ def run_tasks(tasks: List[Task], jobs: int) -> List[Outcome]:
 
     method = "fork" if sys.platform.startswith("linux") else "spawn"
     ctx = multiprocessing.get_context(method)
-    workers = min(jobs, len(tasks))
-    chunk = max(1, len(tasks) // (workers * 4))
-    with ctx.Pool(workers) as pool:
-        return pool.map(lint_task, tasks, chunksize=chunk)
+    with ctx.Pool(jobs) as pool:
+        # imap pulls tasks from the iterator as workers free up (the pipe to them is
+        # bounded), so files are read as they are needed, never all at once.
+        yield from pool.imap(lint_task, tasks, chunksize=POOL_CHUNK)
 
 
 def _has_applicable_fix(findings: List[Finding], fix_mode: str) -> bool:
@@ -202,26 +228,32 @@ def lint_files(
     from trainlint.discovery import rel_to
 
     outcomes: List[Optional[Outcome]] = [None] * len(files)
-    pending: List[Tuple[int, Optional[str], Task]] = []
-    for i, sf in enumerate(files):
-        try:
-            content = sf.path.read_bytes()
-        except OSError as exc:
-            outcomes[i] = Outcome(sf.display, [file_error(sf.display, f"cannot read file: {exc.strerror or exc}")])
-            continue
-        selected = settings.selected_for(rel_to(sf.path, settings.root) or sf.path.name)
-        key = None
-        if cache is not None:
-            key = cache.key(content, sf.display, sf.kind, selected)
-            hit = cache.get(key, sf.display)
-            if hit is not None and not (fix_mode and _has_applicable_fix(hit, fix_mode)):
-                outcomes[i] = Outcome(sf.display, hit, cached=True, path=sf.path, kind=sf.kind, selected=selected)
-                continue
-        pending.append((i, key, Task(sf.display, sf.kind, content, selected, fix_mode)))
+    # (index, cache key, codes) of each task handed out, in order; `iter_outcomes` keeps that order.
+    handed: Deque[Tuple[int, Optional[str], FrozenSet[str]]] = collections.deque()
 
-    results = run_tasks([t for _, _, t in pending], settings.jobs)
-    for (i, key, task), out in zip(pending, results):
-        out.path, out.kind, out.selected = files[i].path, task.kind, task.selected
+    def tasks() -> Iterator[Task]:
+        # With a pool this runs in its task-feeding thread: it only appends to `handed`
+        # and fills slots of `outcomes` that nothing else touches.
+        for i, sf in enumerate(files):
+            try:
+                content = sf.path.read_bytes()
+            except OSError as exc:
+                outcomes[i] = Outcome(sf.display, [file_error(sf.display, f"cannot read file: {exc.strerror or exc}")])
+                continue
+            selected = settings.selected_for(rel_to(sf.path, settings.root) or sf.path.name)
+            key = None
+            if cache is not None:
+                key = cache.key(content, sf.display, sf.kind, selected)
+                hit = cache.get(key, sf.display)
+                if hit is not None and not (fix_mode and _has_applicable_fix(hit, fix_mode)):
+                    outcomes[i] = Outcome(sf.display, hit, cached=True, path=sf.path, kind=sf.kind, selected=selected)
+                    continue
+            handed.append((i, key, selected))
+            yield Task(sf.display, sf.kind, content, selected, fix_mode)
+
+    for out in iter_outcomes(tasks(), settings.jobs, len(files)):
+        i, key, selected = handed.popleft()
+        out.path, out.kind, out.selected = files[i].path, files[i].kind, selected
         outcomes[i] = out
         # A fixed file is cached under its new content once written (see `cache_written`).
         if cache is not None and key is not None and out.error is None and out.new_content is None:

@@ -410,3 +410,23 @@ def test_linter_never_imports_torch(tmp_path):
     )
     p = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True)
     assert p.returncode == 0, p.stderr
+
+
+def test_runner_reads_files_lazily_and_keeps_order():
+    # Memory stays flat with the number of files: tasks are pulled as they are linted.
+    from trainlint import runner
+
+    pulled = []
+
+    def tasks(n):
+        for i in range(n):
+            pulled.append(i)
+            yield runner.Task(f"f{i}.py", "python", b"x = (\n" if i % 7 == 0 else b"x = 1\n", frozenset({"TL000"}))
+
+    it = runner.iter_outcomes(tasks(50), jobs=1)
+    next(it)
+    assert pulled == [0]
+    pulled.clear()
+    outs = list(runner.iter_outcomes(tasks(50), jobs=2, most=50))
+    assert [o.display for o in outs] == [f"f{i}.py" for i in range(50)]
+    assert [bool(o.findings) for o in outs] == [i % 7 == 0 for i in range(50)]
