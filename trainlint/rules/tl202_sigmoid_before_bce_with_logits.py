@@ -140,12 +140,15 @@ class SigmoidBeforeBceWithLogits(Rule):
 
     def check(self, ctx) -> Iterator[Report]:
         for call in ctx.facts.calls:
-            if call.has_star_args or not is_loss_call(ctx, call, BCE_LOGITS_FUNCS, BCE_LOGITS_MODULES):
+            if call.has_star_args:
                 continue
-            inp = call.arg(0, "input")
-            if inp is None:
+            try:
+                if not is_loss_call(ctx, call, BCE_LOGITS_FUNCS, BCE_LOGITS_MODULES):
+                    continue
+                inp = call.arg(0, "input")
+                why = source_of(ctx, inp, call, SIGMOID) if inp is not None else None
+            except RecursionError:  # pathological value chains: cannot tell
                 continue
-            why = source_of(ctx, inp, call, SIGMOID)
             if why is None:
                 continue
             text = ctx.module.code_for_node(inp)

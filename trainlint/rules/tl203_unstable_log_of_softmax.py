@@ -190,7 +190,10 @@ class UnstableLogOfSoftmax(Rule):
             arg = self._log_argument(call)
             if arg is None:
                 continue
-            found = self._kind_of(ctx, arg, call)
+            try:
+                found = self._kind_of(ctx, arg, call)
+            except RecursionError:  # pathological value chains: cannot tell
+                continue
             if found is None:
                 continue
             kind, why, direct = found

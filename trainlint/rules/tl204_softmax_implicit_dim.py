@@ -153,9 +153,12 @@ class SoftmaxImplicitDim(Rule):
         `softmax` method."""
         if isinstance(call.receiver, cst.Name) and call.receiver.value == "self":
             return False
-        return ctx.callee(call) is None and not any(
-            call.attr in c.methods for c in ctx.facts.classes.values()
-        )
+        if any(call.attr in c.methods for c in ctx.facts.classes.values()):
+            return False
+        try:
+            return ctx.callee(call) is None
+        except RecursionError:  # pathological value chains: cannot tell
+            return False
 
     def _report(self, node: cst.CSTNode, what: str) -> Report:
         return Report(
