@@ -283,13 +283,17 @@ class FileContext:
             break
         return expr
 
-    def constructions(self, expr: cst.BaseExpression, at: Site) -> List[Tuple[cst.BaseExpression, Site]]:
-        """What `expr` resolves to, with wrappers like `.to(device)` peeled off, followed again."""
+    def constructions(self, expr: cst.BaseExpression, at: Site, depth: int = 0) -> List[Tuple[cst.BaseExpression, Site]]:
+        """What `expr` resolves to, with wrappers like `.to(device)` peeled off, followed again
+        (`self.model = DDP(self.model)` refers to itself: followed MAX_DEPTH times at most)."""
         out = []
         for value, site in self.resolve(expr, at):
             inner = self.unwrap_model(value)
             if inner is not value:
-                out.extend(self.constructions(inner, site) if not isinstance(inner, cst.Call) else [(inner, site)])
+                if isinstance(inner, cst.Call) or depth >= MAX_DEPTH:
+                    out.append((inner, site))
+                else:
+                    out.extend(self.constructions(inner, site, depth + 1))
             else:
                 out.append((value, site))
         return out
