@@ -72,6 +72,7 @@ class Training:
         self._fn_events: Dict[Tuple[int, bool], List[Event]] = {}
         self._handler_ids: Dict[int, set] = {}
         self._units: Optional[List[Tuple[Optional[Block], List[Event]]]] = None
+        self._nested_units: Optional[List[Tuple[Block, List[Event]]]] = None
 
     # -- classification -----------------------------------------------------------------
     def is_optimizer(self, expr: cst.BaseExpression, at: Site) -> bool:
@@ -207,6 +208,19 @@ class Training:
             units += [(None, self.function_events(fn, top_level_only=True)) for fn in self.ctx.facts.functions]
             self._units = units
         return self._units
+
+    def nested_iteration_units(self) -> List[Tuple[Block, List[Event]]]:
+        """Loops whose iteration runs inner loops (micro-batches of gradient accumulation: the
+        backwards in an inner loop, the clip and step after it), as (loop, `all_events(loop)`):
+        the whole iteration in program order."""
+        if self._nested_units is None:
+            out: List[Tuple[Block, List[Event]]] = []
+            for loop in self.ctx.loops:
+                events = self.all_events(loop)
+                if any(e.anchor.loops and e.anchor.loops[-1] is not loop for e in events):
+                    out.append((loop, events))
+            self._nested_units = out
+        return self._nested_units
 
     def events_before(self, function: Optional[FunctionInfo], order: int) -> List[Event]:
         """Events of `function`'s body (all nesting) that come before `order`, calls expanded."""

@@ -123,6 +123,17 @@ class ZeroGradBeforeStep(Rule):
     INVALID = (
         """
         import torch
+        # micro-batches in an inner loop, cleared after them
+        optimizer = torch.optim.AdamW(model.parameters(), lr=3e-4)
+        for it in range(max_iters):
+            for micro_step in range(accum_steps):
+                loss = model(*get_batch("train")) / accum_steps
+                loss.backward()
+            optimizer.zero_grad(set_to_none=True)  # !
+            optimizer.step()
+        """,
+        """
+        import torch
         optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
         for x, y in loader:
             loss = criterion(model(x), y)
@@ -179,7 +190,7 @@ class ZeroGradBeforeStep(Rule):
             return
         tr = ctx.training
         seen = set()
-        for loop, events in tr.iteration_units():
+        for loop, events in [*tr.iteration_units(), *tr.nested_iteration_units()]:
             for z, b, s in self._misplaced(ctx, tr, loop, events):
                 if id(z.site.node) in seen:
                     continue

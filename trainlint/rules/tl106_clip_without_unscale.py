@@ -107,8 +107,39 @@ class ClipWithoutUnscale(Rule):
                 optimizer.step()
             optimizer.zero_grad()
         """,
+        """
+        import torch
+        # micro-batches in an inner loop, unscale before the clip after it
+        scaler = torch.cuda.amp.GradScaler(enabled=(dtype == "float16"))
+        while True:
+            for micro_step in range(accum_steps):
+                with ctx:
+                    logits, loss = model(X, Y)
+                    loss = loss / accum_steps
+                scaler.scale(loss).backward()
+            if grad_clip != 0.0:
+                scaler.unscale_(optimizer)
+                torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+            scaler.step(optimizer)
+            scaler.update()
+            optimizer.zero_grad(set_to_none=True)
+        """,
     )
     INVALID = (
+        """
+        import torch
+        # micro-batches in an inner loop, the clip after it without unscaling
+        scaler = torch.cuda.amp.GradScaler()
+        while True:
+            for micro_step in range(accum_steps):
+                with torch.autocast("cuda", dtype=torch.float16):
+                    loss = model(X, Y) / accum_steps
+                scaler.scale(loss).backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)  # !
+            scaler.step(optimizer)
+            scaler.update()
+            optimizer.zero_grad(set_to_none=True)
+        """,
         """
         import torch
         scaler = torch.cuda.amp.GradScaler()
@@ -161,7 +192,7 @@ class ClipWithoutUnscale(Rule):
             return
         tr = ctx.training
         seen = set()
-        for loop, events in tr.iteration_units():
+        for loop, events in [*tr.iteration_units(), *tr.nested_iteration_units()]:
             for i, c in enumerate(events):
                 if c.kind != CLIP or id(c.site.node) in seen or not _torch_clip(c):
                     continue
@@ -213,6 +244,9 @@ def _grad_scaler(ctx, scaler: cst.BaseExpression, at) -> bool:
             q = ctx.qualname(value.func)
             if not (q or "").endswith("GradScaler"):
                 return False
+            enabled = next((a.value for a in value.args if a.keyword is not None and a.keyword.value == "enabled"), None)
+            if isinstance(enabled, cst.Name) and enabled.value == "False":
+                return False  # a disabled scaler does not scale
         elif not isinstance(value, (cst.Name, cst.Attribute)):
             return False
     return True

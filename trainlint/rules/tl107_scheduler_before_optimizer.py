@@ -16,9 +16,9 @@ _SCHEDULER_PACKAGES = ("torch.optim.lr_scheduler", "torch.optim.swa_utils", "tra
 
 class SchedulerBeforeOptimizer(Rule):
     """## What it does
-    Finds `scheduler.step()` called before `optimizer.step()` in the same loop body (also
-    when the optimizer steps in a nested batch loop or a helper that comes after it, the
-    pre-1.1 epoch-loop habit).
+    Finds `scheduler.step()` called before `optimizer.step()` in the same loop body or
+    training-step function (also when the optimizer steps in a nested batch loop or a
+    helper that comes after it, the pre-1.1 epoch-loop habit).
 
     ## Why is this bad?
     Since PyTorch 1.1 a learning-rate scheduler must step *after* the optimizer. Stepping
@@ -161,6 +161,21 @@ class SchedulerBeforeOptimizer(Rule):
             lr_scheduler.step()  # !
             update(optimizer)
         """,
+        """
+        import torch
+        # a training-step method (called by a loop elsewhere) with AMP
+        class Trainer:
+            def __init__(self, model):
+                self.opt = torch.optim.AdamW(model.parameters())
+                self.sched = torch.optim.lr_scheduler.CosineAnnealingLR(self.opt, 100)
+
+            def train_step(self, loss):
+                self.scaler.scale(loss).backward()
+                self.sched.step()  # !
+                self.scaler.step(self.opt)
+                self.scaler.update()
+                self.opt.zero_grad()
+        """,
     )
 
     def check(self, ctx) -> Iterator[Report]:
@@ -168,12 +183,11 @@ class SchedulerBeforeOptimizer(Rule):
             return
         tr = ctx.training
         seen = set()
-        for loop in ctx.loops:
-            events = tr.iteration_events(loop)
+        for loop, events in tr.iteration_units():
             scheds = [(i, e) for i, e in enumerate(events) if e.kind == SCHED_STEP]
             if not scheds:
                 continue
-            everything = tr.all_events(loop)
+            everything = tr.all_events(loop) if loop is not None else events
             targets = {e.target for e in everything if e.kind == STEP and not e.closure}
             for i, sc in scheds:
                 site = sc.site
@@ -192,14 +206,15 @@ class SchedulerBeforeOptimizer(Rule):
                     continue  # the optimizer already stepped in this iteration
                 later = next((e for e in events[i + 1 :] if ours(e)), None)
                 if later is None:
-                    later = next((e for e in everything if ours(e) and e.order > sc.order and e.anchor.loops and e.anchor.loops[-1] is not loop), None)
+                    later = next((e for e in everything if ours(e) and e.order > sc.order), None)
                 if later is None:
                     continue
                 seen.add(id(site.node))
                 name = ctx.module.code_for_node(site.receiver)  # type: ignore[attr-defined]
                 yield Report(
                     site.node,
-                    f"`{name}.step()` runs before `{wanted}.step()` in this loop body: since "
+                    f"`{name}.step()` runs before `{wanted}.step()` in this "
+                    f"{'loop body' if loop is not None else 'training step'}: since "
                     f"PyTorch 1.1 the scheduler must step after the optimizer, otherwise the first "
                     f"value of the learning-rate schedule is skipped. Move it after `{wanted}.step()`.",
                 )
