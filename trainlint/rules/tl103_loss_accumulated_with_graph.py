@@ -1,0 +1,290 @@
+from __future__ import annotations
+
+from typing import Iterator, List, Optional
+
+import libcst as cst
+
+from trainlint.analysis.facts import AssignSite, CallSite, walk
+from trainlint.analysis.names import dotted
+from trainlint.analysis.training import BACKWARD
+from trainlint.rules.base import Replacement, Report, Rule
+
+# Calls that hand a tensor on as a tensor: an accumulator passed to these must stay one.
+_TENSOR_ONLY_ATTRS = {"all_reduce", "reduce", "all_gather", "gather", "reduce_mean", "backward", "sync", "mean", "sum"}
+
+
+class LossAccumulatedWithGraph(Rule):
+    """## What it does
+    Finds a running total that adds the loss tensor itself (`total += loss`,
+    `epoch_loss += loss * x.size(0)`) across the iterations of a training loop, where that
+    same loss is backpropagated, so it carries an autograd graph.
+
+    ## Why is this bad?
+    The total becomes a tensor whose history links every iteration's loss: each step's
+    autograd graph stays referenced until the total is dropped, so memory grows with every
+    iteration (the "Don't accumulate history across your training loop" entry of the
+    PyTorch FAQ), and every later use of the total extends the graph further. Adding
+    `loss.item()` or `loss.detach()`, or adding under `torch.no_grad()`, is fine.
+
+    ## Example
+    ```python
+    total_loss = 0.0
+    for x, y in loader:
+        loss = criterion(model(x), y)
+        loss.backward()
+        optimizer.step()
+        total_loss += loss
+    ```
+
+    ## Use instead
+    ```python
+    total_loss = 0.0
+    for x, y in loader:
+        loss = criterion(model(x), y)
+        loss.backward()
+        optimizer.step()
+        total_loss += loss.item()
+    ```
+    """
+
+    code = "TL103"
+    name = "loss-accumulated-with-graph"
+    severity = "warning"
+    fixable = "safe"
+    triggers = ("+=",)
+
+    VALID = (
+        """
+        import torch
+        total_loss = 0.0
+        for x, y in loader:
+            optimizer.zero_grad()
+            loss = criterion(model(x), y)
+            loss.backward()
+            optimizer.step()
+            total_loss += loss.item()
+        """,
+        """
+        import torch
+        # detached before adding
+        running = torch.zeros(())
+        for x, y in loader:
+            loss = criterion(model(x), y)
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad()
+            running += loss.detach()
+        """,
+        """
+        import torch
+        # evaluation under no_grad: no graph
+        total = 0.0
+        with torch.no_grad():
+            for x, y in val_loader:
+                loss = criterion(model(x), y)
+                total += loss
+        """,
+        """
+        import torch
+        # losses of one step summed for a single backward: the total is reset every iteration
+        for x, y in loader:
+            total = 0.0
+            for head in heads:
+                loss = criterion(head(model(x)), y)
+                total += loss
+            total.backward()
+            optimizer.step()
+            optimizer.zero_grad()
+        """,
+        """
+        import torch
+        # the name is rebound to a float after the backward
+        epoch_loss = 0
+        for x, y in loader:
+            loss = criterion(model(x), y)
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad()
+            loss = loss.item()
+            epoch_loss += loss
+        """,
+        """
+        import torch
+        # appending is another matter
+        losses = []
+        for x, y in loader:
+            loss = criterion(model(x), y)
+            loss.backward()
+            optimizer.step()
+            losses.append(loss)
+        """,
+    )
+    INVALID = (
+        """
+        import torch
+        total_loss = 0.0
+        for x, y in loader:
+            optimizer.zero_grad()
+            loss = criterion(model(x), y)
+            loss.backward()
+            optimizer.step()
+            total_loss += loss  # !
+        print(total_loss / len(loader))
+        """,
+        """
+        import torch
+        # weighted by the batch size: the product keeps the graph too
+        epoch_loss = 0.0
+        for i, (x, y) in enumerate(tqdm(loader)):
+            loss = criterion(model(x), y)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            epoch_loss += loss * x.size(0)  # !
+        """,
+        """
+        import torch
+        # AMP, a Trainer attribute as the running total
+        class Trainer:
+            def train_epoch(self, loader):
+                self.running_loss = 0.0
+                for x, y in loader:
+                    with torch.autocast("cuda"):
+                        loss = self.criterion(self.model(x), y)
+                    self.scaler.scale(loss).backward()
+                    self.scaler.step(self.optimizer)
+                    self.scaler.update()
+                    self.optimizer.zero_grad()
+                    self.running_loss += loss  # !
+        """,
+        """
+        import torch
+        # accumulation: the loss divided on its own line is still a graph
+        tr_loss = 0.0
+        for step, batch in enumerate(loader):
+            loss = model(**batch).loss
+            loss = loss / accum_steps
+            loss.backward()
+            tr_loss += loss  # !
+            if (step + 1) % accum_steps == 0:
+                optimizer.step()
+                optimizer.zero_grad()
+        """,
+    )
+
+    def check(self, ctx) -> Iterator[Report]:
+        if not ctx.uses_torch:
+            return
+        tr = ctx.training
+        for a in ctx.facts.assigns:
+            if a.op != "+=" or not a.loops or len(a.targets) != 1 or a.value is None:
+                continue
+            acc = dotted(a.targets[0])
+            if acc is None:
+                continue
+            loss = self._loss_operand(a.value)
+            if loss is None or tr.grad_enabled_at(a) is False:
+                continue
+            backward = self._backpropagated(ctx, tr, loss, a)
+            if backward is None or self._reset_in_loop(ctx, acc, a) or self._total_backpropagated(ctx, tr, acc, a):
+                continue
+            fix = None
+            if self._fix_is_safe(ctx, tr, acc, loss, a, backward):
+                item = cst.Call(func=cst.Attribute(value=loss, attr=cst.Name("item")))
+                fix = Replacement(loss, item, "safe", f"add `{loss.value}.item()` instead of the tensor")
+            yield Report(
+                a.node,
+                f"`{acc}` adds the loss tensor `{loss.value}` itself, and `{loss.value}` is "
+                f"backpropagated in this loop: the running total keeps every iteration's autograd "
+                f"graph alive, so memory grows each step. Add `{loss.value}.item()` (or "
+                f"`{loss.value}.detach()`) instead.",
+                fix,
+            )
+
+    @staticmethod
+    def _loss_operand(value: cst.BaseExpression) -> Optional[cst.Name]:
+        """`loss` in `loss`, `loss * n`, `n * loss`, `loss / n` (a bare name)."""
+        if isinstance(value, cst.Name):
+            return value
+        if isinstance(value, cst.BinaryOperation) and isinstance(value.operator, (cst.Multiply, cst.Divide)):
+            for side in (value.left, value.right):
+                if isinstance(side, cst.Name):
+                    return side
+        return None
+
+    @staticmethod
+    def _backpropagated(ctx, tr, loss: cst.Name, a: AssignSite) -> Optional[CallSite]:
+        """A backward in the same iteration that differentiates this very value of `loss`."""
+        defs = ctx.reaching(loss.value, a)
+        if not defs:
+            return None
+        loop = a.loops[-1]
+        for c in ctx.calls_within(loop):
+            if not c.loops or c.loops[-1] is not loop or not any(e.kind == BACKWARD for e in tr.site_events(c)):
+                continue
+            expr = tr.backward_loss(c)
+            if expr is None:
+                continue
+            if any(isinstance(n, cst.Name) and n.value == loss.value for n in walk(expr)) and ctx.reaching(loss.value, c) == defs:
+                return c
+        return None
+
+    @staticmethod
+    def _reset_in_loop(ctx, acc: str, a: AssignSite) -> bool:
+        """The total is re-initialised inside the same loop: it sums within one iteration."""
+        loop = a.loops[-1]
+        for s in ctx.assigns_within(loop):
+            if s.op == "=" and any(dotted(t) == acc for t in s.targets):
+                return True
+        return False
+
+    @staticmethod
+    def _scope_functions(ctx, acc: str, a: AssignSite) -> list:
+        """Where the total can be read: its function, or every method of the class for `self.x`."""
+        cls = ctx.method_class(a.function) if acc.startswith("self.") else None
+        if cls is None:
+            return [a.function]
+        return [f for f in ctx.facts.functions if ctx.method_class(f) is cls]
+
+    def _scope_calls(self, ctx, acc: str, a: AssignSite) -> List[CallSite]:
+        return [c for f in self._scope_functions(ctx, acc, a) for c in ctx.calls_in(f)]
+
+    def _uses(self, ctx, acc: str, a: AssignSite) -> List[CallSite]:
+        """Calls in the function that take the total as receiver or argument."""
+        out = []
+        for c in self._scope_calls(ctx, acc, a):
+            if c.receiver is not None and dotted(c.receiver) == acc:
+                out.append(c)
+            elif any(dotted(arg.value) == acc for arg in c.args):
+                out.append(c)
+        return out
+
+    def _total_backpropagated(self, ctx, tr, acc: str, a: AssignSite) -> bool:
+        """The total is itself differentiated (losses summed on purpose for one backward)."""
+        for c in self._uses(ctx, acc, a):
+            if c.attr == "backward" or any(e.kind == BACKWARD for e in tr.site_events(c)):
+                return True
+        return False
+
+    def _fix_is_safe(self, ctx, tr, acc: str, loss: cst.Name, a: AssignSite, backward: CallSite) -> bool:
+        """`.item()` keeps the program working: the loss is a scalar (backpropagated without
+        a `gradient`, as itself or scaled), and the total is never used as a tensor (a method
+        call, a torch function, a return value the caller may treat as one)."""
+        expr = tr.backward_loss(backward)
+        if backward.keyword("gradient") is not None or (expr is backward.receiver and backward.positional(0) is not None):
+            return False  # `loss.backward(gradient)`: a non-scalar loss
+        if not (expr is not None and (isinstance(expr, cst.Name) or (isinstance(expr, cst.BinaryOperation) and loss.value in (getattr(expr.left, "value", None), getattr(expr.right, "value", None))))):
+            return False
+        for c in self._uses(ctx, acc, a):
+            if c.receiver is not None and dotted(c.receiver) == acc:
+                return False
+            if (c.qualname or "").startswith("torch") or c.attr in _TENSOR_ONLY_ATTRS:
+                return False
+        returns = [r for f in self._scope_functions(ctx, acc, a) if f is not None for r in ctx.returns_of(f)]
+        for r in returns:
+            if r.value is not None and any(dotted(n) == acc for n in walk(r.value) if isinstance(n, (cst.Name, cst.Attribute))):
+                return False
+        return True
+
+
+RULE = LossAccumulatedWithGraph
