@@ -35,7 +35,7 @@ class UpdateCheck(Check):
     defaults = {
         "min_steps": 2,        # steps before "never got a gradient" is judged
         "min_samples": 2,      # sampled steps before "did not change" is judged
-        "ratio_low": 1e-6,     # median update/weight ratio below this: learning nothing
+        "ratio_low": 1e-7,     # median update/weight ratio below this: learning nothing
         "ratio_high": 0.5,     # ... above this: unstable
         "ratio_samples": 3,    # sampled steps (after step 1) before ratios are judged
     }
@@ -43,6 +43,7 @@ class UpdateCheck(Check):
     def __init__(self, mode, options, guard):
         super().__init__(mode, options, guard)
         self._ever_nonzero = None      # per param: a non-zero gradient was seen
+        self._grad_typical = None      # per param: largest window-median gradient norm
         self._samples = []             # UpdateSample of applied steps
         self._reported = set()         # params already blamed for a cause
 
@@ -71,6 +72,11 @@ class UpdateCheck(Check):
             ok_rows = ~np.asarray(w.nonfinite, dtype=bool)
             vals = np.where(w.has_grad[ok_rows], w.per_param[ok_rows], 0.0)
             self._ever_nonzero |= (np.nan_to_num(vals, nan=1.0) != 0).any(axis=0)
+            if vals.size:
+                with np.errstate(all="ignore"):
+                    typical = np.nanmedian(np.where(np.isfinite(vals), vals, np.nan), axis=0)
+                self._grad_typical = typical if self._grad_typical is None else \
+                    np.fmax(self._grad_typical, typical)
 
         if g.step >= self.opt["min_steps"]:
             never = [g.param_names[i] for i in sorted(g._unseen)
@@ -115,8 +121,15 @@ class UpdateCheck(Check):
         # Once every parameter has been seen moving, later samples can skip the
         # whole-tensor norms (the only full pass of the update check).
         g.needs_full_norms = not moved.all()
+        # A gradient that is only rounding noise (e.g. the bias of a layer followed
+        # by BatchNorm: exactly 0 in exact arithmetic) legitimately moves nothing.
+        typical = self._grad_typical
+        if typical is None:
+            return []
+        with np.errstate(all="ignore"):
+            floor = 1e-6 * np.nanmedian(typical) if np.isfinite(typical).any() else 0.0
         still = [g.param_names[i] for i in range(len(moved))
-                 if not moved[i] and self._ever_nonzero is not None and self._ever_nonzero[i]
+                 if not moved[i] and self._ever_nonzero[i] and typical[i] > floor
                  and g.param_names[i] not in self._reported]
         if not still:
             return []
