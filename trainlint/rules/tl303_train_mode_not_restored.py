@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Iterator, List, Optional
+from typing import Dict, Iterator, List, Optional, Tuple
 
 import libcst as cst
 
@@ -177,6 +177,16 @@ class TrainModeNotRestored(Rule):
         """,
         """
         import torch
+        # eval mode on purpose for the whole fine-tuning (frozen BatchNorm statistics)
+        for epoch in range(epochs):
+            model.eval()
+            for x, y in train_loader:
+                opt.zero_grad()
+                crit(model(x), y).backward()
+                opt.step()
+        """,
+        """
+        import torch
         # a new model every iteration: each starts in train mode
         for lr in (1e-2, 1e-3):
             model = Net()
@@ -270,6 +280,24 @@ class TrainModeNotRestored(Rule):
                 model.train(False)  # !
                 evaluate_on(model, val_loader)
         """,
+        """
+        import torch
+        # evaluation at the top of the iteration (nanoGPT style), no train() afterwards
+        @torch.no_grad()
+        def estimate_loss():
+            model.eval()
+            return sum(model(x, y)[1].item() for x, y in val_batches)
+
+        it = 0
+        while it < max_iters:
+            if it % eval_interval == 0:
+                losses = estimate_loss()  # !
+            logits, loss = model(X, Y)
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            it += 1
+        """,
     )
 
     def check(self, ctx) -> Iterator[Report]:
@@ -283,7 +311,7 @@ class TrainModeNotRestored(Rule):
             found = self._check_loop(ctx, tr, loop)
             if found is None:
                 continue
-            step, model, train_step = found
+            step, model = found
             node = step.anchor.node
             if id(node) in reported:
                 continue
@@ -307,6 +335,8 @@ class TrainModeNotRestored(Rule):
         return False
 
     def _check_loop(self, ctx, tr, loop):
+        """(eval step, model name) when an `eval()` is still in effect at a training forward
+        pass of the same model in a later (or the same) iteration."""
         steps = flatten(ctx, loop)
         kinds: List[Optional[str]] = []
         first_train = last_train = None
@@ -324,49 +354,79 @@ class TrainModeNotRestored(Rule):
         if first_train is None:
             return None
         modes = [i for i, k in enumerate(kinds) if k in (EVAL, TRAIN, MODE)]
-        if not modes:
-            return None
-        last = modes[-1]
-        if kinds[last] != EVAL or last < first_train:
-            return None
-        if any(kinds[i] in (TRAIN, MODE) for i in modes):
+        if not modes or any(kinds[i] in (TRAIN, MODE) for i in modes):
             return None  # some train()/train(flag) in the iteration: assume it restores (precision)
-        eval_step = steps[last]
-        if tr.under_mode_context(eval_step.site) or self._last_iteration_only(ctx, loop, eval_step):
-            return None
-        recv = eval_step.site.receiver  # type: ignore[attr-defined]
-        model = outer_name(ctx, dotted(recv) if recv is not None else None, eval_step)
-        if model is None:
-            return None
-        # Evaluated before training in the same iteration too: eval mode during training is
-        # deliberate (a frozen model, fine-tuning with frozen BatchNorm).
+        evals: Dict[str, List[int]] = {}
         for i in modes:
-            if i < first_train and outer_name(ctx, dotted(steps[i].site.receiver), steps[i]) == model:  # type: ignore[attr-defined]
-                return None
-        if self._rebound(ctx, loop, steps[:first_train], model):
-            return None
-        trained = self._trained_model_call(ctx, tr, steps, model, last_train)
-        if trained is None:
-            return None
-        if self._unknown_mode_setter(ctx, steps[:first_train], model):
-            return None
-        if not ctx.evaluation.model_has_mode_layers(_Shim(trained)):
-            return None
-        return eval_step, model, steps[first_train]
+            st = steps[i]
+            if tr.under_mode_context(st.site):
+                continue
+            recv = st.site.receiver  # type: ignore[attr-defined]
+            name = outer_name(ctx, dotted(recv) if recv is not None else None, st)
+            if name is not None:
+                evals.setdefault(name, []).append(i)
+        for model, idxs in evals.items():
+            forwards = self._forwards(ctx, tr, steps, model)
+            grad = [i for i, g in forwards if g and i <= last_train]
+            if not grad:
+                continue  # never trained here (a teacher, an EMA copy)
+            g0 = grad[0]
+            before = [i for i in idxs if i < g0]
+            if before:
+                # Switched to eval earlier in this iteration: a bug only when an evaluation
+                # pass (a no-grad forward) runs in between; else eval-mode training is deliberate.
+                e = before[-1]
+                if not any(not g and e < i < g0 for i, g in forwards):
+                    continue
+                between = steps[e + 1 : g0]
+            else:
+                e = idxs[-1]
+                if e < first_train or self._last_iteration_only(ctx, loop, steps[e]):
+                    continue
+                between = steps[:g0]
+                if self._loop_target(ctx, loop, model):
+                    continue
+            if self._rebound(between, model) or self._unknown_mode_setter(ctx, between, model):
+                continue
+            if not ctx.evaluation.model_has_mode_layers(_Shim(steps[g0].site)):  # type: ignore[arg-type]
+                continue
+            return steps[e], model
+        return None
 
     @staticmethod
-    def _trained_model_call(ctx, tr, steps: List[Step], model: str, last_train: int) -> Optional[CallSite]:
-        """A forward pass of `model` with gradients on, before the iteration's last backward/step."""
-        for st in steps[: last_train + 1]:
+    def _forwards(ctx, tr, steps: List[Step], model: str) -> List[Tuple[int, bool]]:
+        """(index, with gradients) of every forward pass of `model` in the iteration."""
+        out = []
+        for i, st in enumerate(steps):
             site = st.site
             if not isinstance(site, CallSite) or not tr.is_model_call(site):
                 continue
-            if tr.under_no_grad(site) or any(tr.under_no_grad(c) for c in st.chain):
-                continue
             name = outer_name(ctx, tr.model_key(site), st)
-            if name is not None and normalise(name) == model:
-                return site
-        return None
+            if name is None or normalise(name) != model:
+                continue
+            no_grad = tr.under_no_grad(site) or any(tr.under_no_grad(c) for c in st.chain)
+            out.append((i, not no_grad))
+        return out
+
+    @staticmethod
+    def _loop_target(ctx, loop, model: str) -> bool:
+        """`for model in models:`: a different model every iteration."""
+        return loop.kind == "for" and any(
+            normalise(dotted(t) or "") == model
+            for a in ctx.facts.assigns
+            if a.op == "for" and a.node is loop.node
+            for t in a.targets
+        )
+
+    @staticmethod
+    def _rebound(steps: List[Step], model: str) -> bool:
+        """`model = Net()` between the eval and the training: a fresh module starts in train mode."""
+        for st in steps:
+            site = st.site
+            if isinstance(site, AssignSite) and not st.chain:
+                if any(normalise(dotted(t) or "") == model for t in site.targets):
+                    return True
+        return False
 
     @staticmethod
     def _unknown_mode_setter(ctx, steps: List[Step], model: str) -> bool:
@@ -385,19 +445,6 @@ class TrainModeNotRestored(Rule):
             for a in site.node.args:  # type: ignore[attr-defined]
                 d = dotted(a.value)
                 if d is not None and outer_name(ctx, d, st) == model:
-                    return True
-        return False
-
-    @staticmethod
-    def _rebound(ctx, loop, steps: List[Step], model: str) -> bool:
-        """`model` is a new object each iteration (`for model in models:`, `model = Net()` in
-        the body): a fresh module starts in train mode."""
-        if loop.kind == "for" and any(normalise(dotted(t) or "") == model for a in ctx.facts.assigns if a.op == "for" and a.node is loop.node for t in a.targets):
-            return True
-        for st in steps:
-            site = st.site
-            if isinstance(site, AssignSite) and not st.chain:
-                if any(normalise(dotted(t) or "") == model for t in site.targets):
                     return True
         return False
 
