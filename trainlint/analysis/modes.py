@@ -10,8 +10,9 @@ in another helper can be seen to concern the same model.
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass
-from typing import List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import libcst as cst
 
@@ -20,6 +21,7 @@ from trainlint.analysis.facts import AssignSite, Block, CallSite, FunctionInfo, 
 from trainlint.analysis.names import dotted
 
 MAX_DEPTH = 4
+MAX_STEPS = 20000  # helpers calling helpers many times over: stop expanding, stay cheap
 _WRAPPER_SUFFIXES = (".module", "._orig_mod")
 
 
@@ -34,28 +36,40 @@ class Step:
         return self.chain[0] if self.chain else self.site
 
 
+_SITES: "weakref.WeakKeyDictionary[FileContext, Dict[int, List[Site]]]" = weakref.WeakKeyDictionary()
+
+
 def _sites_of(ctx: FileContext, function: Optional[FunctionInfo]) -> List[Site]:
-    sites: List[Site] = list(ctx.calls_in(function))
-    sites.extend(a for a in ctx.facts.assigns if a.function is function and a.op in ("=", "del"))
-    sites.sort(key=lambda s: s.order)
-    return sites
+    """Calls and plain assignments whose innermost function is `function`, in order."""
+    index = _SITES.get(ctx)
+    if index is None:
+        index = {}
+        for c in ctx.facts.calls:
+            index.setdefault(id(c.function), []).append(c)
+        for a in ctx.facts.assigns:
+            if a.op in ("=", "del"):
+                index.setdefault(id(a.function), []).append(a)
+        for sites in index.values():
+            sites.sort(key=lambda s: s.order)
+        _SITES[ctx] = index
+    return index.get(id(function), [])
 
 
-def _expand(ctx: FileContext, sites: Sequence[Site], chain: Tuple[CallSite, ...], seen: Tuple[int, ...]) -> List[Step]:
-    out: List[Step] = []
+def _expand(ctx: FileContext, sites: Sequence[Site], chain: Tuple[CallSite, ...], seen: Tuple[int, ...], out: List[Step]) -> None:
     for site in sites:
         out.append(Step(site, chain))
-        if isinstance(site, CallSite) and len(chain) < MAX_DEPTH:
+        if isinstance(site, CallSite) and len(chain) < MAX_DEPTH and len(out) < MAX_STEPS:
             callee = ctx.callee(site)
             if callee is not None and id(callee) not in seen:
-                out.extend(_expand(ctx, _sites_of(ctx, callee), chain + (site,), seen + (id(callee),)))
-    return out
+                _expand(ctx, _sites_of(ctx, callee), chain + (site,), seen + (id(callee),), out)
 
 
 def flatten(ctx: FileContext, loop: Block) -> List[Step]:
     """One iteration of `loop` in program order: nested loops and same-module calls included."""
     sites = [s for s in _sites_of(ctx, loop.function) if loop in s.loops]
-    return _expand(ctx, sites, (), (id(loop.function),))
+    out: List[Step] = []
+    _expand(ctx, sites, (), (id(loop.function),), out)
+    return out
 
 
 def _argument_for(ctx: FileContext, call: CallSite, fn: FunctionInfo, param: str) -> Optional[cst.BaseExpression]:
