@@ -316,8 +316,11 @@ class TrainModeNotRestored(Rule):
             if id(node) in reported:
                 continue
             reported.add(id(node))
-            what = ctx.module.code_for_node(node.func) if isinstance(node, cst.Call) else "eval"  # type: ignore[attr-defined]
-            what = f"`{what}()`" if not step.chain else f"`{what}(...)`, which calls `{dotted(step.site.func) or 'eval'}()`,"  # type: ignore[attr-defined]
+            inner = _short(ctx.module.code_for_node(step.site.node))
+            if step.chain and isinstance(node, cst.Call):
+                what = f"`{_short(ctx.module.code_for_node(node.func))}(...)`, which calls `{inner}`,"
+            else:
+                what = f"`{inner}`"
             yield Report(
                 node,
                 f"{what} switches `{model}` to eval mode and nothing switches it back before the "
@@ -456,6 +459,11 @@ class TrainModeNotRestored(Rule):
                 if LAST_ITERATION.search(ctx.module.code_for_node(block.test)):
                     return True
         return False
+
+
+def _short(text: str, limit: int = 40) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 RULE = TrainModeNotRestored
