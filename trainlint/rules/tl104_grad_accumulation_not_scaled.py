@@ -134,8 +134,40 @@ class GradAccumulationNotScaled(Rule):
                 optimizer.step()
                 optimizer.zero_grad()
         """,
+        """
+        import torch
+        # the discriminator's own (unscaled, every-iteration) step comes between
+        def train_d(netD, optD, real, fake):
+            optD.zero_grad()
+            loss = bce(netD(real), ones) + bce(netD(fake.detach()), zeros)
+            loss.backward()
+            optD.step()
+
+        for i, real in enumerate(loader):
+            fake = netG(noise)
+            g_loss = bce(netD(fake), ones) / accum
+            g_loss.backward()
+            train_d(netD, optD, real, fake)
+            if (i + 1) % accum == 0:
+                optG.step()
+                optG.zero_grad()
+        """,
     )
     INVALID = (
+        """
+        import torch
+        # a NaN batch is skipped (cleared and continued); the rest accumulates unscaled
+        def train_one_epoch(model, loader, criterion, optimizer, accumulation_steps=4):
+            for i, (x, y) in enumerate(tqdm(loader)):
+                loss = criterion(model(x), y)
+                if torch.isnan(loss):
+                    optimizer.zero_grad()
+                    continue
+                loss.backward()  # !
+                if (i + 1) % accumulation_steps == 0:
+                    optimizer.step()
+                    optimizer.zero_grad()
+        """,
         """
         import torch
         criterion = torch.nn.CrossEntropyLoss()
@@ -196,6 +228,8 @@ class GradAccumulationNotScaled(Rule):
                 if j is None:
                     continue
                 b = events[j]
+                if any(e.kind == STEP for e in events[j + 1 : i]):
+                    continue  # another optimizer steps in between: that backward is not this step's
                 if block in conditions(b, loop) or _modulo_guard(conditions(b, loop)) is not None or id(b.site.node) in seen:
                     continue
                 if not self._clears_with_step(events, s, loop):
@@ -214,9 +248,13 @@ class GradAccumulationNotScaled(Rule):
 
     @staticmethod
     def _clears_with_step(events, s: Event, loop: Block) -> bool:
-        """Gradients are cleared only under a `% k` guard too (accumulation, not a skip)."""
+        """Gradients are cleared under a `% k` guard too, and never unconditionally (that
+        would be a step skipped, not accumulation); a clear on a skip path (`if nan: ...
+        continue`) is neither."""
         clears = [e for e in events if e.kind == ZERO_GRAD and (e.target is None or s.target is None or e.target == s.target or not _optimizer_like(e.target))]
-        return bool(clears) and all(_modulo_guard(conditions(e, loop)) is not None for e in clears)
+        if any(not conditions(e, loop) for e in clears):
+            return False
+        return any(_modulo_guard(conditions(e, loop)) is not None for e in clears)
 
     @staticmethod
     def _loss(ctx, tr, b: Event) -> Optional[cst.BaseExpression]:

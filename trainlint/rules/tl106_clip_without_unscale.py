@@ -168,6 +168,19 @@ class ClipWithoutUnscale(Rule):
         """,
         """
         import torch
+        # the scaled gradients are clipped (and stepped) without the scaler's unscale
+        scaler = torch.cuda.amp.GradScaler()
+        for idx, batch in enumerate(data):
+            optimizer.zero_grad()
+            with torch.cuda.amp.autocast():
+                logits, aux = model(batch)
+                loss = F.cross_entropy(logits, batch) + 0.001 * aux
+            scaler.scale(loss).backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)  # !
+            optimizer.step()
+        """,
+        """
+        import torch
         # a Trainer whose update helper clips without unscaling
         class Trainer:
             def __init__(self, model, opt):
@@ -197,7 +210,7 @@ class ClipWithoutUnscale(Rule):
                 if c.kind != CLIP or id(c.site.node) in seen or not _torch_clip(c):
                     continue
                 step = next((e for e in events[i + 1 :] if e.kind == STEP and not exclusive(e, c)), None)
-                if step is None or not step.scaler:
+                if step is None:
                     continue
                 earlier = [e for e in events[:i] if not exclusive(e, c)]
                 backward = next((e for e in reversed(earlier) if e.kind == BACKWARD), None)

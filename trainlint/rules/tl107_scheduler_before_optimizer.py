@@ -163,6 +163,21 @@ class SchedulerBeforeOptimizer(Rule):
         """,
         """
         import torch
+        # the per-epoch function steps the scheduler before its batch loop
+        def train(model, loader, optimizer, scheduler):
+            scheduler.step()  # !
+            for x, y in loader:
+                optimizer.zero_grad()
+                F.nll_loss(model(x), y).backward()
+                optimizer.step()
+
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+        scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, [30, 60])
+        for epoch in range(90):
+            train(model, loader, optimizer, scheduler)
+        """,
+        """
+        import torch
         # a training-step method (called by a loop elsewhere) with AMP
         class Trainer:
             def __init__(self, model):
@@ -205,8 +220,11 @@ class SchedulerBeforeOptimizer(Rule):
                 if any(ours(e) for e in events[:i]):
                     continue  # the optimizer already stepped in this iteration
                 later = next((e for e in events[i + 1 :] if ours(e)), None)
-                if later is None:
-                    later = next((e for e in everything if ours(e) and e.order > sc.order), None)
+                if later is None and loop is not None:
+                    # a nested batch loop, or a helper's loop, after the scheduler step
+                    pos = next((n for n, e in enumerate(everything) if _key(e) == _key(sc)), None)
+                    if pos is not None:
+                        later = next((e for e in everything[pos + 1 :] if ours(e)), None)
                 if later is None:
                     continue
                 seen.add(id(site.node))
@@ -262,6 +280,10 @@ class SchedulerBeforeOptimizer(Rule):
                 if isinstance(node, cst.Name) and _COUNTER_NAME.search(node.value):
                     return True
         return False
+
+
+def _key(e: Event):
+    return (id(e.site), tuple(id(c) for c in e.chain))
 
 
 RULE = SchedulerBeforeOptimizer
