@@ -1,0 +1,267 @@
+"""Which layer a `.weight` belongs to, and where that layer sits in its network.
+
+Used by the initialisation rule: `m.weight` in `for m in self.modules(): if isinstance(m,
+nn.Linear): ...` is *every* Linear layer (a type guard), `self.fc1.weight` is one layer
+found through its construction, `net[0].weight` is an element of an `nn.Sequential`.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import List, Optional, Set
+
+import libcst as cst
+
+from trainlint.analysis.context import FileContext
+from trainlint.analysis.facts import Block, Site
+from trainlint.analysis.names import dotted
+
+# Layers whose weight is a matrix (or a bank of filters): constant values make units identical.
+_WEIGHT_LAYER = re.compile(r"^(Lazy)?(Linear|Bilinear|Conv[123]d|ConvTranspose[123]d)$")
+_NORM = re.compile(r"norm", re.I)
+# A class name checked as a string: `classname.find('Conv') != -1` (DCGAN style).
+_WEIGHT_LAYER_STR = re.compile(r"^(Linear|Conv|Conv[123]d|ConvTranspose[123]d?)$")
+
+
+def is_weight_layer_qualname(q: Optional[str]) -> bool:
+    return bool(q) and q.startswith("torch.nn.") and bool(_WEIGHT_LAYER.match(q.rsplit(".", 1)[-1]))  # type: ignore[union-attr]
+
+
+@dataclass
+class TypeGuard:
+    """What an `if` tells about a name's class: 'weight' (all weight layers), 'norm', 'other'."""
+
+    kind: str
+    label: str  # "nn.Linear" as written
+
+
+def _same(ctx: FileContext, a: cst.CSTNode, b: cst.CSTNode) -> bool:
+    return ctx.module.code_for_node(a) == ctx.module.code_for_node(b)
+
+
+def _classes_kind(ctx: FileContext, classes: List[cst.BaseExpression]) -> Optional[TypeGuard]:
+    kinds: Set[str] = set()
+    labels = []
+    for c in classes:
+        q = ctx.qualname(c)
+        text = ctx.module.code_for_node(c)
+        labels.append(text)
+        if is_weight_layer_qualname(q):
+            kinds.add("weight")
+        elif _NORM.search(text.rsplit(".", 1)[-1]):
+            kinds.add("norm")
+        else:
+            kinds.add("other")
+    if not kinds:
+        return None
+    kind = kinds.pop() if len(kinds) == 1 else "mixed"
+    return TypeGuard(kind, ", ".join(labels))
+
+
+def _elements(expr: cst.BaseExpression) -> List[cst.BaseExpression]:
+    if isinstance(expr, (cst.Tuple, cst.List, cst.Set)):
+        return [e.value for e in expr.elements]
+    return [expr]
+
+
+def _class_name_var(ctx: FileContext, expr: cst.BaseExpression, target: cst.BaseExpression, at: Site) -> bool:
+    """`expr` is `target.__class__.__name__` / `type(target).__name__`, or a name bound to it."""
+    for value, _ in ctx.resolve(expr, at) if isinstance(expr, cst.Name) else [(expr, at)]:
+        if isinstance(value, cst.Attribute) and value.attr.value == "__name__":
+            inner = value.value
+            if isinstance(inner, cst.Attribute) and inner.attr.value == "__class__" and _same(ctx, inner.value, target):
+                return True
+            if isinstance(inner, cst.Call) and dotted(inner.func) == "type" and inner.args and _same(ctx, inner.args[0].value, target):
+                return True
+    return False
+
+
+def _guard_in(ctx: FileContext, test: cst.BaseExpression, target: cst.BaseExpression, at: Site) -> Optional[TypeGuard]:
+    """The type guard on `target` that `test` establishes when true, if any."""
+    if isinstance(test, cst.BooleanOperation):
+        left = _guard_in(ctx, test.left, target, at)
+        right = _guard_in(ctx, test.right, target, at)
+        if isinstance(test.operator, cst.And):
+            return left or right
+        if left and right:  # `or`: both sides must say the same
+            return left if left.kind == right.kind else TypeGuard("mixed", left.label + ", " + right.label)
+        return None
+    if isinstance(test, cst.Call):
+        name = dotted(test.func)
+        if name == "isinstance" and len(test.args) >= 2 and _same(ctx, test.args[0].value, target):
+            return _classes_kind(ctx, _elements(test.args[1].value))
+        # classname.find('Conv') / classname.startswith('Linear')
+        if isinstance(test.func, cst.Attribute) and test.func.attr.value in ("startswith", "endswith") and test.args:
+            if _class_name_var(ctx, test.func.value, target, at):
+                return _string_kind(test.args[0].value)
+        return None
+    if isinstance(test, cst.Comparison) and len(test.comparisons) == 1:
+        comp = test.comparisons[0]
+        op, right, left = comp.operator, comp.comparator, test.left
+        # type(m) == nn.Linear / type(m) is nn.Linear / type(m) in (...)
+        if isinstance(left, cst.Call) and dotted(left.func) == "type" and left.args and _same(ctx, left.args[0].value, target):
+            if isinstance(op, (cst.Equal, cst.Is, cst.In)):
+                return _classes_kind(ctx, _elements(right))
+            return None
+        # classname.find('Conv') != -1
+        if isinstance(left, cst.Call) and isinstance(left.func, cst.Attribute) and left.func.attr.value == "find" and left.args:
+            if isinstance(op, cst.NotEqual) and _class_name_var(ctx, left.func.value, target, at):
+                return _string_kind(left.args[0].value)
+            return None
+        # 'Conv' in classname
+        if isinstance(op, cst.In) and isinstance(left, cst.SimpleString) and _class_name_var(ctx, right, target, at):
+            return _string_kind(left)
+    return None
+
+
+def _string_kind(expr: cst.BaseExpression) -> Optional[TypeGuard]:
+    if not isinstance(expr, cst.SimpleString):
+        return None
+    s = expr.evaluated_value
+    if not isinstance(s, str):
+        return None
+    if _NORM.search(s):
+        return TypeGuard("norm", repr(s))
+    if _WEIGHT_LAYER_STR.match(s):
+        return TypeGuard("weight", repr(s))
+    return TypeGuard("other", repr(s))
+
+
+def type_guard(ctx: FileContext, target: cst.BaseExpression, site: Site) -> Optional[TypeGuard]:
+    """The class of `target` as the `if`s around `site` establish it.
+
+    None when some enclosing `if`/`else` in the function is not a type test of `target`
+    (a name or flag condition: `if name.startswith('head')`, `if zero_init:` — a deliberate
+    choice the rule does not second-guess), or when there is no type test at all.
+    """
+    found: Optional[TypeGuard] = None
+    for block in site.ifs:
+        test = block.test
+        if block.kind != "if" or test is None:
+            return None
+        g = _guard_in(ctx, test, target, site)
+        if g is None:
+            return None
+        found = g  # the innermost guard wins
+    return found
+
+
+def enclosing_conditions(site: Site) -> List[Block]:
+    return list(site.ifs)
+
+
+@dataclass
+class LayerRef:
+    """A specific layer: what built it and the name it is known by."""
+
+    qualname: str
+    name: str  # "fc1", "self.fc1", "net[0]"
+    position: Optional[str] = None  # "hidden" / "last" when it can be shown
+
+
+def _seq_positional(call: cst.Call) -> List[cst.BaseExpression]:
+    return [a.value for a in call.args if a.keyword is None and not a.star]
+
+
+def _int_index(sub: cst.Subscript) -> Optional[int]:
+    if len(sub.slice) != 1 or not isinstance(sub.slice[0].slice, cst.Index):
+        return None
+    v = sub.slice[0].slice.value
+    neg = False
+    if isinstance(v, cst.UnaryOperation) and isinstance(v.operator, cst.Minus):
+        neg, v = True, v.expression
+    if isinstance(v, cst.Integer):
+        n = int(v.evaluated_value)
+        return -n if neg else n
+    return None
+
+
+def specific_layers(ctx: FileContext, layer: cst.BaseExpression, at: Site) -> Optional[List[LayerRef]]:
+    """The concrete torch.nn weight layers `layer` stands for (every candidate must be one)."""
+    if isinstance(layer, cst.Subscript):
+        index = _int_index(layer)
+        if index is None:
+            return None
+        out: List[LayerRef] = []
+        for value, _ in ctx.constructions(layer.value, at):
+            if not (isinstance(value, cst.Call) and ctx.qualname(value.func) == "torch.nn.Sequential"):
+                return None
+            items = _seq_positional(value)
+            if not items or any(a.star for a in value.args) or not -len(items) <= index < len(items):
+                return None
+            item = items[index]
+            q = ctx.qualname(item.func) if isinstance(item, cst.Call) else None
+            if not is_weight_layer_qualname(q):
+                return None
+            last_weight = max(i for i, it in enumerate(items) if isinstance(it, cst.Call) and is_weight_layer_qualname(ctx.qualname(it.func)))
+            pos = "last" if index % len(items) == last_weight else "hidden"
+            out.append(LayerRef(q, ctx.module.code_for_node(layer), pos))  # type: ignore[arg-type]
+        return out or None
+    if not isinstance(layer, (cst.Name, cst.Attribute)) or ctx.qualname(layer) is not None:
+        return None
+    values = _layer_values(ctx, layer, at)
+    if not values:
+        return None
+    out = []
+    for value in values:
+        q = ctx.qualname(value.func) if isinstance(value, cst.Call) else None
+        if not is_weight_layer_qualname(q):
+            return None
+        out.append(LayerRef(q, dotted(layer) or "", None))  # type: ignore[arg-type]
+    return out
+
+
+def _layer_values(ctx: FileContext, layer: cst.BaseExpression, at: Site) -> List[cst.BaseExpression]:
+    cands = [v for v, _ in ctx.constructions(layer, at)]
+    if cands and not any(v is layer for v in cands):
+        return cands
+    # `model.fc1` with `model` an instance of a class defined here: its `self.fc1 = ...`.
+    if isinstance(layer, cst.Attribute) and not (isinstance(layer.value, cst.Name) and layer.value.value == "self"):
+        cls = ctx.instance_class(layer.value, at)
+        if cls is not None:
+            return attr_values(ctx, cls, layer.attr.value)
+    return []
+
+
+def attr_values(ctx: FileContext, cls, attr: str) -> List[cst.BaseExpression]:
+    out = []
+    for a in ctx.facts.assigns:
+        if a.op != "=" or ctx.method_class(a.function) is not cls:
+            continue
+        for t in a.targets:
+            if isinstance(t, cst.Attribute) and isinstance(t.value, cst.Name) and t.value.value == "self" and t.attr.value == attr:
+                if a.value is None:
+                    return []
+                out.extend(v for v, _ in ctx.constructions(a.value, a))
+    return out
+
+
+_NUMBERED = re.compile(r"^(.*?)_?(\d+)$")
+
+
+def sibling_names(ctx: FileContext, cls=None, function=None) -> Set[str]:
+    """Layer names bound beside another: the `self.` attributes of class `cls`, or (no class)
+    the names assigned in `function`."""
+    out: Set[str] = set()
+    for a in ctx.facts.assigns:
+        for t in a.targets:
+            if cls is not None:
+                if isinstance(t, cst.Attribute) and isinstance(t.value, cst.Name) and t.value.value == "self" and ctx.method_class(a.function) is cls:
+                    out.add(t.attr.value)
+            elif isinstance(t, cst.Name) and a.function is function:
+                out.add(t.value)
+    return out
+
+
+def has_later_numbered_sibling(last: str, siblings: Set[str]) -> bool:
+    """`fc1` with an `fc2` (or `fc3`, ...) beside it: not the network's last layer."""
+    m = _NUMBERED.match(last)
+    if not m or not m.group(1):
+        return False
+    stem, n = m.group(1), int(m.group(2))
+    for s in siblings:
+        sm = _NUMBERED.match(s)
+        if sm and sm.group(1) == stem and int(sm.group(2)) > n:
+            return True
+    return False

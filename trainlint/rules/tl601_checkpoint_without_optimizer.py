@@ -1,0 +1,312 @@
+from __future__ import annotations
+
+import re
+from typing import Iterator, List, Optional, Tuple
+
+import libcst as cst
+
+from trainlint.analysis.facts import Site
+from trainlint.analysis.names import dotted
+from trainlint.analysis.torch_api import MODEL_CONSTRUCTOR_PREFIXES, is_optimizer_qualname, looks_like_model_name
+from trainlint.rules.base import Report, Rule
+
+TORCH_SAVE = {"torch.save", "torch.serialization.save"}
+MODEL_KEY = re.compile(r"^(model|net|network|state_dict|model_state|model_state_dict|model_dict|net_state_dict|model_weights|weights)$", re.I)
+PROGRESS_KEY = re.compile(r"epoch|step|iter", re.I)
+OPTIMIZER_TEXT = re.compile(r"optim|(^|[^a-z])opt([^a-z]|$)", re.I)
+SCHEDULER_TEXT = re.compile(r"sched|lr_s", re.I)
+MUTATING_METHODS = {"update", "setdefault", "__setitem__"}
+MAX_DEPTH = 6
+
+
+def _key(element: cst.DictElement) -> Optional[str]:
+    k = element.key
+    if isinstance(k, cst.SimpleString):
+        v = k.evaluated_value
+        return v if isinstance(v, str) else None
+    return None
+
+
+def _entries(node: cst.BaseExpression) -> Optional[List[Tuple[Optional[str], cst.BaseExpression]]]:
+    """(key, value) pairs of a dict display or `dict(k=v, ...)`; None for `**spread` entries."""
+    if isinstance(node, cst.Dict):
+        out = []
+        for el in node.elements:
+            if not isinstance(el, cst.DictElement):
+                return None
+            out.append((_key(el), el.value))
+        return out
+    if isinstance(node, cst.Call) and dotted(node.func) == "dict":
+        out = []
+        for a in node.args:
+            if a.keyword is None:
+                return None
+            out.append((a.keyword.value, a.value))
+        return out
+    return None
+
+
+class CheckpointWithoutOptimizer(Rule):
+    """## What it does
+    Finds a training script (it calls `backward()` or builds an optimizer) that saves with
+    `torch.save` a resumable checkpoint dict — model state plus the epoch or step reached —
+    without the optimizer's state, or without the scheduler's when the script creates an
+    `lr_scheduler`.
+
+    ## Why is this bad?
+    Resuming from such a checkpoint restarts Adam's moment estimates (or SGD's momentum)
+    from zero and the learning-rate schedule from its first step: the first steps after a
+    resume are wrong-sized updates, the loss jumps, and the run is not reproducible. Saving
+    just `model.state_dict()` (no dict) for export is not reported, nor is a dict filled in
+    later (`ckpt["optimizer"] = ...`) or one with `**` entries.
+
+    ## Example
+    ```python
+    torch.save({"epoch": epoch, "model": model.state_dict()}, "ckpt.pt")
+    ```
+
+    ## Use instead
+    ```python
+    torch.save({"epoch": epoch, "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}, "ckpt.pt")
+    ```
+    """
+
+    code = "TL601"
+    name = "checkpoint-without-optimizer"
+    severity = "info"
+    triggers = ("save(",)
+
+    VALID = (
+        """
+        import torch
+        optimizer = torch.optim.Adam(model.parameters())
+        for epoch in range(10):
+            train(model, optimizer)
+            torch.save({"epoch": epoch, "model": model.state_dict(), "optimizer": optimizer.state_dict()}, "ckpt.pt")
+        """,
+        """
+        import torch
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+        loss.backward()
+        # export for inference: not a resumable checkpoint
+        torch.save(model.state_dict(), "model.pt")
+        """,
+        """
+        import torch
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+        ckpt = {"epoch": epoch, "model": model.state_dict()}
+        ckpt["optimizer"] = optimizer.state_dict()
+        torch.save(ckpt, "ckpt.pt")
+        """,
+        """
+        import torch
+        # not a training script: converting weights
+        sd = torch.load("old.pt", weights_only=True)
+        torch.save({"epoch": 0, "state_dict": sd}, "new.pt")
+        """,
+        """
+        import torch
+        from torch.optim.lr_scheduler import StepLR
+        opt = torch.optim.SGD(model.parameters(), lr=0.1)
+        scheduler = StepLR(opt, 30)
+        def save_checkpoint(state, filename="checkpoint.pth.tar"):
+            torch.save(state, filename)
+        for epoch in range(90):
+            save_checkpoint({"epoch": epoch + 1, "state_dict": model.state_dict(),
+                             "optimizer": opt.state_dict(), "scheduler": scheduler.state_dict()})
+        """,
+        """
+        import torch
+        opt = torch.optim.AdamW(model.parameters())
+        # model and config, for sampling: no training progress in it
+        torch.save({"model": model.state_dict(), "config": config}, "final.pt")
+        """,
+    )
+    INVALID = (
+        """
+        import torch
+        optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+        for epoch in range(100):
+            train_one_epoch(model, optimizer)
+            torch.save({"epoch": epoch, "model_state_dict": model.state_dict()}, f"ckpt_{epoch}.pt")  # !
+        """,
+        """
+        import torch
+        def save_checkpoint(state, path):
+            torch.save(state, path)
+        def train(model, optimizer, loader):
+            for step, (x, y) in enumerate(loader):
+                loss = model(x, y)
+                loss.backward()
+                optimizer.step()
+                optimizer.zero_grad()
+                if step % 1000 == 0:
+                    state = {"step": step, "state_dict": model.state_dict()}  # !
+                    save_checkpoint(state, "last.pt")
+        """,
+        """
+        import torch
+        from torch.optim.lr_scheduler import CosineAnnealingLR
+        optimizer = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9)
+        scheduler = CosineAnnealingLR(optimizer, T_max=200)
+        for epoch in range(200):
+            train(epoch)
+            scheduler.step()
+            torch.save({"net": net.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch}, "ckpt.pth")  # !
+        """,
+    )
+
+    def check(self, ctx) -> Iterator[Report]:
+        if ctx.is_test_file:
+            return
+        saves = [c for c in ctx.facts.calls if c.qualname in TORCH_SAVE]
+        if not saves or not self._is_training_script(ctx):
+            return
+        scheduler = self._has_scheduler(ctx)
+        seen = set()
+        for call in saves:
+            obj = call.arg(0, "obj")
+            if obj is None:
+                continue
+            dicts = self._dicts(ctx, obj, call, 0)
+            if not dicts:
+                continue
+            for node, site in dicts:
+                if id(node) in seen:
+                    continue
+                seen.add(id(node))
+                entries = _entries(node)
+                if entries is None or not self._has_model_state(ctx, entries, site):
+                    continue
+                if not any(k is not None and PROGRESS_KEY.search(k) for k, _ in entries):
+                    continue  # model state without training progress: an export, not a resume point
+                texts = [(k or "") + " " + ctx.module.code_for_node(v) for k, v in entries]
+                if not any(OPTIMIZER_TEXT.search(t) for t in texts):
+                    if self._stateless_optimizers(ctx):
+                        if scheduler and not any(SCHEDULER_TEXT.search(t) for t in texts):
+                            yield Report(
+                                node,
+                                "this checkpoint holds the model state and training progress but not the "
+                                "learning-rate scheduler's state: a resumed run restarts the schedule from its "
+                                "first step. Save `scheduler.state_dict()` too (and load it on resume).",
+                            )
+                        continue
+                    missing = "the optimizer's state" + (" or the scheduler's" if scheduler else "")
+                    what = "`optimizer.state_dict()`" + (" and `scheduler.state_dict()`" if scheduler else "")
+                elif scheduler and not any(SCHEDULER_TEXT.search(t) for t in texts):
+                    missing = "the learning-rate scheduler's state"
+                    what = "`scheduler.state_dict()`"
+                else:
+                    continue
+                yield Report(
+                    node,
+                    f"this checkpoint holds the model state and training progress but not {missing}: "
+                    f"a resumed run restarts the optimizer's moments/momentum and the schedule from scratch. "
+                    f"Save {what} too (and load them on resume).",
+                )
+
+    @staticmethod
+    def _is_training_script(ctx) -> bool:
+        for c in ctx.facts.calls:
+            if c.attr == "backward" and c.receiver is not None:
+                return True
+            if is_optimizer_qualname(c.qualname):
+                return True
+        return False
+
+    @staticmethod
+    def _stateless_optimizers(ctx) -> bool:
+        """Every optimizer the file builds is plain SGD without momentum: it has no state to lose."""
+        built = [c for c in ctx.facts.calls if is_optimizer_qualname(c.qualname)]
+        if not built:
+            return False
+        for c in built:
+            if c.qualname not in ("torch.optim.SGD", "torch.optim.sgd.SGD") or c.has_star_args:
+                return False
+            momentum = c.arg(2, "momentum")
+            if momentum is not None and not (isinstance(momentum, (cst.Integer, cst.Float)) and float(momentum.evaluated_value) == 0):
+                return False
+        return True
+
+    @staticmethod
+    def _has_scheduler(ctx) -> bool:
+        """An lr_scheduler is built in the file, and not restarted at a saved position."""
+        found = False
+        for c in ctx.facts.calls:
+            q = c.qualname or ""
+            if q.startswith("torch.optim.lr_scheduler.") or re.match(r"^transformers\.(optimization\.)?get_\w*schedule", q):
+                if c.keyword("last_epoch") is not None:
+                    return False
+                found = True
+        return found
+
+    def _dicts(self, ctx, expr, at: Site, depth: int) -> Optional[List[Tuple[cst.BaseExpression, Site]]]:
+        """The dict displays `expr` stands for; None when any candidate is something else."""
+        if depth > MAX_DEPTH:
+            return None
+        if _entries(expr) is not None or isinstance(expr, cst.Dict):
+            return [(expr, at)]
+        if not isinstance(expr, cst.Name):
+            return None
+        name = expr.value
+        if self._mutated(ctx, name, at):
+            return None
+        sites = ctx.reaching(name, at)
+        out: List[Tuple[cst.BaseExpression, Site]] = []
+        if not sites:
+            fn = at.function
+            if fn is None or name not in fn.params:
+                return None
+            args = ctx.param_arguments(fn, name)
+            if not args:
+                return None
+            for arg, site in args:
+                found = self._dicts(ctx, arg, site, depth + 1)
+                if found is None:
+                    return None
+                out.extend(found)
+            return out
+        for s in sites:
+            if s.value is None or s.op != "=":
+                return None
+            found = self._dicts(ctx, s.value, s, depth + 1)
+            if found is None:
+                return None
+            out.extend(found)
+        return out
+
+    @staticmethod
+    def _mutated(ctx, name: str, at: Site) -> bool:
+        """`name[...] = ...`, `name.update(...)` anywhere in the scope that binds it."""
+        for a in ctx.facts.assigns:
+            if a.function is not at.function:
+                continue
+            for t in a.targets:
+                if isinstance(t, cst.Subscript) and isinstance(t.value, cst.Name) and t.value.value == name:
+                    return True
+        for c in ctx.calls_in(at.function):
+            if c.attr in MUTATING_METHODS and isinstance(c.receiver, cst.Name) and c.receiver.value == name:
+                return True
+        return False
+
+    @staticmethod
+    def _has_model_state(ctx, entries, site) -> bool:
+        for key, value in entries:
+            if key is not None and MODEL_KEY.match(key):
+                return True
+            if isinstance(value, cst.Call) and isinstance(value.func, cst.Attribute) and value.func.attr.value == "state_dict":
+                recv = value.func.value
+                name = dotted(recv) or ""
+                if name.endswith(".module"):
+                    name = name[: -len(".module")]
+                if name and looks_like_model_name(name):
+                    return True
+                if isinstance(recv, (cst.Name, cst.Attribute)):
+                    for q in ctx.constructed_qualnames(recv, site):
+                        if q and q.startswith(MODEL_CONSTRUCTOR_PREFIXES):
+                            return True
+        return False
+
+
+RULE = CheckpointWithoutOptimizer
