@@ -172,6 +172,12 @@ class UnstableLogOfSoftmax(Rule):
         """,
         """
         import torch
+        from torch import nn
+        a = torch.log(nn.functional.softmax(x, dim=-1))  # !
+        b = torch.log(torch.softmax(x, 1, dtype=torch.float32))  # !
+        """,
+        """
+        import torch
         scores = q @ k.transpose(-2, -1)
         attn = scores.exp() / scores.exp().sum(-1, keepdim=True)  # !
         logp = scores.softmax(-1).log()  # !
