@@ -185,6 +185,10 @@ class LossAccumulatedWithGraph(Rule):
             loss = self._loss_operand(a.value)
             if loss is None or tr.grad_enabled_at(a) is False:
                 continue
+            if isinstance(a.targets[0], cst.Name) and any(
+                isinstance(d.value, (cst.List, cst.ListComp, cst.Tuple, cst.Dict)) for d in ctx.reaching(acc, a) if d.value is not None
+            ):
+                continue  # `losses = []; losses += loss`: a container, not a running total
             backward = self._backpropagated(ctx, tr, loss, a)
             if backward is None or self._reset_in_loop(ctx, acc, a) or self._total_backpropagated(ctx, tr, acc, a):
                 continue
