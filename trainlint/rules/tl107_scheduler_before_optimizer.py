@@ -163,6 +163,19 @@ class SchedulerBeforeOptimizer(Rule):
         """,
         """
         import torch
+        # inside the accumulation guard, still before the optimizer
+        for step, batch in enumerate(train_loader):
+            loss = model(**batch).loss / accum
+            loss.backward()
+            if (step + 1) % accum == 0:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+                if scheduler is not None:
+                    scheduler.step()  # !
+                optimizer.step()
+                optimizer.zero_grad()
+        """,
+        """
+        import torch
         # the per-epoch function steps the scheduler before its batch loop
         def train(model, loader, optimizer, scheduler):
             scheduler.step()  # !
@@ -208,7 +221,7 @@ class SchedulerBeforeOptimizer(Rule):
                 site = sc.site
                 if id(site.node) in seen or site.node.args or tr.in_except(sc):  # type: ignore[attr-defined]
                     continue
-                if not self._torch_scheduler(ctx, site.receiver, site) or self._after_first_iteration(ctx, sc, loop):  # type: ignore[attr-defined]
+                if not self._torch_scheduler(ctx, site.receiver, site):  # type: ignore[attr-defined]
                     continue
                 opt = self._optimizer_of(ctx, site.receiver, site)  # type: ignore[attr-defined]
                 if opt is None and len(targets) != 1:
@@ -225,7 +238,7 @@ class SchedulerBeforeOptimizer(Rule):
                     pos = next((n for n, e in enumerate(everything) if _key(e) == _key(sc)), None)
                     if pos is not None:
                         later = next((e for e in everything[pos + 1 :] if ours(e)), None)
-                if later is None:
+                if later is None or self._after_first_iteration(sc, later, loop):
                     continue
                 seen.add(id(site.node))
                 name = ctx.module.code_for_node(site.receiver)  # type: ignore[attr-defined]
@@ -269,10 +282,14 @@ class SchedulerBeforeOptimizer(Rule):
         return found.pop() if len(found) == 1 else None
 
     @staticmethod
-    def _after_first_iteration(ctx, sc: Event, loop) -> bool:
-        """Under an `if` on an iteration counter (`if epoch > 0:`): it may follow the last
-        iteration's optimizer steps rather than precede this one's."""
+    def _after_first_iteration(sc: Event, step: Event, loop) -> bool:
+        """Under an `if` on an iteration counter that the optimizer step does not share
+        (`if epoch > 0:`): it may follow the last iteration's optimizer steps rather than
+        precede this one's. A guard around both (`if (i + 1) % k == 0:`) changes nothing."""
+        shared = conditions(step, loop)
         for block in conditions(sc, loop):
+            if block in shared:
+                continue
             test = block.test if block.kind == "if" else None
             if test is None:
                 return True  # an `else` branch: its condition is elsewhere
