@@ -430,3 +430,17 @@ def is_conditional_wrt(a: Event, b: Event, loop: Optional[Block] = None) -> bool
     """`a` depends on an `if` that `b` does not: it may be skipped when `b` runs."""
     cb = conditions(b, loop)
     return any(blk not in cb for blk in conditions(a, loop))
+
+
+def clip_measures_only(ctx: FileContext, event: Event) -> bool:
+    """`clip_grad_norm_(params, float("inf"))`: computes the norm (for logging), clips nothing."""
+    site = event.site
+    if not isinstance(site, CallSite):
+        return False
+    limit = site.arg(1, "max_norm")
+    if limit is None:
+        limit = site.keyword("clip_value")
+    if limit is None:
+        return False
+    text = ctx.module.code_for_node(limit).lower()
+    return "inf" in text or "1e9" in text or "1e10" in text

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from typing import Iterator
 
-from trainlint.analysis.training import BACKWARD, CLIP, STEP, exclusive, is_conditional_wrt
+from trainlint.analysis.training import BACKWARD, CLIP, STEP, clip_measures_only, exclusive, is_conditional_wrt
 from trainlint.rules.base import Report, Rule
 
 
@@ -177,7 +177,7 @@ class ClipMisplaced(Rule):
         seen = set()
         for loop, events in tr.iteration_units():
             for i, c in enumerate(events):
-                if c.kind != CLIP or id(c.site.node) in seen or tr.in_except(c) or _measures_only(ctx, c):
+                if c.kind != CLIP or id(c.site.node) in seen or tr.in_except(c) or clip_measures_only(ctx, c):
                     continue
                 around = [(k, e) for k, e in enumerate(events) if e.kind in (BACKWARD, STEP) and not e.closure and not exclusive(e, c)]
                 before = [e for k, e in around if k < i]
@@ -198,17 +198,6 @@ class ClipMisplaced(Rule):
                     f"Gradient clipping runs {where}. Clip between `backward()` and `step()` "
                     f"(after `scaler.unscale_(optimizer)` with AMP).",
                 )
-
-
-def _measures_only(ctx, c) -> bool:
-    """`clip_grad_norm_(params, float("inf"))`: computes the norm for logging, clips nothing."""
-    limit = c.site.arg(1, "max_norm")
-    if limit is None:
-        limit = c.site.keyword("clip_value")
-    if limit is None:
-        return False
-    text = ctx.module.code_for_node(limit).lower()
-    return "inf" in text or "1e9" in text or "1e10" in text
 
 
 RULE = ClipMisplaced

@@ -4,7 +4,7 @@ from typing import Iterator, Optional
 
 import libcst as cst
 
-from trainlint.analysis.training import BACKWARD, CLIP, STEP, UNSCALE, Event, exclusive
+from trainlint.analysis.training import BACKWARD, CLIP, STEP, UNSCALE, Event, clip_measures_only, exclusive
 from trainlint.rules.base import Report, Rule
 
 
@@ -207,7 +207,7 @@ class ClipWithoutUnscale(Rule):
         seen = set()
         for loop, events in [*tr.iteration_units(), *tr.nested_iteration_units()]:
             for i, c in enumerate(events):
-                if c.kind != CLIP or id(c.site.node) in seen or not _torch_clip(c):
+                if c.kind != CLIP or id(c.site.node) in seen or not _torch_clip(c) or clip_measures_only(ctx, c):
                     continue
                 step = next((e for e in events[i + 1 :] if e.kind == STEP and not exclusive(e, c)), None)
                 if step is None:
