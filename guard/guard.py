@@ -174,6 +174,8 @@ class TrainingGuard:
         self._force_gate: Optional[str] = None   # tests: exercise the accelerator paths on CPU
         self._gate: Optional[str] = None
         self.param_names: List[str] = []
+        self.layer_grad_norm: Optional[np.ndarray] = None     # latest window, per parameter
+        self.layer_update_ratio: Optional[np.ndarray] = None  # latest sampled step
 
     # ------------------------------------------------------------------ public
     @property
@@ -623,6 +625,7 @@ class TrainingGuard:
                         self._history.set_ratio(idx, float(np.median(ratios)))
         window.nonfinite_params = bad_params
         window.final = final
+        self._layer_summary(window)
         self._sticky = None   # a latched "raise" gate is raised right below
         if emit:
             for name in ("finite", "gradient-norm", "update", "divergence"):
@@ -671,6 +674,18 @@ class TrainingGuard:
             index[r.step] = len(self._history)
             self._history.append(r.step, loss, total, applied, None, bad, skipped, scaler, r.lr)
         return w, index
+
+    def _layer_summary(self, w: Window) -> None:
+        """Per-parameter numbers of the latest window, for report() and to_json()."""
+        if w.per_param is not None and len(w):
+            rows = w.per_param[~np.asarray(w.nonfinite, dtype=bool)]
+            if rows.size:
+                with np.errstate(all="ignore"), warnings.catch_warnings():
+                    warnings.simplefilter("ignore", RuntimeWarning)   # all-NaN columns
+                    self.layer_grad_norm = np.nanmedian(rows, axis=0)
+        applied = [u for u in w.updates if u.applied]
+        if applied:
+            self.layer_update_ratio = applied[-1].ratio
 
     def _nonfinite_params(self) -> List[str]:
         """Parameters holding NaN/Inf now (one fused pass, at read-back only)."""

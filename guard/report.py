@@ -88,6 +88,21 @@ def summary(guard) -> Dict[str, Any]:
     }
 
 
+_MAX_LAYERS = 12
+
+
+def layer_table(guard) -> List[Dict[str, Any]]:
+    gn, ur = guard.layer_grad_norm, guard.layer_update_ratio
+    if gn is None and ur is None:
+        return []
+    rows = []
+    for i, name in enumerate(guard.param_names):
+        g = None if gn is None or not math.isfinite(gn[i]) else float(gn[i])
+        u = None if ur is None or not math.isfinite(ur[i]) else float(ur[i])
+        rows.append({"name": name, "grad_norm": g, "update_ratio": u})
+    return rows
+
+
 def format_report(guard) -> str:
     s = summary(guard)
     lines = ["TrainingGuard report", "===================="]
@@ -103,6 +118,14 @@ def format_report(guard) -> str:
         lines.append(f"early stopping: {'stopped' if es['stopped'] else 'not stopped'} after "
                      f"{es['calls']} checks; best metric {_fmt(es['best_metric'])} at check "
                      f"{es['best_call']}{'; best weights restored' if es['restored'] else ''}")
+    layers = layer_table(guard)
+    if layers:
+        lines.append("per parameter (latest window): gradient norm median, update/weight ratio")
+        for row in layers[:_MAX_LAYERS]:
+            lines.append(f"  {row['name']:<40} {_fmt(row['grad_norm']):>10}  "
+                         f"{_fmt(row['update_ratio']):>10}")
+        if len(layers) > _MAX_LAYERS:
+            lines.append(f"  ... {len(layers) - _MAX_LAYERS} more in to_json()")
     checks = ", ".join(f"{n}={c.mode}" for n, c in guard._checks.items())
     lines.append(f"checks: {checks}")
     if s["events"]:
@@ -126,6 +149,6 @@ def to_json(guard, path) -> None:
             return [clean(v) for v in x]
         return x
     doc = {"summary": summary(guard), "history": guard._history.records(),
-           "param_names": list(guard.param_names)}
+           "param_names": list(guard.param_names), "layers": layer_table(guard)}
     with open(path, "w", encoding="utf-8") as fh:
         json.dump(clean(doc), fh, indent=1, allow_nan=False)
