@@ -86,6 +86,21 @@ def _argument_for(ctx: FileContext, call: CallSite, fn: FunctionInfo, param: str
     return call.positional(params.index(param))
 
 
+_SAME_OBJECT_METHODS = {"to", "cuda", "cpu", "float", "half", "double", "bfloat16", "train", "eval"}
+
+
+def _same_object(value: Optional[cst.BaseExpression], name: str) -> bool:
+    """`model = model.to(device)` / `model = model.module`: still (a view of) the same module."""
+    for _ in range(MAX_DEPTH):
+        if isinstance(value, cst.Call) and isinstance(value.func, cst.Attribute) and value.func.attr.value in _SAME_OBJECT_METHODS:
+            value = value.func.value
+        elif isinstance(value, cst.Attribute) and value.attr.value in ("module", "_orig_mod"):
+            value = value.value
+        else:
+            break
+    return isinstance(value, cst.Name) and value.value == name
+
+
 def normalise(name: str) -> str:
     """`model.module` (DataParallel) and `model._orig_mod` (torch.compile) are `model`."""
     changed = True
@@ -109,6 +124,9 @@ def outer_name(ctx: FileContext, name: Optional[str], step: Step) -> Optional[st
         tail = "." + rest if rest else ""
         if fn is None:
             return None
+        local = [a for a in ctx.reaching(root, point) if a.function is fn] if root != "self" else []
+        if local and not all(_same_object(a.value, root) for a in local):
+            return None  # rebound in the helper (`model = copy.deepcopy(model)`): another object
         if root == "self":
             if isinstance(call.func, cst.Attribute):
                 recv = dotted(call.func.value)
@@ -122,7 +140,7 @@ def outer_name(ctx: FileContext, name: Optional[str], step: Step) -> Optional[st
             if d is None:
                 return None
             name = d + tail
-        elif any(s.function is fn for s in ctx.reaching(root, point)):
+        elif local:
             return None  # a local of the helper: not the caller's object
         point = call
         fn = call.function
