@@ -96,6 +96,13 @@ class TinyBatchWithBatchNorm(Rule):
         train_loader = DataLoader(train_set, batch_size=4, sampler=sampler)
         """,
         """
+        import torch.nn as nn
+        from torch.utils.data import DataLoader
+        # every item is already a batch: the collate function unwraps it
+        model = nn.Sequential(nn.Linear(8, 8), nn.BatchNorm1d(8))
+        train_loader = DataLoader(train_batches, batch_size=1, shuffle=True, collate_fn=lambda b: b[0])
+        """,
+        """
         from torch.utils.data import DataLoader
         # no BatchNorm in this file
         train_loader = DataLoader(train_set, batch_size=1, shuffle=True)
@@ -152,6 +159,8 @@ class TinyBatchWithBatchNorm(Rule):
             size = self._literal_size(ctx, arg, call)
             if size is None or not 0 < size < MIN_BATCH:
                 continue
+            if size == 1 and call.arg(6, "collate_fn") is not None:
+                continue  # one pre-batched item per step, unwrapped by the collate function
             if not self._is_training(ctx, call):
                 continue
             yield Report(
