@@ -37,6 +37,8 @@ def _module_level_imports(module: cst.Module) -> Imports:
                 elif isinstance(small, cst.ImportFrom):
                     imports.add_import_from(small)
         elif isinstance(stmt, (cst.If, cst.Try, cst.Else)):
+            if isinstance(stmt, cst.If) and "TYPE_CHECKING" in module.code_for_node(stmt.test):
+                continue  # not imported at run time
             body = stmt.body
             stack.extend(body.body if isinstance(body, cst.IndentedBlock) else [])
             if isinstance(stmt, cst.If) and stmt.orelse is not None:
