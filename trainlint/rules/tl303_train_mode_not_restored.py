@@ -152,6 +152,18 @@ class TrainModeNotRestored(Rule):
         """,
         """
         import torch
+        # the model is switched to eval mode only when training stops
+        for epoch in range(epochs):
+            for x, y in train_loader:
+                opt.zero_grad()
+                crit(model(x), y).backward()
+                opt.step()
+            if early_stop(model):
+                model.eval()
+                break
+        """,
+        """
+        import torch
         # skorch/ignite style: the mode comes from a flag
         for epoch in range(epochs):
             model.train(training)
@@ -453,10 +465,16 @@ class TrainModeNotRestored(Rule):
 
     @staticmethod
     def _last_iteration_only(ctx, loop, step: Step) -> bool:
+        """Under `if epoch == epochs - 1:`, or in a branch that leaves the loop (`break`)."""
         anchor = step.anchor
         for block in anchor.ifs:
-            if block.function is loop.function and loop.contains(block.start) and block.test is not None:
-                if LAST_ITERATION.search(ctx.module.code_for_node(block.test)):
+            if block.function is not loop.function or not loop.contains(block.start):
+                continue
+            if block.test is not None and LAST_ITERATION.search(ctx.module.code_for_node(block.test)):
+                return True
+            body = getattr(block.node, "body", None)
+            for stmt in body.body if isinstance(body, cst.IndentedBlock) else ():
+                if isinstance(stmt, cst.SimpleStatementLine) and any(isinstance(x, (cst.Break, cst.Return)) for x in stmt.body):
                     return True
         return False
 
