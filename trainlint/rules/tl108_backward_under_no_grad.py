@@ -95,6 +95,14 @@ class BackwardUnderNoGrad(Rule):
         """,
         """
         import torch
+        # made a leaf by hand: backward runs (pointlessly, but without error)
+        with torch.no_grad():
+            loss = criterion(model(x), y)
+            loss.requires_grad = True
+            loss.backward()
+        """,
+        """
+        import torch
         # inference_mode(False) leaves gradients on
         with torch.inference_mode(False):
             loss = criterion(model(x), y)
@@ -171,12 +179,20 @@ class BackwardUnderNoGrad(Rule):
             site: Optional[AssignSite] = sites[0]
             if site.function is not at.function or site.value is None or site.op != "=":
                 return False
-            if _makes_leaf(site.value):
+            if _makes_leaf(site.value) or _grad_forced(ctx, loss.value, at):
                 return False
             return tr.grad_enabled_at(site) is False
         if isinstance(loss, (cst.Call, cst.BinaryOperation)):
             return not _makes_leaf(loss)
         return False
+
+
+def _grad_forced(ctx, name: str, at: Site) -> bool:
+    """`loss.requires_grad = True` / `loss.requires_grad_()`: made a leaf by hand (backward runs)."""
+    for a in ctx.facts.assigns:
+        if a.function is at.function and any(isinstance(t, cst.Attribute) and t.attr.value == "requires_grad" and isinstance(t.value, cst.Name) and t.value.value == name for t in a.targets):
+            return True
+    return any(c.attr == "requires_grad_" and isinstance(c.receiver, cst.Name) and c.receiver.value == name for c in ctx.calls_in(at.function))
 
 
 def _makes_leaf(expr: cst.BaseExpression) -> bool:
