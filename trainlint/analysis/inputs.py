@@ -48,6 +48,8 @@ def external_origin(ctx: FileContext, expr: cst.BaseExpression, at: Site, depth:
         if isinstance(expr.func, cst.Attribute) and expr.func.attr.value in _PATH_METHODS and q is None:
             return external_origin(ctx, expr.func.value, at, depth + 1)
         return None
+    if isinstance(expr, cst.IfExp):  # `sys.argv[1] if len(sys.argv) > 1 else "model.pt"`
+        return external_origin(ctx, expr.body, at, depth + 1) or external_origin(ctx, expr.orelse, at, depth + 1)
     if isinstance(expr, cst.BinaryOperation) and isinstance(expr.operator, cst.Divide):
         # `Path(args.dir) / "model.pt"`
         return external_origin(ctx, expr.left, at, depth + 1)
@@ -72,8 +74,8 @@ def external_origin(ctx: FileContext, expr: cst.BaseExpression, at: Site, depth:
             return None
         function = at.function
         if function is not None and expr.value in function.params and not ctx.reaching(expr.value, at):
-            callers_args = ctx.param_arguments(function, expr.value)
-            if callers_args:
+            callers_args = ctx.param_arguments(function, expr.value) + _constructor_arguments(ctx, function, expr.value)
+            if callers_args or _constructed_here(ctx, function):
                 for arg, site in callers_args:
                     found = external_origin(ctx, arg, site, depth + 1)
                     if found:
@@ -90,6 +92,30 @@ def external_origin(ctx: FileContext, expr: cst.BaseExpression, at: Site, depth:
                 return found
         return None
     return None
+
+
+def _constructed_here(ctx: FileContext, function: FunctionInfo) -> bool:
+    return function.name == "__init__" and function.cls is not None and bool(_constructions_of(ctx, function.cls.name))
+
+
+def _constructions_of(ctx: FileContext, class_name: str):
+    return [c for c in ctx.facts.calls if isinstance(c.func, cst.Name) and c.func.value == class_name and ctx.qualname(c.func) is None]
+
+
+def _constructor_arguments(ctx: FileContext, function: FunctionInfo, name: str):
+    """For `__init__`'s parameter `name`: what `ClassName(...)` calls in the module pass."""
+    if function.name != "__init__" or function.cls is None:
+        return []
+    params = [p for p in function.params if p not in ("self",)]
+    index = params.index(name) if name in params else -1
+    out = []
+    for call in _constructions_of(ctx, function.cls.name):
+        arg = call.keyword(name)
+        if arg is None and index >= 0 and not call.has_star_args:
+            arg = call.positional(index)
+        if arg is not None:
+            out.append((arg, call))
+    return out
 
 
 def _public_parameter(ctx: FileContext, function: FunctionInfo, name: str) -> bool:

@@ -8,6 +8,7 @@ import libcst as cst
 from trainlint.analysis.facts import AssignSite, CallSite, Site
 from trainlint.analysis.layers import (
     has_later_numbered_sibling,
+    is_weight_layer_qualname,
     sibling_names,
     specific_layers,
     type_guard,
@@ -286,6 +287,8 @@ class ZeroWeightInit(Rule):
                 return None
             if not isinstance(layer, cst.Name) or self._output_scope(ctx, layer, site):
                 return None
+            if self._single_layer(ctx, guard):
+                return None
             return (
                 f"every `{guard.label}` layer's weight is set to {what}: the units of each layer start "
                 f"identical, get identical gradients and stay identical (with ReLU and zero bias nothing "
@@ -323,6 +326,14 @@ class ZeroWeightInit(Rule):
         else:
             siblings = sibling_names(ctx, function=site.function)
         return has_later_numbered_sibling(last, siblings) or bool(re.match(r"^hidden", last, re.I))
+
+    @staticmethod
+    def _single_layer(ctx, guard) -> bool:
+        """The file builds exactly one layer of the guarded types: the init targets that one
+        layer (typically the classifier), a deliberate choice."""
+        wanted = {part.strip().rsplit(".", 1)[-1] for part in guard.label.split(",")}
+        built = [c for c in ctx.facts.calls if is_weight_layer_qualname(c.qualname) and (c.qualname or "").rsplit(".", 1)[-1] in wanted]
+        return len(built) == 1
 
     @staticmethod
     def _output_scope(ctx, layer: cst.Name, site: Site) -> bool:
@@ -364,12 +375,32 @@ class ZeroWeightInit(Rule):
             siblings = sibling_names(ctx, cls=cls) if cls is not None else set()
         if not has_later_numbered_sibling(name, siblings):
             return None  # the only or the last weight matrix: an output layer may start at zero
+        if self._reassigned(ctx, target, a):
+            return None  # a placeholder that an init step fills in later
         what = {"zeros": "zeros", "ones": "ones", "constant": "one constant"}[found[0]]
         return (
             f"weight matrix `{name}` of a hidden layer starts as {what}: all its units compute the same "
             f"value and get the same gradient, so they never become different (with ReLU nothing learns). "
             f"Initialise it randomly, e.g. `np.random.randn(...) * np.sqrt(2 / fan_in)`."
         )
+
+    @staticmethod
+    def _reassigned(ctx, target, a: AssignSite) -> bool:
+        """The matrix gets a fresh value elsewhere (`W1 = np.zeros(...)` as a placeholder)."""
+        text = ctx.module.code_for_node(target)
+        cls = ctx.method_class(a.function) if isinstance(target, cst.Attribute) else None
+        for other in ctx.facts.assigns:
+            if other is a or other.op != "=" or other.value is None:
+                continue
+            if text in ctx.module.code_for_node(other.value):
+                continue  # `W1 = W1 - lr * dW1`: an update, not a fresh init
+            if isinstance(target, cst.Name) and other.function is not a.function:
+                continue
+            if cls is not None and ctx.method_class(other.function) is not cls:
+                continue
+            if any(ctx.module.code_for_node(t) == text for t in other.targets):
+                return True
+        return False
 
 
 RULE = ZeroWeightInit

@@ -122,6 +122,16 @@ class CheckpointWithoutOptimizer(Rule):
         # model and config, for sampling: no training progress in it
         torch.save({"model": model.state_dict(), "config": config}, "final.pt")
         """,
+        """
+        import torch
+        optimizer = torch.optim.Adam(model.parameters())
+        for epoch in range(10):
+            train(model, optimizer)
+            torch.save({"epoch": epoch, "model": model.state_dict()}, "model.pt")
+            torch.save(optimizer.state_dict(), "optimizer.pt")
+            if is_best:
+                torch.save({"epoch": epoch, "model": model.state_dict()}, "best.pt")
+        """,
     )
     INVALID = (
         """
@@ -164,6 +174,19 @@ class CheckpointWithoutOptimizer(Rule):
         if not saves or not self._is_training_script(ctx):
             return
         scheduler = self._has_scheduler(ctx)
+        # What every torch.save call in the file writes: an optimizer (or scheduler) saved in a
+        # file of its own, or in another checkpoint dict, means the script does keep its state
+        # (a dict without it is then a "best model" snapshot, not the resume point).
+        saved_texts = []
+        for call in saves:
+            obj = call.arg(0, "obj")
+            if obj is None:
+                continue
+            saved_texts.append(ctx.module.code_for_node(obj))
+            for node, _ in self._dicts(ctx, obj, call, 0) or []:
+                saved_texts.append(ctx.module.code_for_node(node))
+        optimizer_saved = any(OPTIMIZER_TEXT.search(t) for t in saved_texts)
+        scheduler_saved = any(SCHEDULER_TEXT.search(t) for t in saved_texts)
         seen = set()
         for call in saves:
             obj = call.arg(0, "obj")
@@ -183,8 +206,10 @@ class CheckpointWithoutOptimizer(Rule):
                     continue  # model state without training progress: an export, not a resume point
                 texts = [(k or "") + " " + ctx.module.code_for_node(v) for k, v in entries]
                 if not any(OPTIMIZER_TEXT.search(t) for t in texts):
+                    if optimizer_saved:
+                        continue
                     if self._stateless_optimizers(ctx):
-                        if scheduler and not any(SCHEDULER_TEXT.search(t) for t in texts):
+                        if scheduler and not scheduler_saved:
                             yield Report(
                                 node,
                                 "this checkpoint holds the model state and training progress but not the "
@@ -192,18 +217,19 @@ class CheckpointWithoutOptimizer(Rule):
                                 "first step. Save `scheduler.state_dict()` too (and load it on resume).",
                             )
                         continue
-                    missing = "the optimizer's state" + (" or the scheduler's" if scheduler else "")
-                    what = "`optimizer.state_dict()`" + (" and `scheduler.state_dict()`" if scheduler else "")
-                elif scheduler and not any(SCHEDULER_TEXT.search(t) for t in texts):
+                    missing = "the optimizer's state" + (" or the scheduler's" if scheduler and not scheduler_saved else "")
+                    what = "`optimizer.state_dict()`" + (" and `scheduler.state_dict()`" if scheduler and not scheduler_saved else "")
+                    effect = "restarts the optimizer's moments/momentum" + (" and the schedule" if scheduler and not scheduler_saved else "") + " from scratch"
+                elif scheduler and not scheduler_saved:
                     missing = "the learning-rate scheduler's state"
                     what = "`scheduler.state_dict()`"
+                    effect = "restarts the learning-rate schedule from its first step"
                 else:
                     continue
                 yield Report(
                     node,
                     f"this checkpoint holds the model state and training progress but not {missing}: "
-                    f"a resumed run restarts the optimizer's moments/momentum and the schedule from scratch. "
-                    f"Save {what} too (and load them on resume).",
+                    f"a resumed run {effect}. Save {what} too (and load it on resume).",
                 )
 
     @staticmethod
