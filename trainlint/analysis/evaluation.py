@@ -21,7 +21,7 @@ import libcst as cst
 
 from trainlint.analysis.context import FileContext
 from trainlint.analysis.facts import Block, CallSite, ClassInfo, FunctionInfo, Site, walk
-from trainlint.analysis.names import dotted
+from trainlint.analysis.names import dotted, expression_facts
 from trainlint.analysis.torch_api import MODE_DEPENDENT_LAYER, SET_GRAD_ENABLED
 from trainlint.analysis.training import BACKWARD, EVAL, MODE, STEP, TRAIN
 
@@ -78,11 +78,15 @@ class Evaluation:
                 continue
             eval_functions.add(id(fn))
             out.append(EvalPass("function", fn.node.name, fn, None, model_calls[0], f"`{fn.name}()`"))
+        eval_loops: List[Block] = []
         for loop in ctx.loops:
             if loop.kind != "for" or not self._iterates_eval_data(loop.iter):
                 continue
             if any(id(f) in eval_functions for f in ctx.enclosing_function_chain(loop.function)):
                 continue
+            if any(o.function is loop.function and o.contains(loop.start) for o in eval_loops):
+                continue  # nested inside an evaluation loop already reported
+            eval_loops.append(loop)
             calls = ctx.calls_within(loop)
             model_calls = [c for c in calls if self.tr.is_model_call(c)]
             if not model_calls or self._trains(self.tr.all_events(loop)) or self._needs_grad(calls):
@@ -96,17 +100,34 @@ class Evaluation:
         for c in self.ctx.callers(fn):
             if self.tr.under_no_grad(c):
                 continue
-            # The same iteration (or the same function body) runs backward: its output is trained on.
-            loop = c.loops[-1] if c.loops else None
-            if loop is not None:
-                unit = self.tr.iteration_events(loop)
-            elif c.function is not None:
-                unit = self.tr.function_events(c.function, top_level_only=True)
-            else:
-                continue
-            if any(e.kind == BACKWARD for e in unit):
+            # The call's result flows into a loss that is backpropagated (skorch's `infer()`
+            # inside `train_step`), not merely an eval called from the training loop.
+            if self._feeds_backward(c):
                 return True
         return False
+
+    def _feeds_backward(self, call: CallSite) -> bool:
+        ctx = self.ctx
+        assigns = [a for a in ctx.facts.assigns if a.function is call.function and a.op in ("=", "+=")]
+        derived = set()
+        for a in assigns:
+            v = a.value if a.value is not None else a.whole_value
+            if v is not None and (v is call.node or id(call.node) in expression_facts(v).nodes):
+                derived.update(t.value for t in a.targets if isinstance(t, cst.Name))
+        returned = any(r.value is not None and id(call.node) in expression_facts(r.value).nodes for r in ctx.returns_of(call.function)) if call.function else False
+        for _ in range(3):
+            for a in assigns:
+                v = a.value if a.value is not None else a.whole_value
+                if a.order > call.order and v is not None and expression_facts(v).names & derived:
+                    derived.update(t.value for t in a.targets if isinstance(t, cst.Name))
+        for site in ctx.calls_in(call.function):
+            if site.order > call.order and site.attr == "backward" and site.receiver is not None:
+                if expression_facts(site.receiver).names & derived:
+                    return True
+        # `return self.infer(x)` from a function whose own callers train on it: too far to follow.
+        return returned and call.function is not None and any(
+            e.kind == BACKWARD for c in ctx.callers(call.function) for e in self.tr.site_events(c)
+        )
 
     def _all_calls(self, fn: FunctionInfo) -> List[CallSite]:
         return [c for c in self.ctx.facts.calls if c.function is fn]

@@ -15,6 +15,7 @@ SKLEARN_SCALERS = re.compile(r"sklearn\.preprocessing\.\w*(Scaler|Normalizer|Tra
 SPLIT_FUNCS = re.compile(r"(train_test_split|random_split)$")
 KFOLD = re.compile(r"(KFold|ShuffleSplit|GroupKFold|TimeSeriesSplit|LeaveOneOut|StratifiedKFold)")
 LABEL_NAME = re.compile(r"^(y|ys|y_\w*|labels?|targets?|classes|n_classes|num_classes)$|label|target", re.I)
+TRAIN_IN_NAME = re.compile(r"train", re.I)
 HELDOUT_NAME = re.compile(r"(^|_)(test|val|valid|validation|holdout|dev)(_|$|set|data)", re.I)
 
 
@@ -52,6 +53,21 @@ class LeakyNormalization(Rule):
 
     VALID = (
         """
+        import pandas as pd
+        from sklearn.preprocessing import StandardScaler
+        from sklearn.model_selection import train_test_split
+        train_df, test_df = train_test_split(df, test_size=0.2)
+        scaler = StandardScaler()
+        train_df[num_cols] = scaler.fit_transform(train_df[num_cols])
+        test_df[num_cols] = scaler.transform(test_df[num_cols])
+        """,
+        """
+        import numpy as np
+        # the label column's statistics are not normalisation
+        df["target"] = (df["target"] - df["target"].mean()) / df["target"].std()
+        train, test = df.iloc[:800], df.iloc[800:]
+        """,
+        """
         from sklearn.model_selection import train_test_split
         X_train, X_test, y_train, y_test = train_test_split(X, y, test_size=0.2)
         mean, std = X_train.mean(0), X_train.std(0)
@@ -85,6 +101,34 @@ class LeakyNormalization(Rule):
         """,
     )
     INVALID = (
+        """
+        import pandas as pd
+        from sklearn.preprocessing import StandardScaler
+        from sklearn.model_selection import train_test_split
+        scaler = StandardScaler()
+        df[num_cols] = scaler.fit_transform(df[num_cols])  # !
+        X = df.drop(columns=["Exited"]).values
+        X_train, X_val, y_train, y_val = train_test_split(X, y, test_size=0.2)
+        """,
+        """
+        import pandas as pd
+        from sklearn.preprocessing import RobustScaler
+        scaled = pd.DataFrame(RobustScaler().fit_transform(features), columns=features.columns)  # !
+        n = int(len(scaled) * 0.8)
+        train_df, test_df = scaled.iloc[:n], scaled.iloc[n:]
+        """,
+        """
+        from sklearn.preprocessing import MinMaxScaler
+        scaler = MinMaxScaler()
+        prices_scaled = scaler.fit_transform(prices)  # !
+        X, y = create_sequences(prices_scaled, 30)
+        X_train, X_test = X[:800], X[800:]
+        """,
+        """
+        from sklearn.preprocessing import StandardScaler
+        scaler = StandardScaler().fit(train_df[FEATURES])
+        X_test = scaler.fit_transform(test_df[FEATURES])  # !
+        """,
         """
         from sklearn.model_selection import train_test_split
         X = (X - X.mean(axis=0)) / X.std(axis=0)  # !
@@ -144,7 +188,7 @@ class LeakyNormalization(Rule):
             if stat is None:
                 continue
             data, kind = stat
-            if kind == "fit" and HELDOUT_NAME.search(data):
+            if kind == "fit" and HELDOUT_NAME.search(data) and not TRAIN_IN_NAME.search(data):
                 yield Report(call.node, f"the scaler is fitted on `{data}`, held-out data: its statistics leak into "
                              f"the model's inputs. Fit on the training split and only `transform` the others.")
                 continue
@@ -155,6 +199,8 @@ class LeakyNormalization(Rule):
             if key in seen:
                 continue  # `(X - X.min()) / (X.max() - X.min())`: one report, not three
             seen.add(key)
+            if TRAIN_IN_NAME.search(data):
+                continue  # statistics of the training split: the right thing
             if HELDOUT_NAME.search(data) and kind == "stat":
                 yield Report(call.node, f"normalisation statistics are computed on `{data}`, held-out data: use the "
                              f"training split's statistics for every split.")
@@ -173,11 +219,11 @@ class LeakyNormalization(Rule):
     def _statistic(ctx, call: CallSite):
         """(data name, "stat" | "fit") for a statistic over a whole data set, else None."""
         if call.attr in ("fit", "fit_transform") and call.receiver is not None:
-            data = call.positional(0)
+            data = root_name(call.positional(0))
             quals = ctx.constructed_qualnames(call.receiver, call)
             scaler = any(q and SKLEARN_SCALERS.search(q) for q in quals) or "scaler" in (dotted(call.receiver) or "").lower()
-            if scaler and isinstance(data, cst.Name) and not LABEL_NAME.search(data.value):
-                return data.value, "fit"
+            if scaler and data and not LABEL_NAME.search(data):
+                return data, "fit"
             return None
         if call.attr not in STAT_METHODS:
             return None
@@ -185,15 +231,16 @@ class LeakyNormalization(Rule):
             if not call.qualname.startswith(STAT_MODULES):
                 return None
             data, axis = call.positional(0), call.arg(1, "axis") or call.keyword("dim")
-        elif isinstance(call.receiver, cst.Name):
+        elif call.receiver is not None:
             data, axis = call.receiver, call.arg(0, "axis") or call.keyword("dim")
         else:
             return None
-        if not isinstance(data, cst.Name) or LABEL_NAME.search(data.value):
+        name = root_name(data)
+        if not name or LABEL_NAME.search(name) or (isinstance(data, cst.Subscript) and _label_subscript(data)):
             return None
         if axis is not None and not (isinstance(axis, cst.Integer) and axis.value == "0"):
             return None  # per-sample or per-feature-row statistics
-        return data.value, "stat"
+        return name, "stat"
 
     @staticmethod
     def _normalized_names(call: CallSite, data: str, kind: str, assigns: List[AssignSite]) -> Optional[Set[str]]:
@@ -202,6 +249,9 @@ class LeakyNormalization(Rule):
         if kind == "fit":
             names.add(data)
         stat_vars = {t.value for a in assigns if a.value is call.node for t in a.targets if isinstance(t, cst.Name)}
+        # `df[cols] = ...` changes `df` itself.
+        def targets(a):
+            return {n for n in (root_name(t) for t in a.targets) if n}
         for a in assigns:
             if a.value is None or a.op != "=":
                 continue
@@ -209,31 +259,33 @@ class LeakyNormalization(Rule):
             if a.order < call.order and id(call.node) not in facts.nodes:
                 continue
             if kind == "fit" and id(call.node) in facts.nodes:
-                names.update(t.value for t in a.targets if isinstance(t, cst.Name))
+                names.update(targets(a))
                 continue
             uses_stat = id(call.node) in facts.nodes or bool(stat_vars & facts.names)
             if uses_stat and data in facts.names and facts.ops & {"Subtract", "Divide"}:
                 names.add(data)
-                names.update(t.value for t in a.targets if isinstance(t, cst.Name))
+                names.update(targets(a))
         return names or None
 
     @staticmethod
     def _wrapped(assigns: List[AssignSite], after: int, names: Set[str]) -> Set[str]:
-        """Add names that hold the normalised data wrapped or converted:
-        `ds = TensorDataset(X, y)`, `X_t = torch.tensor(X)`, `Z = X`."""
+        """Add names that hold the normalised data converted, wrapped or reshaped:
+        `ds = TensorDataset(torch.from_numpy(X), y)`, `X = df.drop(columns=[...]).values`,
+        `X, y = make_windows(X_scaled, 30)`."""
         names = set(names)
-        for _ in range(3):
+        for _ in range(4):
             grew = False
             for a in assigns:
-                if a.order <= after or a.value is None or a.op != "=":
+                if a.order <= after or a.op != "=":
                     continue
-                v = a.value
-                args = [x.value for x in v.args] if isinstance(v, cst.Call) else [v]
-                if any(isinstance(x, cst.Name) and x.value in names for x in args):
-                    for t in a.targets:
-                        if isinstance(t, cst.Name) and t.value not in names:
-                            names.add(t.value)
-                            grew = True
+                value = a.value if a.value is not None else a.whole_value
+                if value is None or not derives(value, names):
+                    continue
+                for t in a.targets:
+                    n = root_name(t)
+                    if n and n not in names and not LABEL_NAME.search(n):
+                        names.add(n)
+                        grew = True
             if not grew:
                 break
         return names
@@ -258,13 +310,66 @@ class LeakyNormalization(Rule):
             for part in _parts(a.whole_value):
                 if (
                     isinstance(part, cst.Subscript)
-                    and isinstance(part.value, cst.Name)
-                    and part.value.value in names
+                    and root_name(part.value) in names
+                    and _row_indexer(part.value)
                     and len(part.slice) == 1
                     and isinstance(part.slice[0].slice, cst.Slice)
                 ):
-                    return f"slicing `{part.value.value}[...]`"
+                    return f"slicing `{ctx.module.code_for_node(part.value)}[...]`"
         return None
+
+
+def root_name(expr) -> Optional[str]:
+    """`df` for `df`, `df[cols]`, `df.values`, `df.drop(columns=c).values`."""
+    while True:
+        if isinstance(expr, cst.Name):
+            return expr.value
+        if isinstance(expr, (cst.Attribute, cst.Subscript)):
+            expr = expr.value
+        elif isinstance(expr, cst.Call) and isinstance(expr.func, cst.Attribute):
+            expr = expr.func.value
+        else:
+            return None
+
+
+_METADATA = {"shape", "size", "columns", "dtype", "dtypes", "index", "ndim", "device", "nbytes"}
+_NOT_DATA_FUNCS = {"len", "range", "int", "float", "round", "str", "print", "id", "type", "isinstance", "enumerate"}
+
+
+def derives(expr, names: Set[str]) -> bool:
+    """`expr` is computed from one of `names` (through conversions, containers, helpers);
+    sizes and shapes (`len(X)`, `X.shape[0]`) are not the data."""
+    if _metadata(expr):
+        return False
+    if root_name(expr) in names:
+        return True
+    if isinstance(expr, cst.Call):
+        if isinstance(expr.func, cst.Name) and expr.func.value in _NOT_DATA_FUNCS:
+            return False
+        return any(derives(a.value, names) for a in expr.args)
+    if isinstance(expr, (cst.Tuple, cst.List)):
+        return any(derives(e.value, names) for e in expr.elements)
+    return False
+
+
+def _metadata(expr) -> bool:
+    while isinstance(expr, (cst.Attribute, cst.Subscript, cst.Call)):
+        if isinstance(expr, cst.Attribute) and expr.attr.value in _METADATA:
+            return True
+        expr = expr.func if isinstance(expr, cst.Call) else expr.value
+    return False
+
+
+def _row_indexer(expr) -> bool:
+    """`X[...]`, `df.iloc[...]`, `df.loc[...]`: indexing rows (not `df.columns[...]`)."""
+    return isinstance(expr, cst.Name) or (isinstance(expr, cst.Attribute) and expr.attr.value in ("iloc", "loc"))
+
+
+def _label_subscript(expr: cst.Subscript) -> bool:
+    """`df["label"]`, `df['target']`: a label column."""
+    sl = expr.slice[0].slice if len(expr.slice) == 1 else None
+    value = getattr(sl, "value", None)
+    return isinstance(value, cst.SimpleString) and bool(LABEL_NAME.search(value.value.strip("'\"")))
 
 
 def _parts(expr: cst.BaseExpression):
