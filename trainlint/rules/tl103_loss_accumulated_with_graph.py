@@ -118,6 +118,16 @@ class LossAccumulatedWithGraph(Rule):
             optimizer.step()
             losses.append(loss)
         """,
+        """
+        import torch
+        import lightning as L
+        # Lightning: the framework runs the loop, backward and step
+        class LitModel(L.LightningModule):
+            def training_step(self, batch, batch_idx):
+                loss = self.loss_fn(self(batch[0]), batch[1])
+                self.log("train_loss", loss)
+                return loss
+        """,
     )
     INVALID = (
         """

@@ -177,7 +177,7 @@ class ClipMisplaced(Rule):
         seen = set()
         for loop, events in tr.iteration_units():
             for i, c in enumerate(events):
-                if c.kind != CLIP or id(c.site.node) in seen or tr.in_except(c) or clip_measures_only(ctx, c):
+                if c.kind != CLIP or id(c.site.node) in seen or clip_measures_only(ctx, c):
                     continue
                 around = [(k, e) for k, e in enumerate(events) if e.kind in (BACKWARD, STEP) and not e.closure and not exclusive(e, c)]
                 before = [e for k, e in around if k < i]
@@ -190,7 +190,7 @@ class ClipMisplaced(Rule):
                     and not after and not is_conditional_wrt(before[-1], c, loop)
                 ):
                     where = "after `optimizer.step()`: the update has already used the unclipped gradients"
-                if where is None:
+                if where is None or tr.in_except(c):
                     continue
                 seen.add(id(c.site.node))
                 yield Report(

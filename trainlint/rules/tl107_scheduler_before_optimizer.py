@@ -219,7 +219,7 @@ class SchedulerBeforeOptimizer(Rule):
             targets = {e.target for e in everything if e.kind == STEP and not e.closure}
             for i, sc in scheds:
                 site = sc.site
-                if id(site.node) in seen or site.node.args or tr.in_except(sc):  # type: ignore[attr-defined]
+                if id(site.node) in seen or site.node.args:  # type: ignore[attr-defined]
                     continue
                 if not self._torch_scheduler(ctx, site.receiver, site):  # type: ignore[attr-defined]
                     continue
@@ -238,7 +238,7 @@ class SchedulerBeforeOptimizer(Rule):
                     pos = next((n for n, e in enumerate(everything) if _key(e) == _key(sc)), None)
                     if pos is not None:
                         later = next((e for e in everything[pos + 1 :] if ours(e)), None)
-                if later is None or self._after_first_iteration(sc, later, loop):
+                if later is None or self._after_first_iteration(sc, later, loop) or tr.in_except(sc):
                     continue
                 seen.add(id(site.node))
                 name = ctx.module.code_for_node(site.receiver)  # type: ignore[attr-defined]
