@@ -36,6 +36,10 @@ def source_of(ctx: FileContext, expr: cst.BaseExpression, at: Site, kind: Output
     or None when that cannot be shown. Every possible value must be such an output."""
     if depth > MAX_DEPTH:
         return None
+    if isinstance(expr, cst.Name):
+        unpacked = _unpacked_from(ctx, expr, at, kind, depth)
+        if unpacked is not None:
+            return unpacked or None
     if isinstance(expr, (cst.Name, cst.Attribute)) and not _is_imported(ctx, expr):
         cands = ctx.resolve(expr, at)
         if not cands or any(v is expr for v, _ in cands):
@@ -62,6 +66,34 @@ def source_of(ctx: FileContext, expr: cst.BaseExpression, at: Site, kind: Output
     if isinstance(func, (cst.Name, cst.Attribute)) and q is None:
         return _callable_output(ctx, func, at, kind, depth)
     return None
+
+
+def _unpacked_from(ctx: FileContext, name: cst.Name, at: Site, kind: OutputKind, depth: int) -> Optional[str]:
+    """`logits, probs = model(x)`: the matching element of what the call returns.
+    None: not an unpacking; "": an unpacking that is not `kind`'s output."""
+    sites = ctx.reaching(name.value, at)
+    if len(sites) != 1 or sites[0].value is not None or not isinstance(sites[0].whole_value, cst.Call):
+        return None
+    site = sites[0]
+    index = next((i for i, t in enumerate(site.targets) if isinstance(t, cst.Name) and t.value == name.value), -1)
+    call = site.whole_value
+    fn = None
+    if isinstance(call.func, cst.Name) and ctx.class_named(call.func.value) is None:
+        fn = ctx.function_named(call.func.value, site.function)
+    if fn is None and isinstance(call.func, (cst.Name, cst.Attribute)):
+        cls = ctx.instance_class(call.func, site)
+        fn = ctx.method(cls, "forward") if cls is not None else None
+    if fn is None or index < 0:
+        return ""
+    found = ""
+    for r in ctx.returns_of(fn):
+        elements = r.value.elements if isinstance(r.value, (cst.Tuple, cst.List)) else None
+        if not elements or len(elements) != len(site.targets) or isinstance(elements[index], cst.StarredElement):
+            return ""
+        found = source_of(ctx, elements[index].value, r, kind, depth + 1) or ""
+        if not found:
+            return ""
+    return found
 
 
 def _is_imported(ctx: FileContext, expr: cst.BaseExpression) -> bool:

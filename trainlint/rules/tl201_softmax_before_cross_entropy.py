@@ -65,6 +65,17 @@ class SoftmaxBeforeCrossEntropy(Rule):
     VALID = (
         """
         import torch.nn as nn
+        import torch.nn.functional as F
+        class Net(nn.Module):
+            def forward(self, x):
+                logits = self.fc(x)
+                return logits, F.softmax(logits, dim=1)
+        model = Net()
+        logits, probs = model(x)
+        loss = nn.CrossEntropyLoss()(logits, y)
+        """,
+        """
+        import torch.nn as nn
         criterion = nn.CrossEntropyLoss()
         logits = model(x)
         loss = criterion(logits, y)
@@ -105,6 +116,17 @@ class SoftmaxBeforeCrossEntropy(Rule):
         """,
     )
     INVALID = (
+        """
+        import torch.nn as nn
+        import torch.nn.functional as F
+        class Net(nn.Module):
+            def forward(self, x):
+                logits = self.fc(x)
+                return logits, F.softmax(logits, dim=1)
+        model = Net()
+        logits, probs = model(x)
+        loss = nn.CrossEntropyLoss()(probs, y)  # !
+        """,
         """
         import torch.nn as nn
         import torch.nn.functional as F
