@@ -96,7 +96,9 @@ class ZeroWeightInit(Rule):
     (weight 1 is standard), biases, embedding padding rows, `eye_`/`orthogonal_`/`dirac_`, and
     a deliberately zero-initialised output or residual-branch layer (`head`, `proj`, `fc_out`,
     a LoRA `lora_B`, the last `nn.Sequential` layer, the last norm of a residual block) are
-    fine. Inits under a name or flag condition (`if name.startswith("head")`) are not reported.
+    fine. Inits under a name or flag condition (`if name.startswith("head")`) are not reported,
+    nor a type-wide init when the file does not show at least two layers of that type (the
+    only `nn.Linear` of a CNN is its classifier; a model built elsewhere cannot be seen).
 
     ## Example
     ```python
@@ -118,7 +120,7 @@ class ZeroWeightInit(Rule):
     code = "TL501"
     name = "zero-weight-init"
     severity = "error"
-    triggers = ("zeros", "ones", "constant", "zero_", "fill_")
+    triggers = ("zeros", "ones_", "ones(", "constant", "zero_", "fill_")
 
     VALID = (
         """
@@ -192,6 +194,15 @@ class ZeroWeightInit(Rule):
                 nn.init.normal_(m.weight.data, 1.0, 0.02)
                 nn.init.constant_(m.bias.data, 0)
         """,
+        """
+        import torch.nn as nn
+        import torchvision
+        # the model is built elsewhere (resnet18 has a single Linear, its classifier)
+        model = torchvision.models.resnet18(num_classes=10)
+        for m in model.modules():
+            if isinstance(m, nn.Linear):
+                nn.init.zeros_(m.weight)
+        """,
     )
     INVALID = (
         """
@@ -241,6 +252,8 @@ class ZeroWeightInit(Rule):
             classname = m.__class__.__name__
             if classname.find("Conv") != -1:
                 m.weight.data.zero_()  # !
+        netD = nn.Sequential(nn.Conv2d(3, 64, 4, 2, 1), nn.LeakyReLU(0.2), nn.Conv2d(64, 1, 4, 1, 0))
+        netD.apply(weights_init)
         """,
     )
 
@@ -329,11 +342,20 @@ class ZeroWeightInit(Rule):
 
     @staticmethod
     def _single_layer(ctx, guard) -> bool:
-        """The file builds exactly one layer of the guarded types: the init targets that one
-        layer (typically the classifier), a deliberate choice."""
-        wanted = {part.strip().rsplit(".", 1)[-1] for part in guard.label.split(",")}
-        built = [c for c in ctx.facts.calls if is_weight_layer_qualname(c.qualname) and (c.qualname or "").rsplit(".", 1)[-1] in wanted]
-        return len(built) == 1
+        """The file does not show two or more layers of the guarded types. With one, the init
+        targets that layer (typically the classifier: deliberate); with none, the model is
+        built elsewhere (`resnet18()` has a single Linear) and the analysis cannot tell."""
+        wanted = [part.strip() for part in guard.label.split(",")]
+        names = {w.rsplit(".", 1)[-1] for w in wanted if not w.startswith(("'", '"'))}
+        subs = [w.strip("'\"") for w in wanted if w.startswith(("'", '"'))]
+        built = 0
+        for c in ctx.facts.calls:
+            if not is_weight_layer_qualname(c.qualname):
+                continue
+            last = (c.qualname or "").rsplit(".", 1)[-1]
+            if last in names or any(sub in last for sub in subs):
+                built += 1
+        return built < 2
 
     @staticmethod
     def _output_scope(ctx, layer: cst.Name, site: Site) -> bool:
