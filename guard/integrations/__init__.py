@@ -10,5 +10,3 @@ when its own module is imported.
 * ``guard.integrations.tensorboard`` -- :func:`log_history` and
   :class:`HistoryWriter`, the guard's per-step history as TensorBoard scalars.
 """
-
-__all__ = ["lightning", "huggingface", "tensorboard"]
