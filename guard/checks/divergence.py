@@ -80,7 +80,7 @@ class DivergenceCheck(Check):
                 # ... or it had learned (best <= 90 % of the start) and is now worse
                 # than where it started: the progress is lost.
                 lost_progress = self.start > 0 and self.best <= 0.9 * self.start and \
-                    sm > self.start + 0.5 * progress
+                    sm > self.start + 0.5 * progress and gap > 0.1 * scale
                 above = far_above_best or lost_progress
                 # Noise lifts the median above the line for a few steps; a divergence
                 # stays there. Require `persist` consecutive smoothed values.

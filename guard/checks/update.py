@@ -16,6 +16,7 @@ per parameter, never a copy of the model), plus the whole tensor's norm.
 """
 from __future__ import annotations
 
+from collections import deque
 from typing import List
 
 import numpy as np
@@ -38,13 +39,19 @@ class UpdateCheck(Check):
         "ratio_low": 1e-7,     # median update/weight ratio below this: learning nothing
         "ratio_high": 0.5,     # ... above this: unstable
         "ratio_samples": 3,    # sampled steps (after step 1) before ratios are judged
+        "ratio_window": 50,    # the median is over the latest this many samples
     }
 
     def __init__(self, mode, options, guard):
         super().__init__(mode, options, guard)
         self._ever_nonzero = None      # per param: a non-zero gradient was seen
         self._grad_typical = None      # per param: largest window-median gradient norm
-        self._samples = []             # UpdateSample of applied steps
+        # Bounded state, whatever the run's length: which parameters were ever seen
+        # moving, how many samples were taken, and the ratios of the latest ones.
+        self._moved = None
+        self._n_samples = 0
+        self._last_sample_step = None
+        self._recent_ratios = deque(maxlen=int(self.opt["ratio_window"]))
         self._reported = set()         # params already blamed for a cause
 
     def on_enter(self) -> List[Finding]:
@@ -104,23 +111,31 @@ class UpdateCheck(Check):
                     "Remedies: check the forward pass for detach()/.data and masks.",
                     step=g.step - 1, param=zero[0]))
 
-        self._samples.extend(s for s in w.updates if s.applied)
+        for smp in w.updates:
+            if not smp.applied:
+                continue
+            if self._moved is None:
+                self._moved = np.zeros(P, dtype=bool)
+            with np.errstate(invalid="ignore"):
+                full_moved = (smp.full_before != smp.full_after) & ~np.isnan(smp.full_before)
+                self._moved |= (smp.delta > 0) | full_moved
+            self._n_samples += 1
+            self._last_sample_step = smp.step
+            if smp.step >= 2:                  # Adam's first steps are special
+                self._recent_ratios.append(smp.ratio)
+        if self._moved is not None:
+            # Once every parameter has been seen moving, later samples can skip the
+            # whole-tensor norms (the only full pass of the update check).
+            g.needs_full_norms = not self._moved.all()
         findings += self._unchanged(w)
         findings += self._ratios(w)
         return findings
 
     def _unchanged(self, w) -> List[Finding]:
         g = self.guard
-        if len(self._samples) < self.opt["min_samples"]:
+        if self._n_samples < self.opt["min_samples"]:
             return []
-        moved = np.zeros(len(g.param_names), dtype=bool)
-        for s in self._samples:
-            with np.errstate(invalid="ignore"):
-                full_moved = (s.full_before != s.full_after) & ~np.isnan(s.full_before)
-                moved |= (s.delta > 0) | full_moved
-        # Once every parameter has been seen moving, later samples can skip the
-        # whole-tensor norms (the only full pass of the update check).
-        g.needs_full_norms = not moved.all()
+        moved = self._moved
         # A gradient that is only rounding noise (e.g. the bias of a layer followed
         # by BatchNorm: exactly 0 in exact arithmetic) legitimately moves nothing.
         typical = self._grad_typical
@@ -139,18 +154,18 @@ class UpdateCheck(Check):
         return [Finding(
             "unchanged",
             f"parameters with non-zero gradients did not change over "
-            f"{len(self._samples)} sampled steps (up to step {self._samples[-1].step}): "
+            f"{self._n_samples} sampled steps (up to step {self._last_sample_step}): "
             f"{_names(still)}. Learning rate(s): {lrs}. Remedies: check the learning rate "
             "(lr = 0, a scheduler that decayed it to 0, a param group with lr 0) and that "
-            "the optimizer is the one being stepped.", step=self._samples[-1].step,
+            "the optimizer is the one being stepped.", step=self._last_sample_step,
             param=still[0])]
 
     def _ratios(self, w) -> List[Finding]:
         g = self.guard
-        samples = [s for s in self._samples if s.step >= 2]   # Adam's first steps are special
-        if len(samples) < self.opt["ratio_samples"] or not g.weight_index:
+        n = len(self._recent_ratios)
+        if n < self.opt["ratio_samples"] or not g.weight_index:
             return []
-        ratios = np.stack([s.ratio for s in samples])[:, g.weight_index]
+        ratios = np.stack(self._recent_ratios)[:, g.weight_index]
         with np.errstate(all="ignore"):
             med = np.nanmedian(np.where(np.isfinite(ratios), ratios, np.nan), axis=0)
         findings = []
@@ -165,19 +180,19 @@ class UpdateCheck(Check):
             name, m = low[0]
             findings.append(Finding(
                 "ratio-low",
-                f"update-to-weight ratio of {name} is {m:.2g} (median over {len(samples)} "
+                f"update-to-weight ratio of {name} is {m:.2g} (median over {n} "
                 f"sampled steps; about 1e-3 is healthy{', also ' + _names([n for n, _ in low[1:]]) if len(low) > 1 else ''}): "
                 "the layer is effectively not learning. Remedies: raise the learning rate, "
                 "check the scheduler and weight decay.",
-                step=samples[-1].step, param=name))
+                step=self._last_sample_step, param=name))
         if high:
             self._reported.update(n for n, _ in high)
             name, m = high[0]
             findings.append(Finding(
                 "ratio-high",
-                f"update-to-weight ratio of {name} is {m:.2g} (median over {len(samples)} "
+                f"update-to-weight ratio of {name} is {m:.2g} (median over {n} "
                 f"sampled steps; about 1e-3 is healthy{', also ' + _names([n for n, _ in high[1:]]) if len(high) > 1 else ''}): "
                 "each step rewrites a large part of the weights, training is unstable. "
                 "Remedies: lower the learning rate, add warm-up, clip gradients.",
-                step=samples[-1].step, param=name))
+                step=self._last_sample_step, param=name))
         return findings
