@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from typing import Iterator, List, Optional
+from typing import Iterator, List, Optional, Tuple
 
 import libcst as cst
 
@@ -120,6 +120,21 @@ class LossAccumulatedWithGraph(Rule):
         """,
         """
         import torch
+        # the training step returns a float
+        def train_step(model, optimizer, x, y):
+            optimizer.zero_grad()
+            loss = F.cross_entropy(model(x), y)
+            loss.backward()
+            optimizer.step()
+            return loss.item()
+
+        total = 0.0
+        for x, y in loader:
+            loss = train_step(model, optimizer, x, y)
+            total += loss
+        """,
+        """
+        import torch
         import lightning as L
         # Lightning: the framework runs the loop, backward and step
         class LitModel(L.LightningModule):
@@ -169,6 +184,20 @@ class LossAccumulatedWithGraph(Rule):
         """,
         """
         import torch
+        # the training step returns the loss it backpropagated, graph and all
+        def train_step(model, optimizer, x, y):
+            optimizer.zero_grad()
+            loss = F.cross_entropy(model(x), y)
+            loss.backward()
+            optimizer.step()
+            return loss
+
+        running = 0.0
+        for x, y in loader:
+            running += train_step(model, optimizer, x, y)  # !
+        """,
+        """
+        import torch
         # accumulation: the loss divided on its own line is still a graph
         tr_loss = 0.0
         for step, batch in enumerate(loader):
@@ -199,26 +228,29 @@ class LossAccumulatedWithGraph(Rule):
                 isinstance(d.value, (cst.List, cst.ListComp, cst.Tuple, cst.Dict)) for d in ctx.reaching(acc, a) if d.value is not None
             ):
                 continue  # `losses = []; losses += loss`: a container, not a running total
-            backward = self._backpropagated(ctx, tr, loss, a)
-            if backward is None or self._reset_in_loop(ctx, acc, a) or self._total_backpropagated(ctx, tr, acc, a):
+            found = self._backpropagated(ctx, tr, loss, a)
+            if found is None or self._reset_in_loop(ctx, acc, a) or self._total_backpropagated(ctx, tr, acc, a):
                 continue
+            backward, name = found
+            text = ctx.module.code_for_node(loss)
+            where = "in this loop" if backward.function is a.function else f"in `{backward.function.name}()`"
             fix = None
-            if self._fix_is_safe(ctx, tr, acc, loss, a, backward):
+            if self._fix_is_safe(ctx, tr, acc, name, a, backward):
                 item = cst.Call(func=cst.Attribute(value=loss, attr=cst.Name("item")))
-                fix = Replacement(loss, item, "safe", f"add `{loss.value}.item()` instead of the tensor")
+                fix = Replacement(loss, item, "safe", f"add `{text}.item()` instead of the tensor")
             yield Report(
                 a.node,
-                f"`{acc}` adds the loss tensor `{loss.value}` itself, and `{loss.value}` is "
-                f"backpropagated in this loop: the running total keeps every iteration's autograd "
-                f"graph alive, so memory grows each step. Add `{loss.value}.item()` (or "
-                f"`{loss.value}.detach()`) instead.",
+                f"`{acc}` adds the loss tensor `{text}` itself, which is backpropagated {where}: "
+                f"the running total keeps every iteration's autograd graph alive, so memory grows "
+                f"each step. Add `{text}.item()` (or `.detach()`) instead.",
                 fix,
             )
 
     @staticmethod
-    def _loss_operand(value: cst.BaseExpression) -> Optional[cst.Name]:
-        """`loss` in `loss`, `loss * n`, `n * loss`, `loss / n` (a bare name)."""
-        if isinstance(value, cst.Name):
+    def _loss_operand(value: cst.BaseExpression) -> Optional[cst.BaseExpression]:
+        """`loss` in `loss`, `loss * n`, `n * loss`, `loss / n` (a bare name), or a call
+        (`total += train_step(batch)`)."""
+        if isinstance(value, (cst.Name, cst.Call)):
             return value
         if isinstance(value, cst.BinaryOperation) and isinstance(value.operator, (cst.Multiply, cst.Divide)):
             for side in (value.left, value.right):
@@ -226,9 +258,13 @@ class LossAccumulatedWithGraph(Rule):
                     return side
         return None
 
-    @staticmethod
-    def _backpropagated(ctx, tr, loss: cst.Name, a: AssignSite) -> Optional[CallSite]:
-        """A backward in the same iteration that differentiates this very value of `loss`."""
+    def _backpropagated(self, ctx, tr, loss: cst.BaseExpression, a: AssignSite) -> Optional[Tuple[CallSite, str]]:
+        """The backward that differentiates this very value: in the same iteration, or in the
+        same-module training-step helper that returned it. (backward call, the loss's name there)"""
+        if isinstance(loss, cst.Call):
+            return self._returned_after_backward(ctx, tr, loss, a)
+        if not isinstance(loss, cst.Name):
+            return None
         defs = ctx.reaching(loss.value, a)
         if not defs:
             return None
@@ -240,8 +276,39 @@ class LossAccumulatedWithGraph(Rule):
             if expr is None:
                 continue
             if any(isinstance(n, cst.Name) and n.value == loss.value for n in walk(expr)) and ctx.reaching(loss.value, c) == defs:
-                return c
+                return c, loss.value
+        if len(defs) == 1 and defs[0].function is a.function and isinstance(defs[0].value, cst.Call) and loop.contains(defs[0].order):
+            return self._returned_after_backward(ctx, tr, defs[0].value, defs[0])
         return None
+
+    @staticmethod
+    def _returned_after_backward(ctx, tr, call: cst.Call, at) -> Optional[Tuple[CallSite, str]]:
+        """`call` runs a same-module helper every `return` of which gives back a loss the
+        helper itself backpropagated (`loss.backward(); ...; return loss`)."""
+        site = next((c for c in ctx.calls_in(at.function) if c.node is call), None)
+        callee = ctx.callee(site) if site is not None else None
+        if callee is None:
+            return None
+        returns = [r for r in ctx.returns_of(callee) if r.value is not None]
+        if not returns:
+            return None
+        found = None
+        for r in returns:
+            if not isinstance(r.value, cst.Name):
+                return None
+            name = r.value.value
+            defs = ctx.reaching(name, r)
+            match = None
+            for c in ctx.calls_in(callee):
+                if c.loops or c.order > r.order or not any(e.kind == BACKWARD for e in tr.site_events(c)):
+                    continue
+                expr = tr.backward_loss(c)
+                if expr is not None and defs and any(isinstance(n, cst.Name) and n.value == name for n in walk(expr)) and ctx.reaching(name, c) == defs:
+                    match = (c, name)
+            if match is None:
+                return None
+            found = found or match
+        return found
 
     @staticmethod
     def _reset_in_loop(ctx, acc: str, a: AssignSite) -> bool:
@@ -280,14 +347,14 @@ class LossAccumulatedWithGraph(Rule):
                 return True
         return False
 
-    def _fix_is_safe(self, ctx, tr, acc: str, loss: cst.Name, a: AssignSite, backward: CallSite) -> bool:
+    def _fix_is_safe(self, ctx, tr, acc: str, loss: str, a: AssignSite, backward: CallSite) -> bool:
         """`.item()` keeps the program working: the loss is a scalar (backpropagated without
         a `gradient`, as itself or scaled), and the total is never used as a tensor (a method
         call, a torch function, a return value the caller may treat as one)."""
         expr = tr.backward_loss(backward)
         if backward.keyword("gradient") is not None or (expr is backward.receiver and backward.positional(0) is not None):
             return False  # `loss.backward(gradient)`: a non-scalar loss
-        if not (expr is not None and (isinstance(expr, cst.Name) or (isinstance(expr, cst.BinaryOperation) and loss.value in (getattr(expr.left, "value", None), getattr(expr.right, "value", None))))):
+        if not (expr is not None and (isinstance(expr, cst.Name) or (isinstance(expr, cst.BinaryOperation) and loss in (getattr(expr.left, "value", None), getattr(expr.right, "value", None))))):
             return False
         for c in self._uses(ctx, acc, a):
             if c.receiver is not None and dotted(c.receiver) == acc:
