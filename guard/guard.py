@@ -51,7 +51,7 @@ from .checks.early_stopping import EarlyStopping
 from .checks.init import ActivationProbe
 from .checks.initial_loss import describe_loss_call
 from .config import parse_checks
-from .decisions import Decisions
+from .decisions import make_decisions
 from .errors import GuardWarning
 from .report import History, format_report, to_json
 from .window import UpdateSample, Window
@@ -120,6 +120,8 @@ class TrainingGuard:
             Names: ``init``, ``initial-loss``, ``gradient-norm``, ``finite``,
             ``update``, ``divergence``. Defaults: ``finite`` raises, others warn.
         check_every: steps between host reads of the on-device numbers (50).
+        process_group: under ``torch.distributed``, the group whose ranks agree on
+            every decision (default: the world, when initialised with > 1 rank).
     """
 
     def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, *,
@@ -127,7 +129,7 @@ class TrainingGuard:
                  clip_value: Optional[float] = None, patience: Optional[int] = None,
                  min_delta: float = 0.0, mode: str = "min", restore_best: bool = False,
                  on_nonfinite: str = "raise", checks: Optional[Mapping[str, Any]] = None,
-                 check_every: int = 50):
+                 check_every: int = 50, process_group=None):
         if not isinstance(model, nn.Module):
             raise TypeError("model must be an nn.Module")
         if not isinstance(optimizer, torch.optim.Optimizer):
@@ -153,7 +155,7 @@ class TrainingGuard:
         self._checks = {name: CHECKS[name](mode, opts, self)
                         for name, (mode, opts) in parse_checks(checks, on_nonfinite).items()}
         self._early = EarlyStopping(patience, min_delta, mode, restore_best)
-        self._decisions = Decisions()
+        self._decisions = make_decisions(process_group)
         self._history = History()
         self._events: List[Dict[str, Any]] = []
         self._event_index: Dict[tuple, int] = {}
@@ -197,7 +199,7 @@ class TrainingGuard:
         the guard), ``scaler_skipped`` (by a GradScaler) and ``lr``.
         Inside the ``with`` block, reading it first reads back pending steps
         (one host-device sync)."""
-        if self._active:
+        if self._active and not self._decisions.collective:
             self._read_back()
         return self._history.records()
 
@@ -235,25 +237,31 @@ class TrainingGuard:
             self._early.stopped = True
             if self._early.restore_best:
                 self._early.restore(self.root)
+                self._decisions.sync_module(self.root)   # ranks: rank 0's best weights
         return stop
 
     def report(self) -> str:
         """A readable summary: steps, skipped steps, loss, gradient norms,
         early stopping, and every finding with its remedies."""
-        if self._active:
+        if self._active and not self._decisions.collective:
             self._read_back()
         return format_report(self)
 
     def to_json(self, path) -> None:
-        """Write the summary, the findings and the per-step history as JSON."""
-        if self._active:
+        """Write the summary, the findings and the per-step history as JSON
+        (under ``torch.distributed``: on rank 0 only)."""
+        if not self._decisions.is_writer:
+            return
+        if self._active and not self._decisions.collective:
             self._read_back()
         to_json(self, path)
 
     def plot(self, path) -> None:
         """Plot loss, gradient norm and update ratio to ``path`` (needs matplotlib)."""
+        if not self._decisions.is_writer:
+            return
         from .plot import plot_history
-        if self._active:
+        if self._active and not self._decisions.collective:
             self._read_back()
         plot_history(self._history, path)
 
@@ -442,14 +450,14 @@ class TrainingGuard:
         """0-d bool on the device: a real NaN/Inf this step (not AMP overflow)."""
         if rec.total is None:
             return ~torch.isfinite(loss)
-        # A gradient within a factor lr of float overflow makes an update such as
-        # SGD's p - lr * g overflow although it is finite itself: treat it as
-        # non-finite, so that the model is never overwritten with Inf.
         if rec.scaler_inf is not None:
             # A GradScaler owns the gradients' finiteness: it skips the step itself
             # (normal in fp16 AMP), and scaled gradients may even overflow the norm.
             return ~torch.isfinite(loss) if loss is not None else \
                 torch.zeros((), dtype=torch.bool, device=rec.total.device)
+        # A gradient within a factor lr of float overflow makes an update such as
+        # SGD's p - lr * g overflow although it is finite itself: treat it as
+        # non-finite, so that the model is never overwritten with Inf.
         total = rec.total
         lr = self._max_lr()
         grads_bad = ~torch.isfinite(total * lr if lr > 1.0 else total)
@@ -470,8 +478,7 @@ class TrainingGuard:
                 # Read back now: the finite check names the step and the first
                 # offending parameter and raises before the update is applied.
                 self._pending.append(rec)
-                self._read_back()
-                self._pending.remove(rec) if rec in self._pending else None
+                self._read_back()   # raises NonFiniteError
             # skip: every PyTorch optimizer leaves a parameter without .grad (and
             # its state) untouched; the gradients come back in the post-hook.
             self._stashed = [(p, p.grad) for p in self._all_params()]
