@@ -217,3 +217,56 @@ def test_accumulated_gradients_report_the_unscaled_loss():
     assert len(hist) == 4     # 8 batches, one optimizer step per 2
     pairs = [(module.losses[i] + module.losses[i + 1]) / 2 for i in range(0, 8, 2)]
     assert [r["loss"] for r in hist] == pytest.approx(pairs, rel=1e-5)
+
+
+class NoForward(pl.LightningModule):
+    """training_step calls the network directly: LightningModule.forward never runs."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.net = nn.Sequential(nn.Linear(20, 32), nn.ReLU(), nn.Linear(32, 5))
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        return nn.functional.cross_entropy(self.net(x), y)
+
+    def configure_optimizers(self):
+        return torch.optim.Adam(self.parameters(), lr=1e-3)
+
+
+def test_a_module_without_forward_guards_its_network():
+    module, cb = NoForward(), GuardCallback()
+    _, ws = _fit(module, cb)
+    assert ws == []
+    # The first-forward checks ran on (and left) the network that training_step calls.
+    assert cb.guard.model is module.net
+    assert all(r["loss"] is not None for r in cb.guard.history)
+    _assert_detached(module, cb.guard.optimizer)
+
+
+def test_pytorch_lightning_package():
+    ptl = pytest.importorskip("pytorch_lightning")
+    if ptl is pl:
+        pytest.skip("only one Lightning package installed")
+    from guard.integrations.lightning import PLGuardCallback
+
+    class Module(ptl.LightningModule):
+        def __init__(self):
+            super().__init__()
+            torch.manual_seed(0)
+            self.net = nn.Sequential(nn.Linear(20, 32), nn.ReLU(), nn.Linear(32, 5))
+
+        training_step = NoForward.training_step
+        configure_optimizers = NoForward.configure_optimizers
+
+    module, cb = Module(), PLGuardCallback()
+    trainer = ptl.Trainer(accelerator="cpu", devices=1, max_epochs=1, callbacks=[cb],
+                          logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                          enable_model_summary=False)
+    with warnings.catch_warnings(record=True) as rec:
+        warnings.simplefilter("always")
+        trainer.fit(module, _loader())
+    assert guard_warnings(rec) == []
+    assert len(cb.guard.history) == 4
+    _assert_detached(module, cb.guard.optimizer)
