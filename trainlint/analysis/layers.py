@@ -179,6 +179,14 @@ def _int_index(sub: cst.Subscript) -> Optional[int]:
 
 def specific_layers(ctx: FileContext, layer: cst.BaseExpression, at: Site) -> Optional[List[LayerRef]]:
     """The concrete torch.nn weight layers `layer` stands for (every candidate must be one)."""
+    try:
+        return _specific_layers(ctx, layer, at)
+    except RecursionError:
+        # `self.x = self.x.to(dev)` sends FileContext.constructions round in circles: unknown.
+        return None
+
+
+def _specific_layers(ctx: FileContext, layer: cst.BaseExpression, at: Site) -> Optional[List[LayerRef]]:
     if isinstance(layer, cst.Subscript):
         index = _int_index(layer)
         if index is None:

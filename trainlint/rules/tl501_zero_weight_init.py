@@ -80,6 +80,15 @@ def _matrix_shape(call: cst.Call) -> bool:
     return isinstance(size, (cst.Tuple, cst.List)) and len(size.elements) >= 2
 
 
+def _guarded(fn, *args):
+    """One site's analysis; a RecursionError in value following (FileContext.constructions on
+    `self.x = self.x.to(dev)`) makes that site unknown instead of ending the rule for the file."""
+    try:
+        return fn(*args)
+    except RecursionError:
+        return None
+
+
 class ZeroWeightInit(Rule):
     """## What it does
     Finds layer weights (not biases) initialised to zero or to one constant:
@@ -268,7 +277,7 @@ class ZeroWeightInit(Rule):
             layer = _weight_of(target)
             if layer is None:
                 continue
-            msg = self._layer_finding(ctx, layer, call, kind)
+            msg = _guarded(self._layer_finding, ctx, layer, call, kind)
             if msg:
                 yield Report(call.node, msg)
         for a in ctx.facts.assigns:
@@ -279,11 +288,11 @@ class ZeroWeightInit(Rule):
             if layer is not None:
                 found = _const_value_kind(ctx, a.value, _TENSOR_CONST)
                 if found:
-                    msg = self._layer_finding(ctx, layer, a, found[0])
+                    msg = _guarded(self._layer_finding, ctx, layer, a, found[0])
                     if msg:
                         yield Report(a.node, msg)
                 continue
-            msg = self._matrix_finding(ctx, t, a)
+            msg = _guarded(self._matrix_finding, ctx, t, a)
             if msg:
                 yield Report(a.node, msg)
 

@@ -114,7 +114,10 @@ class HighAdamLearningRate(Rule):
             return
         for call in calls:
             lr = call.arg(1, "lr")
-            found = self._value(ctx, lr, call)
+            try:
+                found = self._value(ctx, lr, call)
+            except RecursionError:  # FileContext.constructions loops on `self.x = self.x.to(dev)`
+                continue
             if found is None:
                 continue
             value, how = found

@@ -183,7 +183,7 @@ class CheckpointWithoutOptimizer(Rule):
             if obj is None:
                 continue
             saved_texts.append(ctx.module.code_for_node(obj))
-            for node, _ in self._dicts(ctx, obj, call, 0) or []:
+            for node, _ in self._safe_dicts(ctx, obj, call) or []:
                 saved_texts.append(ctx.module.code_for_node(node))
         optimizer_saved = any(OPTIMIZER_TEXT.search(t) for t in saved_texts)
         scheduler_saved = any(SCHEDULER_TEXT.search(t) for t in saved_texts)
@@ -192,7 +192,7 @@ class CheckpointWithoutOptimizer(Rule):
             obj = call.arg(0, "obj")
             if obj is None:
                 continue
-            dicts = self._dicts(ctx, obj, call, 0)
+            dicts = self._safe_dicts(ctx, obj, call)
             if not dicts:
                 continue
             for node, site in dicts:
@@ -267,6 +267,12 @@ class CheckpointWithoutOptimizer(Rule):
                 found = True
         return found
 
+    def _safe_dicts(self, ctx, expr, at: Site):
+        try:
+            return self._dicts(ctx, expr, at, 0)
+        except RecursionError:  # FileContext.constructions loops on `self.x = self.x.to(dev)`
+            return None
+
     def _dicts(self, ctx, expr, at: Site, depth: int) -> Optional[List[Tuple[cst.BaseExpression, Site]]]:
         """The dict displays `expr` stands for; None when any candidate is something else."""
         if depth > MAX_DEPTH:
@@ -329,7 +335,11 @@ class CheckpointWithoutOptimizer(Rule):
                 if name and looks_like_model_name(name):
                     return True
                 if isinstance(recv, (cst.Name, cst.Attribute)):
-                    for q in ctx.constructed_qualnames(recv, site):
+                    try:
+                        quals = ctx.constructed_qualnames(recv, site)
+                    except RecursionError:  # `self.m = self.m.to(dev)` loops in FileContext.constructions
+                        quals = []
+                    for q in quals:
                         if q and q.startswith(MODEL_CONSTRUCTOR_PREFIXES):
                             return True
         return False

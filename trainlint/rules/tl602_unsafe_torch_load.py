@@ -141,7 +141,10 @@ class UnsafeTorchLoad(Rule):
                 continue
             if any(b.test is not None and "weights_only" in ctx.module.code_for_node(b.test) for b in call.ifs):
                 continue  # the code branches on the flag itself: a deliberate (often old-torch) path
-            origin = external_origin(ctx, path, call)
+            try:
+                origin = external_origin(ctx, path, call)
+            except RecursionError:  # FileContext.constructions loops on `self.x = self.x.to(dev)`
+                continue
             if origin is None:
                 continue
             when = (
