@@ -136,7 +136,7 @@ def type_guard(ctx: FileContext, target: cst.BaseExpression, site: Site) -> Opti
     choice the rule does not second-guess), or when there is no type test at all.
     """
     found: Optional[TypeGuard] = None
-    for block in site.ifs:
+    for block in conditions(ctx, site):
         test = block.test
         if block.kind != "if" or test is None:
             return None
@@ -147,8 +147,12 @@ def type_guard(ctx: FileContext, target: cst.BaseExpression, site: Site) -> Opti
     return found
 
 
-def enclosing_conditions(site: Site) -> List[Block]:
-    return list(site.ifs)
+_MAIN_GUARD = re.compile(r"""^__name__\s*==\s*['"]__main__['"]$""")
+
+
+def conditions(ctx: FileContext, site: Site) -> List[Block]:
+    """The `if`/`else` blocks around `site`, without `if __name__ == "__main__":`."""
+    return [b for b in site.ifs if not (b.kind == "if" and b.test is not None and _MAIN_GUARD.match(ctx.module.code_for_node(b.test).strip()))]
 
 
 @dataclass

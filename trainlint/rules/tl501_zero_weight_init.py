@@ -7,6 +7,7 @@ import libcst as cst
 
 from trainlint.analysis.facts import AssignSite, CallSite, Site
 from trainlint.analysis.layers import (
+    conditions,
     has_later_numbered_sibling,
     is_weight_layer_qualname,
     sibling_names,
@@ -253,7 +254,8 @@ class ZeroWeightInit(Rule):
         """
         import torch.nn as nn
         net = nn.Sequential(nn.Linear(784, 256), nn.ReLU(), nn.Linear(256, 10))
-        net[0].weight.data.fill_(0.01)  # !
+        if __name__ == "__main__":
+            net[0].weight.data.fill_(0.01)  # !
         """,
         """
         import torch.nn as nn
@@ -303,7 +305,7 @@ class ZeroWeightInit(Rule):
         if _NORM_NAME.search(last):
             return None
         what = {"zeros": "zeros", "ones": "ones", "constant": "one constant"}[kind]
-        if site.ifs:
+        if conditions(ctx, site):
             guard = type_guard(ctx, layer, site)
             if guard is None or guard.kind != "weight":
                 return None
@@ -397,7 +399,7 @@ class ZeroWeightInit(Rule):
         if not _WEIGHT_MATRIX.match(name):
             return None
         found = _const_value_kind(ctx, a.value, _ARRAY_CONST)
-        if not found or not _matrix_shape(found[1]) or a.ifs:
+        if not found or not _matrix_shape(found[1]) or conditions(ctx, a):
             return None
         if isinstance(target, cst.Name):
             siblings = sibling_names(ctx, function=a.function)
