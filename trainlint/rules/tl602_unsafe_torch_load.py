@@ -148,13 +148,13 @@ class UnsafeTorchLoad(Rule):
             if origin is None:
                 continue
             when = (
-                "with `pickle_module` given, torch.load never defaults to weights_only=True and"
+                "with `pickle_module` given, torch.load defaults to weights_only=False"
                 if call.keyword("pickle_module") is not None
-                else "before PyTorch 2.6 (and with `pickle_module`) this"
+                else "before PyTorch 2.6 (or with a `pickle_module`) torch.load defaults to weights_only=False"
             )
             yield Report(
                 call.node,
-                f"`torch.load` on a path from {origin} without `weights_only=True`: {when} "
+                f"`torch.load` on a path from {origin} without `weights_only=True`: {when} and "
                 f"unpickles arbitrary objects, so a crafted checkpoint runs code when loaded. "
                 f"Pass `weights_only=True` (or load safetensors).",
             )
