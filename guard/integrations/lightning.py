@@ -137,7 +137,8 @@ class _GuardCallbackLogic:
         self._close(RuntimeError("the previous fit did not finish"))
         optimizers = trainer.optimizers
         if not optimizers:
-            raise RuntimeError("GuardCallback: the trainer has no optimizer")
+            framework_note("GuardCallback: the trainer has no optimizer; nothing to guard")
+            return
         if self.optimizer_index >= len(optimizers):
             raise IndexError(f"GuardCallback: optimizer_index={self.optimizer_index} but the "
                              f"trainer has {len(optimizers)} optimizer(s)")

@@ -268,3 +268,23 @@ def test_guarded_train_detaches_when_the_data_loader_fails(tmp_path):
     cb = next(c for c in trainer.callback_handler.callbacks
               if isinstance(c, GuardTrainerCallback))
     _assert_detached(model, cb.guard.optimizer)
+
+
+def test_gradient_accumulation_one_record_per_step(tmp_path):
+    model, cb = TinyClassifier(TinyConfig()), GuardTrainerCallback()
+    trainer, ws = _train(model, cb, tmp_path, gradient_accumulation_steps=2)
+    assert ws == []
+    hist = cb.guard.history
+    assert len(hist) == trainer.state.global_step == 4
+    pairs = [(model.losses[i] + model.losses[i + 1]) / 2 for i in range(0, 8, 2)]
+    assert [r["loss"] for r in hist] == pytest.approx(pairs, rel=1e-5)
+
+
+def test_tensorboard_history_in_a_log_dir(tmp_path):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    model, cb = TinyClassifier(TinyConfig()), GuardTrainerCallback(tensorboard=tmp_path / "tb")
+    _train(model, cb, tmp_path / "out")
+    acc = EventAccumulator(str(tmp_path / "tb"))
+    acc.Reload()
+    assert len(acc.Scalars("guard/loss")) == 8

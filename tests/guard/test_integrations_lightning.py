@@ -270,3 +270,18 @@ def test_pytorch_lightning_package():
     assert guard_warnings(rec) == []
     assert len(cb.guard.history) == 4
     _assert_detached(module, cb.guard.optimizer)
+
+
+def test_tensorboard_history_in_the_trainers_logger(tmp_path):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    module, cb = Classifier(), GuardCallback(tensorboard=True)
+    logger = pl.loggers.TensorBoardLogger(str(tmp_path), name="run", version=0)
+    trainer = pl.Trainer(accelerator="cpu", devices=1, max_epochs=1, callbacks=[cb],
+                         logger=logger, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False)
+    trainer.fit(module, _loader())
+    logger.experiment.flush()
+    acc = EventAccumulator(logger.log_dir)
+    acc.Reload()
+    assert len(acc.Scalars("guard/grad_norm")) == 4
