@@ -78,12 +78,12 @@ class _Step:
     """What the pre-hook recorded for one step; tensors stay on the device."""
 
     __slots__ = ("step", "loss", "total", "per", "present", "bad", "scaler_inf", "gate",
-                 "host_bad", "host_skipped", "lr")
+                 "host_checked", "host_bad", "host_skipped", "lr")
 
     def __init__(self, step, loss, lr):
         self.step, self.loss, self.lr = step, loss, lr
         self.total = self.per = self.present = self.bad = self.scaler_inf = self.gate = None
-        self.host_bad = self.host_skipped = False
+        self.host_checked = self.host_bad = self.host_skipped = False
 
 
 class TrainingGuard:
@@ -465,15 +465,27 @@ class TrainingGuard:
             return grads_bad
         return grads_bad | ~torch.isfinite(loss)
 
+    def _host_nonfinite(self, rec, loss) -> bool:
+        """The same decision as _nonfinite_flag, on CPU tensors: two scalar reads
+        are cheaper than four tiny tensor ops."""
+        if loss is not None and not math.isfinite(loss.item()):
+            return True
+        if rec.total is None or rec.scaler_inf is not None:
+            return False
+        return not math.isfinite(rec.total.item() * max(1.0, self._max_lr()))
+
     def _gate_step(self, optimizer, rec, loss) -> None:
         if rec.total is None and loss is None:
             return
-        bad = self._decisions.device_any(self._nonfinite_flag(rec, loss))
-        rec.bad = bad
         if self._gate == "host":
-            if not bool(bad):
+            if self._device.type == "cpu" and not self._multi_device:
+                is_bad = self._decisions.host_any(self._host_nonfinite(rec, loss))
+            else:
+                is_bad = bool(self._decisions.device_any(self._nonfinite_flag(rec, loss)))
+            rec.host_checked, rec.host_bad = True, is_bad
+            if not is_bad:
                 return
-            rec.host_bad = rec.host_skipped = True
+            rec.host_skipped = True
             if self._checks["finite"].mode == "raise":
                 # Read back now: the finite check names the step and the first
                 # offending parameter and raises before the update is applied.
@@ -485,7 +497,10 @@ class TrainingGuard:
             for p, _ in self._stashed:
                 p.grad = None
             rec.host_skipped = True
-        elif self._gate == "device":
+            return
+        bad = self._decisions.device_any(self._nonfinite_flag(rec, loss))
+        rec.bad = bad
+        if self._gate == "device":
             flag = bad.float()
             if self._checks["finite"].mode == "raise":
                 # Latched: no update until the read-back raises.
@@ -662,6 +677,8 @@ class TrainingGuard:
             scaler = bool(v.get("scaler_inf", 0.0))
             if "bad" in v:
                 bad = bool(v["bad"])
+            elif r.host_checked:
+                bad = r.host_bad
             else:   # no gate: decide here, on the host (a GradScaler owns the gradients)
                 bad = (loss is not None and not math.isfinite(loss)) or \
                       (total is not None and not math.isfinite(total)

@@ -72,6 +72,7 @@ def summary(guard) -> Dict[str, Any]:
                   if a is not None and g is not None and a < g * (1 - 1e-6))
     es = guard._early
     return {
+        "world_size": getattr(guard._decisions, "world_size", 1),   # ranks (torch.distributed)
         "steps": len(h),
         "skipped_steps": sum(h.column("skipped")),
         "scaler_skipped_steps": sum(h.column("scaler_skipped")),
@@ -106,6 +107,9 @@ def layer_table(guard) -> List[Dict[str, Any]]:
 def format_report(guard) -> str:
     s = summary(guard)
     lines = ["TrainingGuard report", "===================="]
+    if s["world_size"] > 1:
+        lines.append(f"ranks: {s['world_size']} (torch.distributed; decisions agreed by all "
+                     f"ranks; loss and history of rank {guard._decisions.rank})")
     lines.append(f"steps: {s['steps']}  skipped (non-finite): {s['skipped_steps']}  "
                  f"skipped by GradScaler: {s['scaler_skipped_steps']}  "
                  f"non-finite: {s['nonfinite_steps']}  clipped: {s['clipped_steps']}")

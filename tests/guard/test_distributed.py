@@ -1,0 +1,453 @@
+"""guard under torch.distributed: every rank takes the same decision, none hangs.
+
+Each test runs 2 or 3 CPU processes with the ``gloo`` backend on 127.0.0.1 and
+a hard deadline: a rank still alive after it is killed and the test fails
+("hang"). The processes are forked from a forkserver that has imported torch
+once, so a test costs about a second.
+"""
+from __future__ import annotations
+
+import math
+import multiprocessing as mp
+import os
+import socket
+import time
+import traceback
+from datetime import timedelta
+
+import pytest
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel as DDP
+
+from guard import TrainingGuard
+from guard.decisions import Decisions
+from guard.distributed import DistributedDecisions, global_grad_norm, make_decisions
+
+pytestmark = pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(),
+                                reason="torch.distributed with gloo is not available")
+
+DEADLINE = 60.0      # seconds for a whole multi-process run (a hang fails the test)
+NAN = float("nan")
+
+
+# --------------------------------------------------------------------------- harness
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _worker(rank, world, port, scenario, kwargs, queue):
+    os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
+    torch.set_num_threads(1)
+    try:
+        dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank,
+                                world_size=world, timeout=timedelta(seconds=30))
+        try:
+            result = globals()[scenario](rank, world, **kwargs)
+        finally:
+            dist.destroy_process_group()
+        queue.put((rank, "ok", result))
+    except BaseException as e:  # report, never hang the parent
+        queue.put((rank, "error", f"{type(e).__name__}: {e}\n{traceback.format_exc()}"))
+
+
+_CTX = None
+
+
+def _context():
+    global _CTX
+    if _CTX is None:
+        method = "forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn"
+        _CTX = mp.get_context(method)
+        if method == "forkserver":
+            # DDP's constructor imports torch._dynamo (seconds): once, in the server.
+            _CTX.set_forkserver_preload(["torch", "torch.distributed", "torch._dynamo",
+                                         "torch.nn.parallel", "guard", "guard.distributed"])
+    return _CTX
+
+
+def run_ranks(scenario, world=2, deadline=DEADLINE, **kwargs):
+    """Run ``scenario(rank, world, **kwargs)`` on ``world`` gloo ranks; return
+    the per-rank results, in rank order. Fails on a hang or an error."""
+    ctx = _context()
+    queue = ctx.Queue()
+    port = _free_port()
+    procs = [ctx.Process(target=_worker, args=(r, world, port, scenario, kwargs, queue),
+                         daemon=True) for r in range(world)]
+    for p in procs:
+        p.start()
+    results, end = {}, time.monotonic() + deadline
+    try:
+        while len(results) < world and time.monotonic() < end:
+            try:
+                rank, status, value = queue.get(timeout=0.2)
+            except Exception:
+                if any(p.exitcode not in (None, 0) for p in procs):
+                    dead = [r for r, p in enumerate(procs) if p.exitcode not in (None, 0)]
+                    if not all(r in results for r in dead):
+                        time.sleep(0.5)   # its message may still be in the pipe
+                        while not queue.empty():
+                            rank, status, value = queue.get()
+                            results[rank] = (status, value)
+                        if not all(r in results for r in dead):
+                            pytest.fail(f"rank(s) {dead} died without a result")
+                continue
+            results[rank] = (status, value)
+        missing = [r for r in range(world) if r not in results]
+        if missing:
+            pytest.fail(f"{scenario}: rank(s) {missing} did not finish within {deadline:.0f} s "
+                        f"(hang); finished: {sorted(results)}")
+    finally:
+        for p in procs:
+            p.join(timeout=5)
+            if p.is_alive():
+                p.kill()
+                p.join(timeout=5)
+    errors = {r: v for r, (s, v) in results.items() if s == "error"}
+    if errors:
+        pytest.fail(f"{scenario}: errors on ranks {sorted(errors)}:\n" +
+                    "\n".join(errors.values()))
+    return [results[r][1] for r in range(world)]
+
+
+# --------------------------------------------------------------------------- scenarios
+def _setup(rank, seed=0, nin=8, ncls=4):
+    torch.manual_seed(seed)     # the same initial weights (DDP broadcasts them anyway)
+    model = nn.Sequential(nn.Linear(nin, 16), nn.ReLU(), nn.Linear(16, ncls))
+    ddp = DDP(model)
+    g = torch.Generator().manual_seed(100 + rank)   # each rank its own data
+    x = torch.randn(64, nin, generator=g)
+    y = (x[:, :ncls].argmax(1))
+    return model, ddp, x, y
+
+
+def _checksum(model):
+    return float(sum(p.detach().double().sum() for p in model.parameters()))
+
+
+def _quiet_checks(**extra):
+    checks = {"init": "off", "initial-loss": "off", "update": "off", "divergence": "off"}
+    checks.update(extra)
+    return checks
+
+
+def scenario_nan_one_rank(rank, world, policy="raise", where="loss", bad_rank=1, at=5,
+                          steps=12, repeats=1, check_every=50):
+    """A NaN on ``bad_rank`` only, at step ``at``: in the observed loss only
+    (gradients stay finite: a purely local flag) or in the input (NaN reaches
+    every rank's gradients through DDP's all-reduce)."""
+    outcomes = []
+    for rep in range(repeats):
+        model, ddp, x, y = _setup(rank, seed=rep)
+        crit = nn.CrossEntropyLoss()
+        opt = torch.optim.SGD(ddp.parameters(), lr=0.1, momentum=0.9)
+        outcome = {"raised": None, "step": None, "message": None}
+        try:
+            with TrainingGuard(ddp, opt, loss_fn=crit, on_nonfinite=policy,
+                               checks=_quiet_checks(), check_every=check_every) as gd:
+                assert isinstance(gd._decisions, DistributedDecisions)
+                for step in range(steps):
+                    xb, yb = x[step * 4 % 64:][:8], y[step * 4 % 64:][:8]
+                    if rank == bad_rank and step == at and where == "input":
+                        xb = xb.clone()
+                        xb[0, 0] = NAN
+                    opt.zero_grad()
+                    loss = crit(ddp(xb), yb)
+                    if rank == bad_rank and step == at and where == "loss":
+                        gd.observe_loss(torch.tensor(NAN))
+                    else:
+                        gd.observe_loss(loss)
+                    loss.backward()
+                    opt.step()
+        except Exception as e:
+            outcome.update(raised=type(e).__name__, step=getattr(e, "step", None),
+                           message=str(e))
+        hist = gd.history
+        outcome.update(steps=len(hist), skipped=[h["step"] for h in hist if h["skipped"]],
+                       grad_norms=[h["grad_norm"] for h in hist],
+                       finite=all(bool(torch.isfinite(p).all()) for p in model.parameters()),
+                       checksum=_checksum(model))
+        outcomes.append(outcome)
+    return outcomes
+
+
+def scenario_early_stop(rank, world, bad_rank=1, patience=2, restore_best=False):
+    """Every rank passes its own metric; only ``bad_rank``'s stops improving."""
+    model, ddp, x, y = _setup(rank)
+    crit = nn.CrossEntropyLoss()
+    opt = torch.optim.SGD(ddp.parameters(), lr=0.05)
+    stopped_at = None
+    with TrainingGuard(ddp, opt, loss_fn=crit, patience=patience, restore_best=restore_best,
+                       checks=_quiet_checks()) as gd:
+        for epoch in range(20):
+            for i in range(0, 64, 16):
+                opt.zero_grad()
+                crit(ddp(x[i:i + 16]), y[i:i + 16]).backward()
+                opt.step()
+            metric = 1.0 if (rank == bad_rank and epoch >= 3) else 1.0 / (epoch + 1)
+            if gd.early_stop(metric):
+                stopped_at = epoch
+                break
+    return {"stopped_at": stopped_at, "stopped": gd.stopped, "checksum": _checksum(model),
+            "restored": gd._early.restored}
+
+
+def scenario_accumulate(rank, world, accum=3, steps=6, nan_rank=None, nan_step=2,
+                        policy="skip"):
+    """Gradient accumulation with DDP's no_sync() on all but the last micro-batch;
+    a NaN in one micro-batch loss on one rank (under no_sync: local only)."""
+    model, ddp, x, y = _setup(rank)
+    crit = nn.CrossEntropyLoss()
+    opt = torch.optim.Adam(ddp.parameters(), lr=1e-2)
+    raised = None
+    try:
+        with TrainingGuard(ddp, opt, loss_fn=crit, max_grad_norm=1.0, on_nonfinite=policy,
+                           checks=_quiet_checks()) as gd:
+            for step in range(steps):
+                opt.zero_grad()
+                for micro in range(accum):
+                    i = (step * accum + micro) * 4 % 64
+                    ctx = ddp.no_sync() if micro < accum - 1 else _nullcontext()
+                    with ctx:
+                        loss = crit(ddp(x[i:i + 4]), y[i:i + 4])
+                        if rank == nan_rank and step == nan_step and micro == 0:
+                            gd.observe_loss(torch.tensor(NAN))
+                        else:
+                            gd.observe_loss(loss)
+                        (loss / accum).backward()
+                opt.step()
+    except Exception as e:
+        raised = (type(e).__name__, getattr(e, "step", None))
+    hist = gd.history
+    return {"raised": raised, "steps": len(hist),
+            "skipped": [h["step"] for h in hist if h["skipped"]],
+            "grad_norms": [h["grad_norm"] for h in hist],
+            "applied": [h["applied_grad_norm"] for h in hist],
+            "checksum": _checksum(model), "events": [e["cause"] for e in gd._events]}
+
+
+class _nullcontext:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *a):
+        return False
+
+
+def scenario_clip(rank, world, max_grad_norm=0.05, clip_value=None):
+    model, ddp, x, y = _setup(rank)
+    crit = nn.CrossEntropyLoss()
+    opt = torch.optim.SGD(ddp.parameters(), lr=0.5)
+    with TrainingGuard(ddp, opt, loss_fn=crit, max_grad_norm=max_grad_norm,
+                       clip_value=clip_value, checks=_quiet_checks(), check_every=4) as gd:
+        for step in range(8):
+            opt.zero_grad()
+            crit(ddp(x[step * 8:][:8]), y[step * 8:][:8]).backward()
+            opt.step()
+            if step == 3 and rank == 0:
+                gd.report()        # rank 0 only, inside the block: must not hang
+    hist = gd.history
+    return {"grad_norms": [h["grad_norm"] for h in hist],
+            "applied": [h["applied_grad_norm"] for h in hist],
+            "losses": [h["loss"] for h in hist], "checksum": _checksum(model)}
+
+
+def scenario_divergence_one_rank(rank, world, bad_rank=1):
+    """A check in "raise" mode that fires on one rank's local loss only."""
+    model, ddp, x, y = _setup(rank)
+    crit = nn.CrossEntropyLoss()
+    opt = torch.optim.SGD(ddp.parameters(), lr=0.01)
+    checks = _quiet_checks(divergence={"mode": "raise", "smooth": 3, "persist": 2,
+                                       "min_steps": 2})
+    raised = None
+    try:
+        with TrainingGuard(ddp, opt, loss_fn=None, checks=checks, check_every=5) as gd:
+            for step in range(40):
+                opt.zero_grad()
+                loss = crit(ddp(x[:8]), y[:8])
+                loss.backward()
+                gd.observe_loss(1.0 * 10 ** step if (rank == bad_rank and step > 8) else 1.0)
+                opt.step()
+    except Exception as e:
+        raised = (type(e).__name__, getattr(e, "step", None), getattr(e, "cause", None), str(e))
+    return {"raised": raised, "checksum": _checksum(model)}
+
+
+def scenario_report(rank, world, path):
+    model, ddp, x, y = _setup(rank)
+    crit = nn.CrossEntropyLoss()
+    opt = torch.optim.SGD(ddp.parameters(), lr=0.1)
+    with TrainingGuard(ddp, opt, loss_fn=crit, checks=_quiet_checks()) as gd:
+        for step in range(4):
+            opt.zero_grad()
+            crit(ddp(x[:8]), y[:8]).backward()
+            opt.step()
+        gd.to_json(path)            # every rank calls it; rank 0 writes
+    gd.to_json(path + ".after")
+    return {"report": gd.report()}
+
+
+def scenario_global_norm(rank, world):
+    """FSDP-style shards: the global norm from the shard norms equals the norm of
+    the whole (unsharded) gradient, for p = 2, 1 and inf."""
+    torch.manual_seed(0)
+    full = torch.randn(1000) * 3
+    shard = full.chunk(world)[rank]
+    out = {}
+    for p in (2.0, 1.0, math.inf):
+        local = torch.linalg.vector_norm(shard, p)
+        out[str(p)] = (float(global_grad_norm(local, p)),
+                       float(torch.linalg.vector_norm(full, p)))
+    out["decisions"] = float(DistributedDecisions().global_norm(
+        torch.linalg.vector_norm(shard)))
+    return out
+
+
+def scenario_make_decisions(rank, world):
+    sub = dist.new_group([0])          # every rank must call new_group
+    d_world = make_decisions()
+    d_sub = make_decisions(sub) if rank == 0 else None
+    return {"world": type(d_world).__name__, "world_size": d_world.world_size,
+            "sub": type(d_sub).__name__ if d_sub is not None else None,
+            "explicit": type(make_decisions(Decisions())).__name__}
+
+
+# --------------------------------------------------------------------------- tests
+def _same(results, key):
+    vals = [r[key] for r in results]
+    assert all(v == vals[0] for v in vals), f"{key} differs across ranks: {vals}"
+    return vals[0]
+
+
+def test_single_process_gets_the_identity():
+    assert type(make_decisions()) is Decisions
+    model = nn.Linear(2, 2)
+    g = TrainingGuard(model, torch.optim.SGD(model.parameters(), lr=0.1))
+    assert type(g._decisions) is Decisions
+
+
+def test_make_decisions_picks_the_distributed_one_for_the_world_and_a_group():
+    res = run_ranks("scenario_make_decisions", world=2)
+    assert res[0] == {"world": "DistributedDecisions", "world_size": 2, "sub": "Decisions",
+                      "explicit": "Decisions"}
+    assert res[1]["world"] == "DistributedDecisions"
+
+
+@pytest.mark.parametrize("world", [2, 3])
+@pytest.mark.parametrize("where", ["loss", "input"])
+def test_nan_on_one_rank_all_ranks_raise_at_the_same_step(world, where):
+    res = run_ranks("scenario_nan_one_rank", world=world, policy="raise", where=where,
+                    bad_rank=world - 1, repeats=3)
+    for rep in range(3):
+        outs = [r[rep] for r in res]
+        assert [o["raised"] for o in outs] == ["NonFiniteError"] * world
+        assert _same(outs, "step") == 5
+        assert _same(outs, "message")          # the same error text everywhere
+        assert all(o["finite"] for o in outs)  # the NaN update was never applied
+        _same(outs, "checksum")                # and the ranks stayed in step
+        assert _same(outs, "steps") == 6
+
+
+@pytest.mark.parametrize("world", [2, 3])
+def test_nan_on_one_rank_all_ranks_skip_the_same_step_and_go_on(world):
+    res = run_ranks("scenario_nan_one_rank", world=world, policy="skip", where="loss",
+                    bad_rank=0, repeats=2)
+    for rep in range(2):
+        outs = [r[rep] for r in res]
+        assert [o["raised"] for o in outs] == [None] * world
+        assert _same(outs, "skipped") == [5]
+        assert _same(outs, "steps") == 12
+        assert all(o["finite"] for o in outs)
+        _same(outs, "checksum")
+
+
+def test_nan_in_the_input_on_one_rank_skip():
+    res = run_ranks("scenario_nan_one_rank", world=2, policy="skip", where="input")
+    outs = [r[0] for r in res]
+    assert _same(outs, "skipped") == [5]
+    assert all(o["finite"] for o in outs)
+    _same(outs, "checksum")
+
+
+@pytest.mark.parametrize("world", [2, 3])
+def test_early_stop_decided_on_one_ranks_metric_stops_every_rank(world):
+    res = run_ranks("scenario_early_stop", world=world, bad_rank=world - 1, patience=2)
+    assert _same(res, "stopped_at") == 4          # metric flat from epoch 3, patience 2
+    assert all(r["stopped"] for r in res)
+    _same(res, "checksum")
+
+
+def test_restore_best_leaves_every_rank_with_the_same_weights():
+    res = run_ranks("scenario_early_stop", world=2, bad_rank=1, patience=2, restore_best=True)
+    assert _same(res, "stopped_at") == 4
+    _same(res, "checksum")
+    assert [r["restored"] for r in res] == [True, True]
+
+
+def test_grad_accumulation_with_no_sync_healthy():
+    res = run_ranks("scenario_accumulate", world=2)
+    assert _same(res, "raised") is None
+    assert _same(res, "steps") == 6
+    assert _same(res, "skipped") == []
+    _same(res, "grad_norms")
+    _same(res, "checksum")
+
+
+@pytest.mark.parametrize("policy", ["skip", "raise"])
+def test_nan_in_a_no_sync_micro_batch_on_one_rank(policy):
+    res = run_ranks("scenario_accumulate", world=2, nan_rank=1, nan_step=2, policy=policy)
+    if policy == "skip":
+        assert _same(res, "raised") is None
+        assert _same(res, "skipped") == [2]
+        assert _same(res, "steps") == 6
+    else:
+        assert _same(res, "raised") == ("NonFiniteError", 2)
+    _same(res, "checksum")
+
+
+def test_clipping_is_equal_across_ranks_and_report_on_one_rank_does_not_hang():
+    res = run_ranks("scenario_clip", world=2, max_grad_norm=0.05)
+    norms = _same(res, "grad_norms")
+    applied = _same(res, "applied")
+    assert len(norms) == 8
+    assert all(a <= 0.05 + 1e-6 for a in applied)
+    assert any(n > 0.05 for n in norms)
+    _same(res, "checksum")
+    assert res[0]["losses"] != res[1]["losses"]   # each rank keeps its own loss
+
+
+def test_a_raising_check_on_one_ranks_loss_raises_on_every_rank():
+    res = run_ranks("scenario_divergence_one_rank", world=2)
+    raised = _same(res, "raised")
+    assert raised is not None and raised[0] == "DivergenceError", raised
+    assert "seen on rank 1 of 2" in raised[3]
+    _same(res, "checksum")
+
+
+def test_reports_are_written_once_and_say_how_many_ranks(tmp_path):
+    path = str(tmp_path / "guard.json")
+    res = run_ranks("scenario_report", world=2, path=path)
+    import json
+    with open(path) as fh:      # inside the block: no read-back on one rank (no collective)
+        doc = json.load(fh)
+    assert doc["summary"]["world_size"] == 2
+    with open(path + ".after") as fh:
+        doc = json.load(fh)
+    assert doc["summary"]["world_size"] == 2
+    assert doc["summary"]["steps"] == 4
+    assert "ranks: 2" in res[0]["report"]
+    files = sorted(os.listdir(tmp_path))
+    assert files == ["guard.json", "guard.json.after"]
+
+
+@pytest.mark.parametrize("world", [2, 3])
+def test_global_norm_of_shards_is_the_norm_of_the_whole(world):
+    res = run_ranks("scenario_global_norm", world=world)
+    for r in res:
+        for p in ("2.0", "1.0", "inf"):
+            got, want = r[p]
+            assert got == pytest.approx(want, rel=1e-5)
+        assert r["decisions"] == pytest.approx(r["2.0"][1], rel=1e-5)
