@@ -162,8 +162,8 @@ def test_nan_from_a_huge_learning_rate_raises_through_train_and_detaches(tmp_pat
     _assert_detached(model, cb.guard.optimizer)
 
 
-def _plain_guard_causes(model, steps=8):
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
+def _plain_guard_causes(model, steps=8, lr=1e-2):
+    opt = torch.optim.AdamW(model.parameters(), lr=lr)
     x, y = data(n=128)
     with warnings.catch_warnings(record=True) as rec:
         warnings.simplefilter("always")
@@ -177,16 +177,25 @@ def _plain_guard_causes(model, steps=8):
     return _causes(guard_warnings(rec))
 
 
-@pytest.mark.parametrize("kind", ["unused-parameter", "logits-x100"])
+PATHOLOGIES = {
+    # kind: (config options, Trainer arguments, the finding it must give)
+    "unused-parameter": (dict(unused=True), {}, ("update", "no-grad")),
+    "logits-x100": (dict(logit_scale=100.0), {}, ("initial-loss", "too-high")),
+    # The Trainer must not clip here: the guard sees gradients after the Trainer's clip.
+    "exploding": (dict(logit_scale=1e5), dict(max_grad_norm=0.0, learning_rate=1e-9),
+                  ("gradient-norm", "exploding")),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(PATHOLOGIES))
 def test_same_pathologies_as_the_plain_guard(kind, tmp_path):
-    cfg = (lambda: TinyConfig(unused=True)) if kind == "unused-parameter" else \
-        (lambda: TinyConfig(logit_scale=100.0))
-    expected = ("update", "no-grad") if kind == "unused-parameter" else \
-        ("initial-loss", "too-high")
+    options, train_args, expected = PATHOLOGIES[kind]
     cb = GuardTrainerCallback()
-    _, ws = _train(TinyClassifier(cfg()), cb, tmp_path)
-    assert any((w.check, w.cause) == expected for w in ws), _causes(ws)
-    assert _causes(ws) == _plain_guard_causes(TinyClassifier(cfg()))
+    _, ws = _train(TinyClassifier(TinyConfig(**options)), cb, tmp_path, **train_args)
+    plain = _plain_guard_causes(TinyClassifier(TinyConfig(**options)),
+                                lr=train_args.get("learning_rate", 1e-2))
+    assert expected in _causes(ws)
+    assert _causes(ws) == plain
 
 
 def test_trainer_clips_the_guard_does_not(tmp_path):

@@ -138,16 +138,21 @@ def test_nan_with_skip_keeps_training_and_counts_skipped_steps():
     _assert_detached(module, cb.guard.optimizer)
 
 
-@pytest.mark.parametrize("kind", ["unused-parameter", "logits-x100"])
+PATHOLOGIES = {
+    # kind: (module options, the finding it must give)
+    "unused-parameter": (dict(unused=True), ("update", "no-grad")),
+    "logits-x100": (dict(logit_scale=100.0), ("initial-loss", "too-high")),
+    "exploding": (dict(logit_scale=1e5, lr=1e-9), ("gradient-norm", "exploding")),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(PATHOLOGIES))
 def test_same_pathologies_as_the_plain_guard(kind):
-    make = (lambda: Classifier(unused=True)) if kind == "unused-parameter" else \
-        (lambda: Classifier(logit_scale=100.0))
-    expected = ("update", "no-grad") if kind == "unused-parameter" else \
-        ("initial-loss", "too-high")
+    options, expected = PATHOLOGIES[kind]
     cb = GuardCallback()
-    _, ws = _fit(make(), cb)
-    plain = _plain_guard_causes(make(), steps=8)
-    assert any((w.check, w.cause) == expected for w in ws), _causes(ws)
+    _, ws = _fit(Classifier(**options), cb)
+    plain = _plain_guard_causes(Classifier(**options), steps=8)
+    assert expected in _causes(ws)
     assert _causes(ws) == plain
 
 
