@@ -5,6 +5,15 @@ the events of the loop body in order, with calls to same-module functions and me
 expanded in place (a `train_step()` helper's backward/step count as the loop's own),
 but without the bodies of nested loops, which are iterations of their own.
 `all_events(loop)` includes everything the loop runs, nested loops too.
+`iteration_units()` lists every loop iteration and every function's loop-free body (a
+training step a framework calls); `nested_iteration_units()` the loops whose iteration runs
+inner (micro-batch) loops, flattened.
+
+Order rules compare positions in one such list and ask `exclusive(a, b)` (different
+branches of one `if`), `conditions(e, loop)` / `is_conditional_wrt(a, b, loop)` (the `if`s
+an event depends on), `Training.in_except(e)` (error-recovery code),
+`Training.grad_enabled_at(site)` and `Training.backward_loss(site)` (the tensor a
+backward differentiates).
 """
 
 from __future__ import annotations
