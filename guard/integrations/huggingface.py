@@ -123,7 +123,11 @@ class GuardTrainerCallback(TrainerCallback):
         self.close(RuntimeError("the previous train() did not finish"))
         if model is None or optimizer is None:
             raise RuntimeError("GuardTrainerCallback: the Trainer passed no model/optimizer")
-        optimizer = unwrap_optimizer(optimizer)
+        try:
+            optimizer = unwrap_optimizer(optimizer)
+        except TypeError as exc:   # e.g. a DeepSpeed optimizer
+            framework_note(f"GuardTrainerCallback: {exc}; the guard is not attached")
+            return control
 
         max_grad_norm, clip_value = self.max_grad_norm, self.clip_value
         if args.max_grad_norm:

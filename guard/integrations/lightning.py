@@ -142,7 +142,11 @@ class _GuardCallbackLogic:
         if self.optimizer_index >= len(optimizers):
             raise IndexError(f"GuardCallback: optimizer_index={self.optimizer_index} but the "
                              f"trainer has {len(optimizers)} optimizer(s)")
-        optimizer = unwrap_optimizer(optimizers[self.optimizer_index])
+        try:
+            optimizer = unwrap_optimizer(optimizers[self.optimizer_index])
+        except TypeError as exc:   # e.g. a DeepSpeed optimizer
+            framework_note(f"GuardCallback: {exc}; the guard is not attached")
+            return
 
         clip_val = getattr(trainer, "gradient_clip_val", None)
         max_grad_norm, clip_value = self.max_grad_norm, self.clip_value
