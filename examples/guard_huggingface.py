@@ -20,7 +20,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
-from transformers import PretrainedConfig, PreTrainedModel, Trainer, TrainingArguments  # noqa: E402
+from transformers import (PretrainedConfig, PreTrainedModel, Trainer,  # noqa: E402
+                          TrainingArguments)
 
 from guard.integrations.huggingface import GuardTrainerCallback  # noqa: E402
 
