@@ -15,6 +15,9 @@ The result is the median over rounds of the per-step time of each variant
 and the median of the per-round ratios guarded / plain -- in wall-clock time
 and, on the CPU, in process CPU time (robust when the machine is shared).
 
+On the CPU it also attributes the difference (see ``attribute``): the CPU time
+of clip_grad_norm_ in the plain loop against that of the guard's hooks.
+
 On CUDA it also proves the "no host-device sync in steady state" contract:
 ``torch.cuda.set_sync_debug_mode("error")`` is switched on for steady-state
 guarded steps (between read-backs); any sync would raise. It then counts the
@@ -101,6 +104,62 @@ def run_block(model, opt, crit, xs, ys, steps, warmup, device, guard_kw=None):
     finally:
         if guard is not None:
             guard.__exit__(None, None, None)
+
+
+def attribute(args, model, opt, crit, xs, ys, device, guard_kw, steps):
+    """CPU time of what differs between the variants, measured inside the steps:
+    clip_grad_norm_ in the plain loop; the guard's optimizer hooks and loss hook in
+    the guarded one (timing hooks registered around the guard's own). Less noisy
+    on a shared machine than whole-step ratios; CPU backend only."""
+    clock = time.thread_time
+    spent = {"clip": 0.0, "guard": 0.0, "step": 0.0}
+    for i in range(args.warmup):
+        run_block(model, opt, crit, xs, ys, 1, 0, device)
+    c0 = clock()
+    for i in range(steps):
+        k = next(walk) * 97 % len(xs)
+        opt.zero_grad(set_to_none=True)
+        crit(model(xs[k]), ys[k]).backward()
+        t = clock()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        spent["clip"] += clock() - t
+        opt.step()
+    spent["step"] = clock() - c0
+    marks = {}
+
+    def start(name):
+        def hook(*a, **k):
+            marks[name] = clock()
+        return hook
+
+    def stop(name):
+        def hook(*a, **k):
+            spent["guard"] += clock() - marks.pop(name)
+        return hook
+    # pre/post hooks run in registration order: ours before and after the guard's
+    handles = [opt.register_step_pre_hook(start("pre")), opt.register_step_post_hook(start("post")),
+               crit.register_forward_hook(start("loss"))]
+    guard = TrainingGuard(model, opt, loss_fn=crit, **guard_kw)
+    with guard:
+        handles += [opt.register_step_pre_hook(stop("pre")),
+                    opt.register_step_post_hook(stop("post")),
+                    crit.register_forward_hook(stop("loss"))]
+        for i in range(args.warmup + steps):
+            k = next(walk) * 97 % len(xs)
+            opt.zero_grad(set_to_none=True)
+            crit(model(xs[k]), ys[k]).backward()
+            if i == args.warmup:
+                spent["guard"] = 0.0
+            opt.step()
+        for h in handles[3:]:
+            h.remove()
+    for h in handles[:3]:
+        h.remove()
+    plain_step = spent["step"] / steps
+    return {"plain_cpu_ms_per_step": 1e3 * plain_step,
+            "clip_grad_norm_cpu_ms_per_step": 1e3 * spent["clip"] / steps,
+            "guard_hooks_cpu_ms_per_step": 1e3 * spent["guard"] / steps,
+            "net_overhead_percent": 100 * (spent["guard"] - spent["clip"]) / steps / plain_step}
 
 
 def prove_no_sync(args, model, opt, crit, xs, ys, device):
@@ -200,6 +259,9 @@ def main(argv=None):
             "median_cpu_ratio": statistics.median(ratios_cpu),
             "cpu_overhead_percent": 100 * (statistics.median(ratios_cpu) - 1),
         })
+    if device.type == "cpu":
+        result["attribution"] = attribute(args, model, opt, crit, xs, ys, device, guard_kw,
+                                          args.steps * 3)
     if device.type == "cuda":
         result["sync_check"] = prove_no_sync(args, model, opt, crit, xs, ys, device)
     print(json.dumps(result, indent=1))
