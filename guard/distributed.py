@@ -107,17 +107,24 @@ class DistributedDecisions(Decisions):
             return []
         gathered: List[Optional[list]] = [None] * self.world_size
         dist.all_gather_object(gathered, list(findings), group=self.group)
-        merged, ranks = {}, {}
+        merged, ranks, texts = {}, {}, {}
         for r, fs in enumerate(gathered):
             for f in fs or []:
-                merged.setdefault(f.cause, f)
                 ranks.setdefault(f.cause, []).append(r)
+                texts.setdefault(f.cause, set()).add(f.message)
+                # A finding that names its culprit wins over one that cannot (param
+                # "?": the flag was agreed from another rank's NaN).
+                if f.cause not in merged or (merged[f.cause][1].param == "?"
+                                             and f.param != "?"):
+                    merged[f.cause] = (r, f)
         out = []
-        for cause, f in merged.items():
+        for cause, (r, f) in merged.items():
             on = ranks[cause]
             if len(on) < self.world_size:
                 f.message = (f"{f.message} (seen on rank{'s' if len(on) > 1 else ''} "
                              f"{', '.join(map(str, on))} of {self.world_size})")
+            elif len(texts[cause]) > 1:
+                f.message = f"{f.message} (rank {r} of {self.world_size})"
             out.append(f)
         return out
 
