@@ -6,17 +6,20 @@
         ...   # your own training loop
     print(g.report())
 
-Public names: :class:`TrainingGuard`, :class:`GuardWarning` and the errors
-(:class:`GuardError` and its subclasses). See the README's guard section.
+Public names: :class:`TrainingGuard`, :class:`GuardWarning`, the errors
+(:class:`GuardError` and its subclasses) and the sanity tools
+:func:`overfit_one_batch` and :func:`lr_find`. See the README's guard section.
 """
 from .errors import (DivergenceError, ExplodingGradientError, GuardError, GuardWarning,
                      InitError, InitialLossError, NoUpdateError, NonFiniteError,
                      VanishingGradientError)
 from .guard import TrainingGuard
+from .sanity import LRFinderResult, OverfitResult, lr_find, overfit_one_batch
 
 __all__ = [
     "TrainingGuard",
     "GuardError", "InitError", "InitialLossError", "NonFiniteError",
     "ExplodingGradientError", "VanishingGradientError", "NoUpdateError",
     "DivergenceError", "GuardWarning",
+    "overfit_one_batch", "lr_find", "OverfitResult", "LRFinderResult",
 ]
