@@ -4,7 +4,7 @@ from typing import Iterator, Optional
 
 import libcst as cst
 
-from trainlint.analysis.facts import AssignSite, CallSite, Site, walk
+from trainlint.analysis.facts import AssignSite, Site, walk
 from trainlint.analysis.training import BACKWARD
 from trainlint.rules.base import Report, Rule
 
