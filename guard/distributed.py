@@ -21,7 +21,12 @@ What needs a reduction and what does not
   holds a different slice), and the validation metric passed to
   :meth:`~guard.TrainingGuard.early_stop`.
 
-The per-step path adds exactly one collective, and only when the guard has a
+FSDP: the guard measures each rank's shards and sums their squared norms over
+ranks (one ``all_reduce`` of one number per parameter per step, the same sum as
+``FullyShardedDataParallel.clip_grad_norm_``), so per-parameter and global norms,
+the clip coefficient and the non-finite flag from them are identical on all ranks.
+
+Under DDP the per-step path adds exactly one collective, and only when the guard has a
 per-step decision to take (``on_nonfinite="raise"``/``"skip"``): the step's
 non-finite flag (gradients | loss) is reduced with one ``all_reduce(MAX)`` of a
 0-d tensor on the gradients' device. On an accelerator this is asynchronous
@@ -157,9 +162,10 @@ def global_grad_norm(local_norm: torch.Tensor, norm_type: float = 2.0, group=Non
     """Global ``norm_type``-norm of a gradient sharded over the ranks of
     ``group``, from this rank's shard norm -- what
     ``FullyShardedDataParallel.clip_grad_norm_`` computes: one ``all_reduce``
-    (SUM of ``norm**p``, or MAX for the inf-norm), no host sync."""
+    (SUM of ``norm**p``, or MAX for the inf-norm), no host sync. Elementwise for
+    a vector of norms (one per parameter: the per-parameter global norms)."""
     device = device or _comm_device(group)
-    t = local_norm.detach().reshape(()).to(device=device, dtype=torch.float32)
+    t = local_norm.detach().to(device=device, dtype=torch.float32, copy=True)
     p = float(norm_type)
     if math.isinf(p):
         dist.all_reduce(t, op=dist.ReduceOp.MAX, group=group)
@@ -167,6 +173,27 @@ def global_grad_norm(local_norm: torch.Tensor, norm_type: float = 2.0, group=Non
     t = t.pow(p)
     dist.all_reduce(t, op=dist.ReduceOp.SUM, group=group)
     return t.pow(1.0 / p).to(local_norm.device)
+
+
+def local_tensor(t: torch.Tensor) -> torch.Tensor:
+    """This rank's shard of a DTensor (FSDP2 parameters and gradients), a view
+    that in-place ops write through; any other tensor as is."""
+    to_local = getattr(t, "to_local", None)
+    return to_local() if callable(to_local) and type(t).__name__ == "DTensor" else t
+
+
+def is_sharded(model: nn.Module) -> bool:
+    """Whether ``model``'s parameters are sharded across ranks: FSDP2
+    (``fully_shard``: DTensor parameters) or FSDP1 (``FullyShardedDataParallel``)."""
+    if dist is None or not dist.is_available():
+        return False
+    if any(type(p).__name__ == "DTensor" for p in model.parameters()):
+        return True
+    try:
+        from torch.distributed.fsdp import FullyShardedDataParallel
+    except ImportError:  # pragma: no cover
+        return False
+    return any(isinstance(m, FullyShardedDataParallel) for m in model.modules())
 
 
 def make_decisions(process_group=None) -> Decisions:

@@ -52,6 +52,7 @@ from .checks.init import ActivationProbe
 from .checks.initial_loss import describe_loss_call
 from .config import parse_checks
 from .decisions import make_decisions
+from .distributed import is_sharded, local_tensor
 from .errors import GuardWarning
 from .report import History, format_report, to_json
 from .window import UpdateSample, Window
@@ -156,6 +157,7 @@ class TrainingGuard:
                         for name, (mode, opts) in parse_checks(checks, on_nonfinite).items()}
         self._early = EarlyStopping(patience, min_delta, mode, restore_best)
         self._decisions = make_decisions(process_group)
+        self._sharded = is_sharded(self.root)   # FSDP: each rank holds a shard
         self._history = History()
         self._events: List[Dict[str, Any]] = []
         self._event_index: Dict[tuple, int] = {}
@@ -274,7 +276,8 @@ class TrainingGuard:
         # Checks on entry run before any hook exists: raising here leaves nothing behind.
         for name in ("init", "update"):
             check = self._checks[name]
-            if check.mode != "off":
+            # FSDP: each rank holds shards, not the layers' weights -- no init statistics.
+            if check.mode != "off" and not (self._sharded and name == "init"):
                 self._emit(check, check.on_enter())
         try:
             self._attach()
@@ -395,6 +398,10 @@ class TrainingGuard:
         present = None
         if len(grads) != len(params):
             present = [i for i, p in enumerate(params) if p.grad is not None]
+        if self._sharded:   # FSDP: norms of the shards, summed over ranks
+            grads, sharded_per = self._sharded_norms(params)
+            present = None
+            self._unseen = set()   # a parameter without a shard here has one elsewhere
         if self._unseen:
             self._unseen = {i for i in self._unseen if params[i].grad is None}
         loss = self._take_loss()
@@ -402,14 +409,17 @@ class TrainingGuard:
         if step == 0 and loss is not None and self._loss_meta:
             self._initial_loss(loss)
         with torch.no_grad():
-            if grads:
-                if self._norm_dtype is None:
-                    norms = torch._foreach_norm(grads)
+            if grads or self._sharded:
+                if self._sharded:
+                    per = sharded_per
                 else:
-                    norms = torch._foreach_norm(grads, 2, dtype=self._norm_dtype)
-                if self._multi_device:
-                    norms = [n.to(self._device) for n in norms]
-                per = torch.stack(norms)
+                    if self._norm_dtype is None:
+                        norms = torch._foreach_norm(grads)
+                    else:
+                        norms = torch._foreach_norm(grads, 2, dtype=self._norm_dtype)
+                    if self._multi_device:
+                        norms = [n.to(self._device) for n in norms]
+                    per = torch.stack(norms)
                 total = torch.linalg.vector_norm(per)
                 # A GradScaler may hand a fused optimizer still-scaled gradients
                 # (grad_scale set, unscaled inside the kernel): measure unscaled.
@@ -419,7 +429,8 @@ class TrainingGuard:
                     per, total = per * inv, total * inv
                 rec.per, rec.total, rec.present = per, total, present
                 rec.scaler_inf = getattr(optimizer, "found_inf", None)
-                self._clip(grads, total, scale)
+                if grads:
+                    self._clip(grads, total, scale)
             if self._gate is not None:
                 self._gate_step(optimizer, rec, loss)
             if self._checks["update"].mode != "off" and \
@@ -427,6 +438,20 @@ class TrainingGuard:
                 self._snapshot_before(step)
         self._pending.append(rec)
         return None
+
+    def _sharded_norms(self, params):
+        """FSDP: this rank's gradient shards (what clipping scales in place) and
+        the true per-parameter norms -- sqrt of the shards' squared norms summed
+        over ranks, one all_reduce of P numbers -- identical on every rank."""
+        have = [i for i, p in enumerate(params)
+                if p.grad is not None and local_tensor(p.grad).numel()]
+        grads = [local_tensor(params[i].grad) for i in have]
+        local = torch.zeros(len(params), device=self._device)
+        if grads:
+            norms = torch._foreach_norm(grads)
+            local[torch.tensor(have, device=self._device)] = \
+                torch.stack([n.to(self._device).float() for n in norms])
+        return grads, self._decisions.global_norm(local)
 
     def _clip(self, grads, total, scale) -> None:
         if self.clip_value is not None:
@@ -560,7 +585,7 @@ class TrainingGuard:
 
     # ------------------------------------------------------- update sampling
     def _snapshot_before(self, step) -> None:
-        params = self._params
+        params = self._local_params()
         if not params:
             return
         if self._sample_idx is None:
@@ -577,12 +602,22 @@ class TrainingGuard:
     def _snapshot_after(self) -> None:
         step, before, full_before = self._snapshot
         self._snapshot = None
-        params = self._params
+        params = self._local_params()
         after = [torch.take(p, i) for p, i in zip(params, self._sample_idx)]
         delta = self._norms(torch._foreach_sub(after, before))
         weight = self._norms(after)
         full_after = self._norms(params) if full_before is not None else None
+        if self._sharded:   # FSDP: the shards' norms summed over ranks, one all_reduce
+            rows = [delta, weight] + ([full_before, full_after] if full_before is not None
+                                      else [])
+            rows = self._decisions.global_norm(torch.stack(rows)).unbind()
+            delta, weight = rows[0], rows[1]
+            if full_before is not None:
+                full_before, full_after = rows[2], rows[3]
         self._pending_updates.append((step, delta, weight, full_before, full_after))
+
+    def _local_params(self) -> List[torch.Tensor]:
+        return [local_tensor(p) for p in self._params] if self._sharded else self._params
 
     def _norms(self, tensors) -> torch.Tensor:
         norms = torch._foreach_norm(tensors) if self._norm_dtype is None else \
@@ -716,7 +751,10 @@ class TrainingGuard:
         if not self._params:
             return []
         # Max-abs norm: unlike the L2 norm it cannot overflow on large finite values.
-        norms = torch._foreach_norm(self._params, math.inf)
+        params = self._local_params()
+        if self._sharded:   # an empty shard holds nothing non-finite
+            params = [p if p.numel() else p.new_zeros(1) for p in params]
+        norms = torch._foreach_norm(params, math.inf)
         if self._multi_device:
             norms = [n.to(self._device) for n in norms]
         ok = torch.isfinite(torch.stack([n.float() for n in norms])).cpu().tolist()

@@ -451,3 +451,100 @@ def test_global_norm_of_shards_is_the_norm_of_the_whole(world):
             got, want = r[p]
             assert got == pytest.approx(want, rel=1e-5)
         assert r["decisions"] == pytest.approx(r["2.0"][1], rel=1e-5)
+
+
+def scenario_fsdp_norm(rank, world, kind):
+    """Real FSDP-sharded gradients on CPU/gloo: global_grad_norm of this rank's
+    shard norms equals FSDP's own global norm and the unsharded model's."""
+    from torch.distributed.fsdp import FullyShardedDataParallel as FSDP, fully_shard
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 4))
+    ref = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 4))
+    ref.load_state_dict(model.state_dict())
+    torch.manual_seed(1)
+    xs, ys = torch.randn(world, 4, 8), torch.randint(0, 4, (world, 4))
+    crit = nn.CrossEntropyLoss()
+    if kind == "fsdp1":
+        model = FSDP(model, device_id=torch.device("cpu"), use_orig_params=True)
+    else:
+        fully_shard(model[0])
+        fully_shard(model)
+    crit(model(xs[rank]), ys[rank]).backward()
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    local = [g.to_local() if hasattr(g, "to_local") else g for g in grads]
+    shard_norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(local))) \
+        if local else torch.zeros(())
+    got = float(global_grad_norm(shard_norm))
+    if kind == "fsdp1":
+        fsdp_norm = float(model.clip_grad_norm_(1e9))
+    else:
+        fsdp_norm = float(torch.nn.utils.get_total_norm(grads).full_tensor())
+    (sum(crit(ref(xs[r]), ys[r]) for r in range(world)) / world).backward()
+    want = float(torch.nn.utils.get_total_norm([p.grad for p in ref.parameters()]))
+    return {"global": got, "fsdp": fsdp_norm, "unsharded": want, "shard": float(shard_norm)}
+
+
+@pytest.mark.parametrize("kind", ["fsdp1", "fsdp2"])
+def test_global_norm_of_real_fsdp_shards(kind):
+    res = run_ranks("scenario_fsdp_norm", world=2, kind=kind)
+    for r in res:
+        assert r["global"] == pytest.approx(r["fsdp"], rel=1e-5)
+        assert r["global"] == pytest.approx(r["unsharded"], rel=1e-4)
+    assert res[0]["shard"] != pytest.approx(res[0]["global"], rel=1e-3)   # shards really differ
+
+
+def scenario_fsdp_guard(rank, world, kind, nan_rank=None, nan_step=2):
+    """The guard on an FSDP model: the global norm (before clipping) is the
+    unsharded model's, clipping uses it, a NaN on one rank is skipped on all."""
+    import warnings
+    from torch.distributed.fsdp import FullyShardedDataParallel as FSDP, fully_shard
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 4))
+    ref = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 4))
+    ref.load_state_dict(model.state_dict())
+    if kind == "fsdp1":
+        model = FSDP(model, device_id=torch.device("cpu"), use_orig_params=True)
+    else:
+        fully_shard(model[0])
+        fully_shard(model)
+    torch.manual_seed(1)
+    xs, ys = torch.randn(5, world, 8, 8), torch.randint(0, 4, (5, world, 8))
+    crit = nn.CrossEntropyLoss()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    ropt = torch.optim.SGD(ref.parameters(), lr=0.1)
+    ref_norms = []
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with TrainingGuard(model, opt, loss_fn=crit, max_grad_norm=0.1, on_nonfinite="skip",
+                           checks={"initial-loss": "off"}) as gd:
+            for step in range(5):
+                opt.zero_grad()
+                loss = crit(model(xs[step, rank]), ys[step, rank])
+                if rank == nan_rank and step == nan_step:
+                    gd.observe_loss(float("nan"))
+                loss.backward()
+                opt.step()
+                ropt.zero_grad()
+                (sum(crit(ref(xs[step, r]), ys[step, r]) for r in range(world))
+                 / world).backward()
+                ref_norms.append(float(torch.nn.utils.clip_grad_norm_(ref.parameters(), 0.1)))
+                if rank == nan_rank and step == nan_step or \
+                        nan_rank is not None and step == nan_step:
+                    ropt.zero_grad()      # the guard skipped this step on every rank
+                    continue
+                ropt.step()
+    hist = gd.history
+    return {"norms": [h["grad_norm"] for h in hist], "ref": ref_norms,
+            "skipped": [h["step"] for h in hist if h["skipped"]],
+            "warnings": [str(w.message)[:120] for w in caught
+                         if "GuardWarning" in type(w.message).__name__]}
+
+
+@pytest.mark.parametrize("kind", ["fsdp1", "fsdp2"])
+def test_guard_on_fsdp_global_norm_clipping_and_skip(kind):
+    res = run_ranks("scenario_fsdp_guard", world=2, kind=kind, nan_rank=1)
+    norms = _same(res, "norms")
+    assert norms == pytest.approx(res[0]["ref"], rel=1e-4)   # true global norms
+    assert _same(res, "skipped") == [2]
+    assert _same(res, "warnings") == [] or all("finite" in w for w in res[0]["warnings"]), \
+        res[0]["warnings"]
