@@ -33,7 +33,11 @@ class Decisions:
 
     def findings(self, findings: List) -> List:
         """Agree on the findings of a window before anything is raised."""
-        return findings
+        return self.agree([findings])[0]
+
+    def agree(self, groups: List[List]) -> List[List]:
+        """Agree on several lists of findings at once (one per check of a read-back)."""
+        return groups
 
     def sync_module(self, module) -> None:
         """Make every rank hold the same weights (after restoring the best ones)."""

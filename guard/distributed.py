@@ -31,9 +31,9 @@ per-step decision to take (``on_nonfinite="raise"``/``"skip"``): the step's
 non-finite flag (gradients | loss) is reduced with one ``all_reduce(MAX)`` of a
 0-d tensor on the gradients' device. On an accelerator this is asynchronous
 like any other collective: it adds no host-device synchronisation. Findings are
-agreed at each read-back (every ``check_every`` steps), one ``all_reduce(MAX)``
-per check that runs, plus one ``all_gather_object`` only when some rank has a
-finding. ``early_stop`` adds one ``all_reduce`` per call.
+agreed at each read-back (every ``check_every`` steps): one ``all_reduce(MAX)``
+for all checks together, plus one ``all_gather_object`` only when some rank has
+a finding. ``early_stop`` adds one ``all_reduce`` per call.
 
 Reports: every rank keeps its own history (its own losses), ``report()`` says
 how many ranks there were, and ``to_json()`` / ``plot()`` write on rank 0 only.
@@ -102,18 +102,23 @@ class DistributedDecisions(Decisions):
         t = torch.tensor(1.0 if flag else 0.0, device=self.device)
         return bool(self._max_(t).item())
 
-    def findings(self, findings: List) -> List:
-        """Every rank returns the same list: the findings of all ranks, in rank
-        order, one per cause (the first rank's), so that a check in ``"raise"``
-        mode raises the same error on every rank. A finding seen on some ranks
-        only says so in its message."""
-        n = torch.tensor(float(len(findings)), device=self.device)
+    def agree(self, groups: List[List]) -> List[List]:
+        """Every rank returns the same lists: per group (one per check), the
+        findings of all ranks in rank order, one per cause, so that a check in
+        ``"raise"`` mode raises the same error on every rank. One
+        ``all_reduce(MAX)`` of the finding count; an ``all_gather_object`` only
+        when some rank has a finding. A finding seen on some ranks only says so."""
+        n = torch.tensor(float(sum(len(g) for g in groups)), device=self.device)
         if self._max_(n).item() == 0:
-            return []
+            return [[] for _ in groups]
         gathered: List[Optional[list]] = [None] * self.world_size
-        dist.all_gather_object(gathered, list(findings), group=self.group)
+        dist.all_gather_object(gathered, [list(g) for g in groups], group=self.group)
+        return [self._merge([(r, fs[k]) for r, fs in enumerate(gathered)])
+                for k in range(len(groups))]
+
+    def _merge(self, per_rank) -> List:
         merged, ranks, texts = {}, {}, {}
-        for r, fs in enumerate(gathered):
+        for r, fs in per_rank:
             for f in fs or []:
                 ranks.setdefault(f.cause, []).append(r)
                 texts.setdefault(f.cause, set()).add(f.message)

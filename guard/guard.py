@@ -685,10 +685,13 @@ class TrainingGuard:
         self._layer_summary(window)
         self._sticky = None   # a latched "raise" gate is raised right below
         if emit:
-            for name in ("finite", "gradient-norm", "update", "divergence"):
-                check = self._checks[name]
-                if check.mode != "off":
-                    self._emit(check, check.on_window(window))
+            checks = [self._checks[name] for name in
+                      ("finite", "gradient-norm", "update", "divergence")
+                      if self._checks[name].mode != "off"]
+            # Agreed between ranks all at once: one reduction per read-back.
+            found = self._decisions.agree([check.on_window(window) for check in checks])
+            for check, findings in zip(checks, found):
+                self._emit(check, findings, agreed=True)
 
     def _record_steps(self, recs, values, per_host):
         """Turn the host values of ``recs`` into history records and a Window;
@@ -761,9 +764,9 @@ class TrainingGuard:
         return [n for n, good in zip(self.param_names, ok) if not good]
 
     # ---------------------------------------------------------------- emitting
-    def _emit(self, check, findings) -> None:
+    def _emit(self, check, findings, agreed: bool = False) -> None:
         """The single exit of every finding: once per cause, by the check's mode."""
-        for f in self._decisions.findings(findings):
+        for f in (findings if agreed else self._decisions.findings(findings)):
             key = (check.name, f.cause)
             mode = "warn" if check.mode == "skip" else check.mode
             if key in self._event_index:

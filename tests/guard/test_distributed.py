@@ -548,3 +548,42 @@ def test_guard_on_fsdp_global_norm_clipping_and_skip(kind):
     assert _same(res, "skipped") == [2]
     assert _same(res, "warnings") == [] or all("finite" in w for w in res[0]["warnings"]), \
         res[0]["warnings"]
+
+
+def scenario_count_collectives(rank, world, policy):
+    """The guard's own collectives per step (DDP's gradient all-reduce runs in
+    C++ and is not counted)."""
+    calls = []
+    real = dist.all_reduce
+
+    def counting(*a, **k):
+        calls.append(1)
+        return real(*a, **k)
+
+    dist.all_reduce = counting
+    try:
+        model, ddp, x, y = _setup(rank)
+        crit = nn.CrossEntropyLoss()
+        opt = torch.optim.SGD(ddp.parameters(), lr=0.05)
+        per_step = []
+        with TrainingGuard(ddp, opt, loss_fn=crit, on_nonfinite=policy, max_grad_norm=1.0,
+                           check_every=5) as gd:
+            for step in range(10):
+                before = len(calls)
+                opt.zero_grad()
+                crit(ddp(x[step * 4:][:8]), y[step * 4:][:8]).backward()
+                opt.step()
+                per_step.append(len(calls) - before)
+    finally:
+        dist.all_reduce = real
+    return {"per_step": per_step, "events": [e["cause"] for e in gd._events]}
+
+
+@pytest.mark.parametrize("policy", ["warn", "skip", "raise"])
+def test_per_step_collectives_only_what_the_decision_needs(policy):
+    res = run_ranks("scenario_count_collectives", world=2, policy=policy)
+    per_step = _same(res, "per_step")
+    gate = 0 if policy == "warn" else 1          # the skip/raise flag, one 0-d all_reduce
+    # steps 4 and 9 end with a read-back: one all_reduce agrees all checks' findings
+    want = [gate + (1 if s in (4, 9) else 0) for s in range(10)]
+    assert per_step[1:] == want[1:], per_step   # step 0 also agrees the first-step checks
