@@ -165,6 +165,7 @@ class TrainingGuard:
         self._entered = self._active = False
         self._handles: list = []
         self._probe: Optional[ActivationProbe] = None
+        self._first_forward: list = []   # distributed: first-forward findings, agreed at step 0
         self._pending: List[_Step] = []
         self._pending_updates: list = []
         self._hook_losses: List[torch.Tensor] = []
@@ -367,6 +368,11 @@ class TrainingGuard:
     def _on_first_forward(self, records) -> None:
         self._probe = None
         init = self._checks["init"]
+        if self._decisions.collective:
+            # A first forward may run on one rank only (a sample prediction on rank
+            # 0): agree at the first step instead, which every rank takes.
+            self._first_forward = init.on_first_forward(records)
+            return
         self._emit(init, init.on_first_forward(records))
 
     def _on_loss(self, module, args, kwargs, output) -> None:
@@ -406,6 +412,9 @@ class TrainingGuard:
             self._unseen = {i for i in self._unseen if params[i].grad is None}
         loss = self._take_loss()
         rec = _Step(step, loss, self._lrs())
+        if step == 0 and self._decisions.collective and self._checks["init"].mode != "off":
+            found, self._first_forward = self._first_forward, []
+            self._emit(self._checks["init"], found)
         if step == 0 and loss is not None and self._loss_meta:
             self._initial_loss(loss)
         with torch.no_grad():

@@ -587,3 +587,33 @@ def test_per_step_collectives_only_what_the_decision_needs(policy):
     # steps 4 and 9 end with a read-back: one all_reduce agrees all checks' findings
     want = [gate + (1 if s in (4, 9) else 0) for s in range(10)]
     assert per_step[1:] == want[1:], per_step   # step 0 also agrees the first-step checks
+
+
+def scenario_forward_on_one_rank(rank, world):
+    """Rank 0 alone runs a forward before training (a sample prediction): the
+    first-forward checks must not put a collective on rank 0 only."""
+    import warnings
+    model, ddp, x, y = _setup(rank)
+    crit = nn.CrossEntropyLoss()
+    opt = torch.optim.SGD(ddp.parameters(), lr=0.01)
+    with warnings.catch_warnings(record=True):
+        warnings.simplefilter("always")
+        with TrainingGuard(ddp, opt, loss_fn=crit, check_every=2,
+                           checks={"init": "warn", "initial-loss": "off"}) as gd:
+            try:
+                if rank == 0:
+                    with torch.no_grad():
+                        model(x[:2])        # the bare module: no DDP collective
+                for step in range(4):
+                    opt.zero_grad()
+                    crit(ddp(x[:8]), y[:8]).backward()
+                    opt.step()
+            except Exception as e:
+                return {"raised": type(e).__name__, "step": getattr(e, "step", None)}
+    return {"raised": None, "events": [e["cause"] for e in gd._events]}
+
+
+def test_a_forward_on_one_rank_only_does_not_hang_the_first_forward_checks():
+    res = run_ranks("scenario_forward_on_one_rank", world=2, deadline=40)
+    assert _same(res, "raised") is None
+    _same(res, "events")
