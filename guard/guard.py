@@ -240,7 +240,8 @@ class TrainingGuard:
             self._early.stopped = True
             if self._early.restore_best:
                 self._early.restore(self.root)
-                self._decisions.sync_module(self.root)   # ranks: rank 0's best weights
+                if not self._sharded:   # DDP replicas: rank 0's best weights everywhere
+                    self._decisions.sync_module(self.root)
         return stop
 
     def report(self) -> str:

@@ -617,3 +617,47 @@ def test_a_forward_on_one_rank_only_does_not_hang_the_first_forward_checks():
     res = run_ranks("scenario_forward_on_one_rank", world=2, deadline=40)
     assert _same(res, "raised") is None
     _same(res, "events")
+
+
+def scenario_fsdp_restore(rank, world, kind):
+    """restore_best under FSDP with the same metric on every rank: each rank
+    restores its own shards of the same best call."""
+    from torch.distributed.fsdp import FullyShardedDataParallel as FSDP, fully_shard
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 4))
+    if kind == "fsdp1":
+        model = FSDP(model, device_id=torch.device("cpu"), use_orig_params=True)
+    else:
+        fully_shard(model[0])
+        fully_shard(model)
+    crit = nn.CrossEntropyLoss()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    g = torch.Generator().manual_seed(rank)
+    x, y = torch.randn(16, 8, generator=g), torch.randint(0, 4, (16,), generator=g)
+    metrics = [3.0, 2.0, 1.0, 1.5, 1.7, 1.9, 2.0]
+    snap = None
+    with TrainingGuard(model, opt, loss_fn=crit, patience=2, restore_best=True,
+                       checks={"init": "off", "initial-loss": "off"}) as gd:
+        for epoch, metric in enumerate(metrics):
+            opt.zero_grad()
+            crit(model(x), y).backward()
+            opt.step()
+            if epoch == 2:
+                snap = [_local(p).detach().clone() for p in model.parameters()]
+            if gd.early_stop(metric):
+                break
+    now = [_local(p).detach() for p in model.parameters()]
+    return {"epoch": epoch, "restored": gd._early.restored,
+            "same_as_best": all(torch.equal(a, b) for a, b in zip(snap, now))}
+
+
+def _local(t):
+    return t.to_local() if hasattr(t, "to_local") else t
+
+
+@pytest.mark.parametrize("kind", ["fsdp1", "fsdp2"])
+def test_fsdp_restore_best_with_the_same_metric_everywhere(kind):
+    res = run_ranks("scenario_fsdp_restore", world=2, kind=kind)
+    assert _same(res, "epoch") == 4
+    assert [r["restored"] for r in res] == [True, True]
+    assert [r["same_as_best"] for r in res] == [True, True]
