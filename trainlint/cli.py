@@ -339,8 +339,33 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     """Console-script entry point."""
     try:
         cli.main(args=list(argv) if argv is not None else None, prog_name="trainlint")
+    except SystemExit as exc:
+        if argv is None:  # the console script or `python -m trainlint`, not a caller's `main([...])`
+            _fast_exit(exc.code)
+        raise
     except Exception as exc:  # click handles its own errors; anything else is ours
         if os.environ.get("TRAINLINT_DEBUG"):
             raise
         _error(f"internal error: {type(exc).__name__}: {exc}")
         sys.exit(EXIT_ERROR)
+
+
+def _fast_exit(code) -> None:
+    """Flush and leave without tearing the interpreter down.
+
+    Freeing libcst's and the rules' module objects at exit costs ~30 ms, a tenth of a
+    one-file (pre-commit) run. Nothing is left to clean up by then: the worker pool is
+    closed, cache entries are written with renames, output is flushed here.
+    """
+    if code is None:
+        code = 0
+    elif not isinstance(code, int):
+        sys.stderr.write(f"{code}\n")
+        code = 1
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except (OSError, ValueError):
+        # The reader went away (`trainlint . | head`): let Python's usual exit deal with it.
+        return
+    os._exit(code)
