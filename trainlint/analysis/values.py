@@ -170,3 +170,24 @@ SIGMOID = OutputKind(
     "sigmoid",
     frozenset({"torch.nn.Sigmoid", "torch.nn.modules.activation.Sigmoid"}),
 )
+
+
+def activation_input(ctx: FileContext, expr: cst.BaseExpression, kind: OutputKind) -> Optional[cst.BaseExpression]:
+    """`x` for an activation written out in place: `F.softmax(x, 1)`, `x.softmax(1)`,
+    `torch.sigmoid(x)`, `x.sigmoid()`; None for anything else (a name, a module call).
+    What a fix puts where the activation stood, to feed the logits on."""
+    if not isinstance(expr, cst.Call):
+        return None
+    func = expr.func
+    if ctx.qualname(func) in kind.funcs and expr.args and not expr.args[0].star and expr.args[0].keyword is None:
+        return expr.args[0].value
+    if isinstance(func, cst.Attribute) and func.attr.value == kind.method and ctx.qualname(func) is None:
+        return func.value
+    return None
+
+
+def snippet(ctx: FileContext, node: cst.CSTNode, limit: int = 40) -> str:
+    """The node's source, shortened for a message."""
+    text = " ".join(ctx.module.code_for_node(node).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+

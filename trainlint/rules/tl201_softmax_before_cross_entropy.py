@@ -5,7 +5,7 @@ from typing import Iterator, Optional
 import libcst as cst
 
 from trainlint.analysis.torch_api import CROSS_ENTROPY_FUNCS, CROSS_ENTROPY_MODULES
-from trainlint.analysis.values import SOFTMAX, source_of
+from trainlint.analysis.values import SOFTMAX, activation_input, snippet, source_of
 from trainlint.rules.base import Replacement, Report, Rule
 
 
@@ -187,9 +187,7 @@ class SoftmaxBeforeCrossEntropy(Rule):
             why = source_of(ctx, inp, call, SOFTMAX)
             if why is None:
                 continue
-            text = ctx.module.code_for_node(inp)
-            if len(text) > 40:
-                text = text[:37] + "..."
+            text = snippet(ctx, inp)
             yield Report(
                 inp,
                 f"`{text}` is softmax output (from {why}) fed to cross-entropy, which applies "
@@ -200,16 +198,8 @@ class SoftmaxBeforeCrossEntropy(Rule):
     @staticmethod
     def _fix(ctx, inp) -> Optional[Replacement]:
         """Drop a softmax written directly inside the loss call."""
-        if not isinstance(inp, cst.Call):
-            return None
-        func = inp.func
-        if ctx.qualname(func) in SOFTMAX.funcs and inp.args:
-            inner = inp.args[0].value
-        elif isinstance(func, cst.Attribute) and func.attr.value == "softmax" and ctx.qualname(func) is None:
-            inner = func.value
-        else:
-            return None
-        return Replacement(inp, inner, "unsafe", "drop the softmax feeding the loss")
+        inner = activation_input(ctx, inp, SOFTMAX)
+        return Replacement(inp, inner, "unsafe", "drop the softmax feeding the loss") if inner is not None else None
 
 
 RULE = SoftmaxBeforeCrossEntropy

@@ -4,7 +4,7 @@ from typing import Iterator, Optional
 
 import libcst as cst
 
-from trainlint.analysis.values import SIGMOID, source_of
+from trainlint.analysis.values import SIGMOID, activation_input, snippet, source_of
 from trainlint.rules.base import Replacement, Report, Rule
 from trainlint.rules.tl201_softmax_before_cross_entropy import is_loss_call
 
@@ -151,9 +151,7 @@ class SigmoidBeforeBceWithLogits(Rule):
                 continue
             if why is None:
                 continue
-            text = ctx.module.code_for_node(inp)
-            if len(text) > 40:
-                text = text[:37] + "..."
+            text = snippet(ctx, inp)
             yield Report(
                 inp,
                 f"`{text}` is sigmoid output (from {why}) fed to a `with_logits` BCE loss, which "
@@ -165,16 +163,8 @@ class SigmoidBeforeBceWithLogits(Rule):
     @staticmethod
     def _fix(ctx, inp) -> Optional[Replacement]:
         """Drop a sigmoid written directly inside the loss call."""
-        if not isinstance(inp, cst.Call):
-            return None
-        func = inp.func
-        if ctx.qualname(func) in SIGMOID.funcs and len(inp.args) == 1 and not inp.args[0].star:
-            inner = inp.args[0].value
-        elif isinstance(func, cst.Attribute) and func.attr.value == "sigmoid" and ctx.qualname(func) is None and not inp.args:
-            inner = func.value
-        else:
-            return None
-        return Replacement(inp, inner, "unsafe", "drop the sigmoid feeding the loss")
+        inner = activation_input(ctx, inp, SIGMOID)
+        return Replacement(inp, inner, "unsafe", "drop the sigmoid feeding the loss") if inner is not None else None
 
 
 RULE = SigmoidBeforeBceWithLogits
