@@ -51,7 +51,7 @@ class LossAccumulatedWithGraph(Rule):
     name = "loss-accumulated-with-graph"
     severity = "warning"
     fixable = "safe"
-    triggers = ("+=",)
+    triggers = ("backward",)
 
     VALID = (
         """
@@ -143,6 +143,30 @@ class LossAccumulatedWithGraph(Rule):
                 self.log("train_loss", loss)
                 return loss
         """,
+        """
+        import torch
+        # reset at the top of every iteration, under the same `if` as the sum
+        for i, (x, y) in enumerate(loader):
+            loss = criterion(model(x), y)
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad()
+            if i % 10 == 0:
+                window = 0.0
+                window = window + loss
+                print(window)
+        """,
+        """
+        import torch
+        # the explicit sum of the loss's value
+        total_loss = 0
+        for x, y in loader:
+            optimizer.zero_grad()
+            loss = criterion(model(x), y)
+            loss.backward()
+            optimizer.step()
+            total_loss = total_loss + loss.item()
+        """,
     )
     INVALID = (
         """
@@ -209,6 +233,35 @@ class LossAccumulatedWithGraph(Rule):
                 optimizer.step()
                 optimizer.zero_grad()
         """,
+        """
+        import torch
+        # the PyTorch CIFAR tutorial's shape: a reset every 2000 batches still keeps 2000 graphs
+        for epoch in range(2):
+            running_loss = 0.0
+            for i, data in enumerate(trainloader, 0):
+                inputs, labels = data
+                optimizer.zero_grad()
+                loss = criterion(net(inputs), labels)
+                loss.backward()
+                optimizer.step()
+                running_loss += loss  # !
+                if i % 2000 == 1999:
+                    print(running_loss / 2000)
+                    running_loss = 0.0
+        """,
+        """
+        import torch
+        # the explicit sum keeps the graph just the same
+        for epoch in range(200):
+            total_loss = 0
+            for i in range(0, len(X), 32):
+                loss = F.mse_loss(model(X[i:i + 32]), y[i:i + 32])
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+                total_loss = total_loss + loss  # !
+            print(epoch, total_loss.item())
+        """,
     )
 
     def check(self, ctx) -> Iterator[Report]:
@@ -216,12 +269,15 @@ class LossAccumulatedWithGraph(Rule):
             return
         tr = ctx.training
         for a in ctx.facts.assigns:
-            if a.op != "+=" or not a.loops or len(a.targets) != 1 or a.value is None:
+            if a.op not in ("+=", "=") or not a.loops or len(a.targets) != 1 or a.value is None:
                 continue
             acc = dotted(a.targets[0])
             if acc is None:
                 continue
-            loss = self._loss_operand(a.value)
+            added = a.value if a.op == "+=" else self._added_to(acc, a.value)
+            if added is None:
+                continue
+            loss = self._loss_operand(added)
             if loss is None or tr.grad_enabled_at(a) is False:
                 continue
             if isinstance(a.targets[0], cst.Name) and any(
@@ -245,6 +301,17 @@ class LossAccumulatedWithGraph(Rule):
                 f"each step. Add `{text}.item()` (or `.detach()`) instead.",
                 fix,
             )
+
+    @staticmethod
+    def _added_to(acc: str, value: cst.BaseExpression) -> Optional[cst.BaseExpression]:
+        """`x` in the explicit running sum `total = total + x` (or `x + total`); None for any
+        other assignment."""
+        if isinstance(value, cst.BinaryOperation) and isinstance(value.operator, cst.Add):
+            if dotted(value.left) == acc and dotted(value.right) != acc:
+                return value.right
+            if dotted(value.right) == acc and dotted(value.left) != acc:
+                return value.left
+        return None
 
     @staticmethod
     def _loss_operand(value: cst.BaseExpression) -> Optional[cst.BaseExpression]:
@@ -310,12 +377,19 @@ class LossAccumulatedWithGraph(Rule):
             found = found or match
         return found
 
-    @staticmethod
-    def _reset_in_loop(ctx, acc: str, a: AssignSite) -> bool:
-        """The total is re-initialised inside the same loop: it sums within one iteration."""
+    @classmethod
+    def _reset_in_loop(cls, ctx, acc: str, a: AssignSite) -> bool:
+        """The total is re-initialised inside the same loop whenever it is added to: it sums
+        within one iteration. A reset under an `if` of its own (`if i % 2000 == 1999:
+        print(running / 2000); running = 0.0`) does not count: between two resets the total
+        still links every iteration's graph. Nor does the explicit sum `total = total + x`."""
         loop = a.loops[-1]
         for s in ctx.assigns_within(loop):
-            if s.op == "=" and any(dotted(t) == acc for t in s.targets):
+            if s.op != "=" or not any(dotted(t) == acc for t in s.targets):
+                continue
+            if s.value is not None and cls._added_to(acc, s.value) is not None:
+                continue
+            if all(b in a.ifs for b in s.ifs if loop.contains(b.start)):
                 return True
         return False
 
