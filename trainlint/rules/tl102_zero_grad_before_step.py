@@ -4,7 +4,7 @@ from typing import Iterator, List, Optional
 
 import libcst as cst
 
-from trainlint.analysis.facts import walk
+from trainlint.analysis.facts import AssignSite, CallSite, walk
 from trainlint.analysis.names import dotted
 from trainlint.analysis.training import BACKWARD, STEP, ZERO_GRAD, Event, exclusive, is_conditional_wrt
 from trainlint.rules.base import Report, Rule
@@ -46,7 +46,7 @@ class ZeroGradBeforeStep(Rule):
     code = "TL102"
     name = "zero-grad-before-step"
     severity = "error"
-    triggers = ("zero_grad",)
+    triggers = ("zero_grad", ".grad")
 
     VALID = (
         """
@@ -119,6 +119,32 @@ class ZeroGradBeforeStep(Rule):
                 scaler.update()
                 optimizer.zero_grad(set_to_none=True)
         """,
+        """
+        import torch
+        # clearing by hand at the top of the iteration
+        optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
+        for i in range(0, len(X), 32):
+            for p in model.parameters():
+                p.grad = None
+            loss = F.mse_loss(model(X[i:i + 32]), y[i:i + 32])
+            loss.backward()
+            optimizer.step()
+        """,
+        """
+        import torch
+        # a frozen part's gradients, and non-finite ones, dropped before the step
+        optimizer = torch.optim.SGD(model.parameters(), lr=1e-3)
+        for x, y in loader:
+            optimizer.zero_grad()
+            loss = criterion(model(x), y)
+            loss.backward()
+            for p in model.encoder.parameters():
+                p.grad = None
+            for p in model.parameters():
+                if p.grad is not None and not torch.isfinite(p.grad).all():
+                    p.grad = None
+            optimizer.step()
+        """,
     )
     INVALID = (
         """
@@ -183,6 +209,18 @@ class ZeroGradBeforeStep(Rule):
             optimizer.step()
             return loss.item()
         """,
+        """
+        import torch
+        # gradients cleared by hand between the backward and the step
+        optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
+        for epoch in range(200):
+            for i in range(0, len(X), 32):
+                loss = F.mse_loss(model(X[i:i + 32]), y[i:i + 32])
+                loss.backward()
+                for p in model.parameters():
+                    p.grad = None  # !
+                optimizer.step()
+        """,
     )
 
     def check(self, ctx) -> Iterator[Report]:
@@ -226,6 +264,12 @@ class ZeroGradBeforeStep(Rule):
         """The cleared gradients are the ones `s` steps with: the same optimizer, or a model
         whose parameters the optimizer was built from."""
         site = z.site
+        manual = _manual_clear_owner(ctx, z)
+        if manual is not None:
+            owner, is_opt = manual
+            if is_opt:
+                return s.target is not None and owner == s.target
+            return owner in _param_owners(ctx, s)
         if not (isinstance(site.node, cst.Call) and getattr(site, "attr", None) == "zero_grad"):
             return False
         recv = site.receiver  # type: ignore[attr-defined]
@@ -237,6 +281,53 @@ class ZeroGradBeforeStep(Rule):
             return False
         owners = _param_owners(ctx, s)
         return bool(owners) and any(_prefix(z.target, o) or _prefix(o, z.target) for o in owners)
+
+
+def _manual_clear_owner(ctx, z: Event) -> Optional[tuple]:
+    """A hand-written clear of every parameter's gradient: `p.grad = None`, `del p.grad` or
+    `p.grad.zero_()` with `p` the variable of a loop over `model.parameters()` (also
+    `named_parameters()`): ("model", False); over an optimizer's `group["params"]`:
+    ("optimizer", True). None for anything else (a clear of some parameters, a scaling)."""
+    site = z.site
+    grad = None
+    if isinstance(site, AssignSite):
+        if site.op == "=" and not (isinstance(site.value, cst.Name) and site.value.value == "None"):
+            return None
+        grads = [t for t in site.targets if isinstance(t, cst.Attribute) and t.attr.value == "grad"]
+        grad = grads[0] if len(site.targets) == 1 and grads else None
+    elif isinstance(site, CallSite) and site.attr == "zero_" and isinstance(site.receiver, cst.Attribute):
+        grad = site.receiver
+        if grad.attr.value == "data" and isinstance(grad.value, cst.Attribute):
+            grad = grad.value
+        if grad.attr.value != "grad":
+            return None
+    if grad is None or not isinstance(grad.value, cst.Name):
+        return None
+    param = _loop_source(ctx, grad.value.value, site)
+    if isinstance(param, cst.Call) and isinstance(param.func, cst.Attribute) and param.func.attr.value in ("parameters", "named_parameters"):
+        if param.args:
+            return None  # `named_parameters(prefix=...)`, `parameters(recurse=False)`: not all of them
+        name = dotted(param.func.value)
+        return (name, False) if name else None
+    if isinstance(param, cst.Subscript) and isinstance(param.value, cst.Name) and len(param.slice) == 1:
+        index = param.slice[0].slice
+        key = getattr(index, "value", None)
+        if not (isinstance(key, cst.SimpleString) and key.evaluated_value == "params"):
+            return None
+        groups = _loop_source(ctx, param.value.value, site)
+        if isinstance(groups, cst.Attribute) and groups.attr.value == "param_groups":
+            name = dotted(groups.value)
+            return (name, True) if name else None
+    return None
+
+
+def _loop_source(ctx, name: str, site) -> Optional[cst.BaseExpression]:
+    """What the `for` loop that binds `name` (its only binding reaching `site`) iterates over."""
+    defs = ctx.reaching(name, site)
+    if len(defs) != 1 or defs[0].op != "for" or not any(isinstance(t, cst.Name) and t.value == name for t in defs[0].targets):
+        return None
+    loop = next((b for b in site.loops if b.node is defs[0].node), None)
+    return defs[0].whole_value if loop is not None else None
 
 
 def _param_owners(ctx, step: Event) -> List[str]:
