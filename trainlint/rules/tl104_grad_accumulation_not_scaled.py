@@ -15,6 +15,10 @@ from trainlint.rules.base import Report, Rule
 _LOSS_CALLABLE = re.compile(r"^_?(\w+_)?(criterion|crit)(_\w+)?$|^_?(loss_fn|lossfn|loss_func|loss_function|loss_module|loss)$", re.I)
 # Methods that pass a tensor through unchanged in scale.
 _KEEP_SCALE = {"mean", "sum", "float", "double", "half", "squeeze", "to", "cuda", "clone", "contiguous", "view", "reshape"}
+# Element-wise and reducing methods of a hand-written loss (`(out - y).pow(2).mean()`): no
+# accumulation count enters through them, so they are as scaled as their receiver.
+_ELEMENTWISE = {"pow", "abs", "square", "sqrt", "exp", "log", "log1p", "neg", "relu", "clamp", "clamp_min", "norm"}
+_TORCH_ELEMENTWISE = {"torch." + n for n in ("mean", "sum", "abs", "pow", "square", "sqrt", "exp", "log", "log1p", "neg", "relu", "clamp", "norm")}
 _SCALE_METHODS = {"div", "div_", "mul", "mul_", "true_divide", "true_divide_", "__truediv__", "__mul__"}
 
 
@@ -152,6 +156,16 @@ class GradAccumulationNotScaled(Rule):
                 optG.step()
                 optG.zero_grad()
         """,
+        """
+        import torch
+        # a hand-written loss, divided by the accumulation count
+        for step, (x, y) in enumerate(loader):
+            loss = (model(x) - y).pow(2).mean() / 4
+            loss.backward()
+            if step % 4 == 0:
+                opt.step()
+                opt.zero_grad()
+        """,
     )
     INVALID = (
         """
@@ -207,6 +221,16 @@ class GradAccumulationNotScaled(Rule):
             if step % 4 == 0:
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
+        """,
+        """
+        import torch
+        # a hand-written loss: no loss function, still unscaled
+        for step, (x, y) in enumerate(loader):
+            loss = (model(x) - y).pow(2).mean()
+            loss.backward()  # !
+            if step % 4 == 0:
+                opt.step()
+                opt.zero_grad()
         """,
     )
 
@@ -297,10 +321,14 @@ def _scaled(ctx, tr, expr: cst.BaseExpression, at: Site, depth: int = 0) -> Opti
         if isinstance(expr.operator, (cst.Divide, cst.FloorDivide, cst.Multiply)):
             return True
         if isinstance(expr.operator, (cst.Add, cst.Subtract)):
+            # A visibly unscaled term keeps the whole sum unscaled (`(out - y)`,
+            # `criterion(out, y) + aux`), unless the other term is divided or multiplied.
             left, right = _scaled(ctx, tr, expr.left, at, depth + 1), _scaled(ctx, tr, expr.right, at, depth + 1)
             if left is True or right is True:
                 return True
-            return None if left is None or right is None else False
+            return False if left is False or right is False else None
+        if isinstance(expr.operator, cst.Power) and isinstance(expr.right, (cst.Integer, cst.Float)):
+            return _scaled(ctx, tr, expr.left, at, depth + 1)
         return None
     if isinstance(expr, cst.UnaryOperation):
         return _scaled(ctx, tr, expr.expression, at, depth + 1)
@@ -329,8 +357,25 @@ def _scaled(ctx, tr, expr: cst.BaseExpression, at: Site, depth: int = 0) -> Opti
                 return True
             if func.attr.value in _KEEP_SCALE and ctx.qualname(func) is None:
                 return _scaled(ctx, tr, func.value, at, depth + 1)
+            if func.attr.value in _ELEMENTWISE and ctx.qualname(func) is None:
+                return False if _scaled(ctx, tr, func.value, at, depth + 1) is False and not _scaling_args(expr) else None
+        if ctx.qualname(func) in _TORCH_ELEMENTWISE and expr.args and expr.args[0].keyword is None and not _scaling_args(expr, 1):
+            return False if _scaled(ctx, tr, expr.args[0].value, at, depth + 1) is False else None
         return _call_output(ctx, tr, expr, at, depth)
     return None
+
+
+def _scaling_args(call: cst.Call, skip: int = 0) -> bool:
+    """An argument that might carry a factor: anything but a number literal or a `dim`-like
+    keyword (`pow(2)`, `clamp(min=0)`, `mean(dim=1)` are fine)."""
+    for a in list(call.args)[skip:]:
+        v = a.value
+        if isinstance(v, cst.UnaryOperation):
+            v = v.expression
+        if isinstance(v, (cst.Integer, cst.Float)) or (isinstance(v, cst.Name) and v.value in ("True", "False", "None")):
+            continue
+        return True
+    return False
 
 
 def _output_field(expr: cst.BaseExpression) -> bool:
