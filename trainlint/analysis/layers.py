@@ -14,7 +14,7 @@ from typing import List, Optional, Set
 import libcst as cst
 
 from trainlint.analysis.context import FileContext
-from trainlint.analysis.facts import Block, Site
+from trainlint.analysis.facts import Block, CallSite, Site, walk
 from trainlint.analysis.names import dotted
 
 # Layers whose weight is a matrix (or a bank of filters): constant values make units identical.
@@ -276,4 +276,74 @@ def has_later_numbered_sibling(last: str, siblings: Set[str]) -> bool:
         sm = _NUMBERED.match(s)
         if sm and sm.group(1) == stem and int(sm.group(2)) > n:
             return True
+    return False
+
+
+def built_in_chain(ctx: FileContext, call: CallSite) -> bool:
+    """A weight layer built several times over into one network: in a loop of a function that
+    hands a list to `nn.Sequential(*layers)`, or in a comprehension unpacked into one
+    (`nn.Sequential(*[nn.Linear(h, h) for _ in range(n)])`). A loop of parallel heads
+    (`nn.ModuleList(...)`) is not a chain."""
+    sequentials = [c for c in ctx.calls_in(call.function) if c.qualname == "torch.nn.Sequential" and c.has_star_args]
+    for seq in sequentials:
+        for a in seq.node.args:  # type: ignore[attr-defined]
+            if a.star and any(n is call.node for n in walk(a.value)):
+                return True
+    if not call.loops or not sequentials:
+        return False
+    return any(call.loops[-1].start < seq.order for seq in sequentials)
+
+
+def looped_layers(ctx: FileContext, layer: cst.BaseExpression, at: Site):
+    """What a loop variable `layer` runs over when the loop around `at` binds it:
+    ("list", source, [element, ...]) for a literal list/tuple of layer expressions,
+    ("modulelist", source, [qualname]) for an `nn.ModuleList` whose every element is a torch
+    weight layer (a literal list or a comprehension); None otherwise."""
+    if not isinstance(layer, cst.Name):
+        return None
+    loop = next((b for b in reversed(at.loops) if isinstance(b.node, cst.For) and isinstance(b.node.target, cst.Name) and b.node.target.value == layer.value), None)
+    if loop is None or ctx.reaching(layer.value, at) and ctx.reaching(layer.value, at)[0].node is not loop.node:
+        return None
+    source = loop.iter
+    if isinstance(source, (cst.List, cst.Tuple)):
+        items = [e.value for e in source.elements]
+        if len(items) < 2 or any(isinstance(e, cst.StarredElement) for e in source.elements):
+            return None
+        return "list", source, items
+    if not isinstance(source, (cst.Name, cst.Attribute)):
+        return None
+    values = [v for v, _ in ctx.constructions(source, at)]
+    if not values or any(v is source for v in values):
+        return None
+    quals = []
+    for v in values:
+        if not (isinstance(v, cst.Call) and ctx.qualname(v.func) == "torch.nn.ModuleList" and len(v.args) == 1 and not v.args[0].star):
+            return None
+        arg = v.args[0].value
+        elts = [arg.elt] if isinstance(arg, (cst.ListComp, cst.GeneratorExp)) else [e.value for e in arg.elements] if isinstance(arg, (cst.List, cst.Tuple)) else []
+        if isinstance(arg, (cst.List, cst.Tuple)) and len(elts) < 2:
+            return None
+        if not elts or any(isinstance(e, cst.StarredElement) for e in elts):
+            return None
+        for e in elts:
+            q = ctx.qualname(e.func) if isinstance(e, cst.Call) else None
+            if not is_weight_layer_qualname(q):
+                return None
+            quals.append(q)
+    return "modulelist", source, quals
+
+
+def other_weight_layer(ctx: FileContext, cls, attr: str) -> bool:
+    """Class `cls` builds a weight layer of its own after `self.<attr>` (which then feeds it,
+    as a text CNN's convolutions feed its classifier; heads come after their trunk)."""
+    own = [a.order for a in ctx.facts.assigns if a.op == "=" and ctx.method_class(a.function) is cls and any(
+        isinstance(t, cst.Attribute) and isinstance(t.value, cst.Name) and t.value.value == "self" and t.attr.value == attr for t in a.targets)]
+    if not own:
+        return False
+    for a in ctx.facts.assigns:
+        if a.op != "=" or a.value is None or ctx.method_class(a.function) is not cls or a.order < min(own):
+            continue
+        if any(isinstance(t, cst.Attribute) and isinstance(t.value, cst.Name) and t.value.value == "self" and t.attr.value != attr for t in a.targets):
+            if isinstance(a.value, cst.Call) and is_weight_layer_qualname(ctx.qualname(a.value.func)):
+                return True
     return False

@@ -7,7 +7,10 @@ import libcst as cst
 
 from trainlint.analysis.facts import AssignSite, CallSite, Site
 from trainlint.analysis.layers import (
+    built_in_chain,
     conditions,
+    looped_layers,
+    other_weight_layer,
     has_later_numbered_sibling,
     is_weight_layer_qualname,
     sibling_names,
@@ -88,6 +91,39 @@ def _guarded(fn, *args):
         return fn(*args)
     except RecursionError:
         return None
+
+
+def _string_key(target: cst.BaseExpression) -> Optional[str]:
+    """"W1" for `params["W1"]` / `self.params['W1']`; None for any other target."""
+    if not (isinstance(target, cst.Subscript) and len(target.slice) == 1 and isinstance(target.slice[0].slice, cst.Index)):
+        return None
+    v = target.slice[0].slice.value
+    if isinstance(v, cst.SimpleString) and isinstance(v.evaluated_value, str):
+        return v.evaluated_value
+    return None
+
+
+def _container_keys(ctx, container: str, a: AssignSite) -> set:
+    """The string keys a parameter dict gets in the same function or class: `params["W2"] = ...`
+    and `params = {"W2": ...}` (hand-written networks keep their matrices in one dict)."""
+    cls = ctx.method_class(a.function) if container.startswith("self.") else None
+    keys = set()
+    for other in ctx.facts.assigns:
+        if other.op != "=":
+            continue
+        if cls is not None and ctx.method_class(other.function) is not cls:
+            continue
+        if cls is None and other.function is not a.function:
+            continue
+        for t in other.targets:
+            k = _string_key(t)
+            if k is not None and dotted(t.value) == container:  # type: ignore[attr-defined]
+                keys.add(k)
+            elif dotted(t) == container and isinstance(other.value, cst.Dict):
+                for el in other.value.elements:
+                    if isinstance(el, cst.DictElement) and isinstance(el.key, cst.SimpleString) and isinstance(el.key.evaluated_value, str):
+                        keys.add(el.key.evaluated_value)
+    return keys
 
 
 class ZeroWeightInit(Rule):
@@ -213,6 +249,37 @@ class ZeroWeightInit(Rule):
             if isinstance(m, nn.Linear):
                 nn.init.zeros_(m.weight)
         """,
+        """
+        import numpy as np
+        import torch.nn as nn
+        # parallel task heads built in a loop after the trunk; a one-matrix numpy model
+        class MultiTask(nn.Module):
+            def __init__(self, d, classes):
+                super().__init__()
+                self.trunk = nn.Linear(d, d)
+                self.tasks = nn.ModuleList([nn.Linear(d, c) for c in classes])
+                for t in self.tasks:
+                    nn.init.zeros_(t.weight)
+
+        class Softmax:
+            def __init__(self, d, c):
+                self.params = {}
+                self.params["W1"] = np.zeros((d, c))
+                self.params["b1"] = np.zeros(c)
+        """,
+        """
+        import torch.nn as nn
+        # heads built in a loop are the only Linear layers the file shows
+        class Heads(nn.Module):
+            def __init__(self, d, classes):
+                super().__init__()
+                self.towers = nn.ModuleList([nn.Linear(d, c) for c in classes])
+                self.apply(self._init)
+
+            def _init(self, m):
+                if isinstance(m, nn.Linear):
+                    nn.init.zeros_(m.weight)
+        """,
     )
     INVALID = (
         """
@@ -265,6 +332,47 @@ class ZeroWeightInit(Rule):
                 m.weight.data.zero_()  # !
         netD = nn.Sequential(nn.Conv2d(3, 64, 4, 2, 1), nn.LeakyReLU(0.2), nn.Conv2d(64, 1, 4, 1, 0))
         netD.apply(weights_init)
+        """,
+        """
+        import torch.nn as nn
+        # the layers are built in a loop: the file shows one nn.Linear call, the net has several
+        class MLP(nn.Module):
+            def __init__(self, sizes):
+                super().__init__()
+                layers = []
+                for a, b in zip(sizes[:-1], sizes[1:]):
+                    layers += [nn.Linear(a, b), nn.ReLU()]
+                self.net = nn.Sequential(*layers[:-1])
+                self.apply(self._init_weights)
+
+            def _init_weights(self, m):
+                if isinstance(m, nn.Linear):
+                    nn.init.zeros_(m.weight)  # !
+                    nn.init.zeros_(m.bias)
+        """,
+        """
+        import torch.nn as nn
+        # a text CNN's parallel convolutions, all feeding the classifier
+        class TextCNN(nn.Module):
+            def __init__(self, vocab, emb=128, n_cls=2):
+                super().__init__()
+                self.embedding = nn.Embedding(vocab, emb)
+                self.convs = nn.ModuleList([nn.Conv1d(emb, 100, k) for k in (3, 4, 5)])
+                self.fc = nn.Linear(300, n_cls)
+                for conv in self.convs:
+                    nn.init.constant_(conv.weight, 0.01)  # !
+                    nn.init.constant_(conv.bias, 0.0)
+        """,
+        """
+        import numpy as np
+        # CS231n style: the matrices in a parameter dict (the output matrix W2 may start at zero)
+        class TwoLayerNet:
+            def __init__(self, input_size, hidden_size, output_size):
+                self.params = {}
+                self.params["W1"] = np.zeros((input_size, hidden_size))  # !
+                self.params["b1"] = np.zeros(hidden_size)
+                self.params["W2"] = np.zeros((hidden_size, output_size))
+                self.params["b2"] = np.zeros(output_size)
         """,
     )
 
@@ -321,11 +429,49 @@ class ZeroWeightInit(Rule):
             )
         refs = specific_layers(ctx, layer, site)
         if not refs:
-            return None
+            return self._looped_layers_finding(ctx, layer, site, what)
         if not all(self._hidden(ctx, layer, r, site) for r in refs):
             return None
         return (
             f"the weight of hidden layer `{name}` ({refs[0].qualname.rsplit('.', 1)[-1]}) is set to {what}: "
+            f"its units start identical, get identical gradients and stay identical (with ReLU and zero "
+            f"bias nothing flows back through it). Keep the layer's random default or use "
+            f"`kaiming_normal_`/`xavier_uniform_`; zero-init only the output layer."
+        )
+
+    def _looped_layers_finding(self, ctx, layer, site: Site, what: str) -> Optional[str]:
+        """`for conv in self.convs: nn.init.constant_(conv.weight, c)` over an
+        `nn.ModuleList` of weight layers beside another weight layer of the class (the
+        list feeds it: hidden), or `for m in [self.fc1, self.fc2]` with a hidden layer among
+        the elements."""
+        looped = looped_layers(ctx, layer, site)
+        if looped is None:
+            return None
+        kind, source, items = looped
+        if kind == "list":
+            hidden = None
+            for item in items:
+                refs = specific_layers(ctx, item, site)
+                if not refs:
+                    return None
+                if hidden is None and all(self._hidden(ctx, item, r, site) for r in refs):
+                    hidden = (dotted(item) or ctx.module.code_for_node(item), refs[0].qualname)
+            if hidden is None:
+                return None
+            name, q = hidden
+        else:
+            name = dotted(source) or ""
+            if not name or _OUTPUT_NAME.search(name.rsplit(".", 1)[-1]) or _NORM_NAME.search(name.rsplit(".", 1)[-1]):
+                return None
+            if not (isinstance(source, cst.Attribute) and isinstance(source.value, cst.Name) and source.value.value == "self"):
+                return None
+            cls = ctx.method_class(site.function)
+            if cls is None or not other_weight_layer(ctx, cls, source.attr.value):
+                return None
+            q = items[0]
+            name = f"{name}[...]"
+        return (
+            f"the weight of hidden layer `{name}` ({q.rsplit('.', 1)[-1]}) is set to {what}: "
             f"its units start identical, get identical gradients and stay identical (with ReLU and zero "
             f"bias nothing flows back through it). Keep the layer's random default or use "
             f"`kaiming_normal_`/`xavier_uniform_`; zero-init only the output layer."
@@ -365,7 +511,7 @@ class ZeroWeightInit(Rule):
                 continue
             last = (c.qualname or "").rsplit(".", 1)[-1]
             if last in names or any(sub in last for sub in subs):
-                built += 1
+                built += 2 if built_in_chain(ctx, c) else 1
         return built < 2
 
     @staticmethod
@@ -390,10 +536,13 @@ class ZeroWeightInit(Rule):
 
     # -- hand-written weight matrices -------------------------------------------------------
     def _matrix_finding(self, ctx, target: cst.BaseExpression, a: AssignSite) -> Optional[str]:
+        key = _string_key(target)
         if isinstance(target, cst.Name):
             name, siblings = target.value, None
         elif isinstance(target, cst.Attribute) and isinstance(target.value, cst.Name) and target.value.value == "self":
             name, siblings = target.attr.value, None
+        elif key is not None and dotted(target.value):  # type: ignore[attr-defined]
+            name, siblings = key, None
         else:
             return None
         if not _WEIGHT_MATRIX.match(name):
@@ -401,7 +550,9 @@ class ZeroWeightInit(Rule):
         found = _const_value_kind(ctx, a.value, _ARRAY_CONST)
         if not found or not _matrix_shape(found[1]) or conditions(ctx, a):
             return None
-        if isinstance(target, cst.Name):
+        if key is not None:
+            siblings = _container_keys(ctx, dotted(target.value), a)  # type: ignore[attr-defined]
+        elif isinstance(target, cst.Name):
             siblings = sibling_names(ctx, function=a.function)
         else:
             cls = ctx.method_class(a.function)
