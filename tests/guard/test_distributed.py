@@ -80,6 +80,7 @@ def run_ranks(scenario, world=2, deadline=DEADLINE, **kwargs):
     for p in procs:
         p.start()
     results, end = {}, time.monotonic() + deadline
+    hung = True
     try:
         while len(results) < world and time.monotonic() < end:
             try:
@@ -97,12 +98,13 @@ def run_ranks(scenario, world=2, deadline=DEADLINE, **kwargs):
                 continue
             results[rank] = (status, value)
         missing = [r for r in range(world) if r not in results]
+        hung = bool(missing)
         if missing:
             pytest.fail(f"{scenario}: rank(s) {missing} did not finish within {deadline:.0f} s "
                         f"(hang); finished: {sorted(results)}")
     finally:
         for p in procs:
-            p.join(timeout=5)
+            p.join(timeout=0.1 if hung else 5)
             if p.is_alive():
                 p.kill()
                 p.join(timeout=5)
@@ -661,3 +663,20 @@ def test_fsdp_restore_best_with_the_same_metric_everywhere(kind):
     assert _same(res, "epoch") == 4
     assert [r["restored"] for r in res] == [True, True]
     assert [r["same_as_best"] for r in res] == [True, True]
+
+
+def scenario_hang(rank, world):
+    """Rank 1 waits at a collective that rank 0 never joins."""
+    if rank == 1:
+        dist.all_reduce(torch.zeros(1))
+    else:
+        time.sleep(20)
+    return {}
+
+
+def test_the_harness_fails_fast_on_a_hang():
+    run_ranks("scenario_make_decisions", world=2)     # the forkserver is up
+    start = time.monotonic()
+    with pytest.raises(pytest.fail.Exception, match="hang"):
+        run_ranks("scenario_hang", world=2, deadline=3)
+    assert time.monotonic() - start < 12
