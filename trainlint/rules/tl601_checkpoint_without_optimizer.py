@@ -5,7 +5,7 @@ from typing import Iterator, List, Optional, Tuple
 
 import libcst as cst
 
-from trainlint.analysis.facts import Site
+from trainlint.analysis.facts import Site, walk
 from trainlint.analysis.names import dotted
 from trainlint.analysis.torch_api import MODEL_CONSTRUCTOR_PREFIXES, is_optimizer_qualname, looks_like_model_name
 from trainlint.rules.base import Report, Rule
@@ -58,7 +58,8 @@ class CheckpointWithoutOptimizer(Rule):
     from zero and the learning-rate schedule from its first step: the first steps after a
     resume are wrong-sized updates, the loss jumps, and the run is not reproducible. Saving
     just `model.state_dict()` (no dict) for export is not reported, nor is a dict filled in
-    later (`ckpt["optimizer"] = ...`) or one with `**` entries.
+    later (`ckpt["optimizer"] = ...`: keys set one by one count as the dict's), one with `**`
+    entries or one completed by `update(...)` or a helper.
 
     ## Example
     ```python
@@ -132,6 +133,18 @@ class CheckpointWithoutOptimizer(Rule):
             if is_best:
                 torch.save({"epoch": epoch, "model": model.state_dict()}, "best.pt")
         """,
+        """
+        import torch
+        # built key by key, then completed by an update we cannot read
+        optimizer = torch.optim.AdamW(model.parameters(), lr=3e-4)
+        for epoch in range(10):
+            train(model, optimizer)
+            checkpoint = {}
+            checkpoint["model"] = model.state_dict()
+            checkpoint["epoch"] = epoch
+            checkpoint.update(extra_state(optimizer))
+            torch.save(checkpoint, f"ckpt_{epoch}.pt")
+        """,
     )
     INVALID = (
         """
@@ -165,6 +178,19 @@ class CheckpointWithoutOptimizer(Rule):
             scheduler.step()
             torch.save({"net": net.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch}, "ckpt.pth")  # !
         """,
+        """
+        import torch
+        # built key by key: the keys set one at a time are the checkpoint's
+        optimizer = torch.optim.Adam(model.parameters(), lr=2e-3)
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=15)
+        for epoch in range(15):
+            train(model, optimizer)
+            sched.step()
+            ckpt = {}
+            ckpt["model"] = model.state_dict()
+            ckpt["epoch"] = epoch
+            torch.save(ckpt, "last.pt")  # !
+        """,
     )
 
     def check(self, ctx) -> Iterator[Report]:
@@ -177,6 +203,7 @@ class CheckpointWithoutOptimizer(Rule):
         # What every torch.save call in the file writes: an optimizer (or scheduler) saved in a
         # file of its own, or in another checkpoint dict, means the script does keep its state
         # (a dict without it is then a "best model" snapshot, not the resume point).
+        self._folded = {}
         saved_texts = []
         for call in saves:
             obj = call.arg(0, "obj")
@@ -185,6 +212,8 @@ class CheckpointWithoutOptimizer(Rule):
             saved_texts.append(ctx.module.code_for_node(obj))
             for node, _ in self._safe_dicts(ctx, obj, call) or []:
                 saved_texts.append(ctx.module.code_for_node(node))
+                for k, v in self._folded.get(id(node), ((), None))[0]:
+                    saved_texts.append((k or "") + " " + ctx.module.code_for_node(v))
         optimizer_saved = any(OPTIMIZER_TEXT.search(t) for t in saved_texts)
         scheduler_saved = any(SCHEDULER_TEXT.search(t) for t in saved_texts)
         seen = set()
@@ -200,6 +229,11 @@ class CheckpointWithoutOptimizer(Rule):
                     continue
                 seen.add(id(node))
                 entries = _entries(node)
+                report_at = node
+                if entries is not None and id(node) in self._folded:
+                    extra, save_site = self._folded[id(node)]
+                    entries = entries + extra
+                    report_at = save_site.node  # the dict is complete where it is saved
                 if entries is None or not self._has_model_state(ctx, entries, site):
                     continue
                 if not any(k is not None and PROGRESS_KEY.search(k) for k, _ in entries):
@@ -211,7 +245,7 @@ class CheckpointWithoutOptimizer(Rule):
                     if self._stateless_optimizers(ctx):
                         if scheduler and not scheduler_saved:
                             yield Report(
-                                node,
+                                report_at,
                                 "this checkpoint holds the model state and training progress but not the "
                                 "learning-rate scheduler's state: a resumed run restarts the schedule from its "
                                 "first step. Save `scheduler.state_dict()` too (and load it on resume).",
@@ -227,7 +261,7 @@ class CheckpointWithoutOptimizer(Rule):
                 else:
                     continue
                 yield Report(
-                    node,
+                    report_at,
                     f"this checkpoint holds the model state and training progress but not {missing}: "
                     f"a resumed run {effect}. Save {what} too (and load it on resume).",
                 )
@@ -282,9 +316,21 @@ class CheckpointWithoutOptimizer(Rule):
         if not isinstance(expr, cst.Name):
             return None
         name = expr.value
+        folded: List[Tuple[Optional[str], cst.BaseExpression]] = []
         if self._mutated(ctx, name, at):
-            return None
+            keyed = self._keyed_assignments(ctx, name, at)
+            if not keyed:
+                return None
+            folded = keyed
         sites = ctx.reaching(name, at)
+        if folded:
+            # `ckpt = {}; ckpt["model"] = ...; ckpt["epoch"] = ...`: the keys set one by one
+            # belong to the dict display the name is bound to (only one, in this scope).
+            if len(sites) != 1 or sites[0].op != "=" or sites[0].function is not at.function or _entries(sites[0].value) is None:
+                return None
+            node = sites[0].value
+            self._folded[id(node)] = (folded, at)
+            return [(node, sites[0])]
         out: List[Tuple[cst.BaseExpression, Site]] = []
         if not sites:
             fn = at.function
@@ -306,6 +352,39 @@ class CheckpointWithoutOptimizer(Rule):
             if found is None:
                 return None
             out.extend(found)
+        return out
+
+    @staticmethod
+    def _keyed_assignments(ctx, name: str, at: Site) -> Optional[List[Tuple[Optional[str], cst.BaseExpression]]]:
+        """The (key, value) of every `name["key"] = value` in the scope that binds `name`, when
+        those are the only changes it sees: None for an `update(...)`/`setdefault`, a computed
+        key, `del name[...]`, a nested `name["a"]["b"] = ...`, or `name` handed to a call
+        that may fill it in."""
+        out: List[Tuple[Optional[str], cst.BaseExpression]] = []
+        for a in ctx.facts.assigns:
+            if a.function is not at.function:
+                continue
+            for t in a.targets:
+                root = t
+                while isinstance(root, (cst.Subscript, cst.Attribute)):
+                    root = root.value
+                if not (isinstance(root, cst.Name) and root.value == name) or t is root:
+                    continue
+                if not (isinstance(t, cst.Subscript) and isinstance(t.value, cst.Name)) or a.op != "=" or a.value is None or len(a.targets) != 1:
+                    return None
+                if len(t.slice) != 1 or not isinstance(t.slice[0].slice, cst.Index):
+                    return None
+                k = t.slice[0].slice.value
+                if not (isinstance(k, cst.SimpleString) and isinstance(k.evaluated_value, str)):
+                    return None
+                out.append((k.evaluated_value, a.value))
+        for c in ctx.calls_in(at.function):
+            if c.qualname in TORCH_SAVE or c.attr in ("print", "len"):
+                continue
+            if isinstance(c.receiver, cst.Name) and c.receiver.value == name and c.attr not in ("keys", "items", "values", "get", "copy"):
+                return None
+            if any(isinstance(n, cst.Name) and n.value == name for a in c.args for n in walk(a.value)):
+                return None
         return out
 
     @staticmethod
