@@ -72,6 +72,9 @@ def external_origin(ctx: FileContext, expr: cst.BaseExpression, at: Site, depth:
     if isinstance(expr, cst.Name):
         if ctx.qualname(expr) is not None:
             return None
+        opened = _opened_path(ctx, expr, at)
+        if opened is not None:
+            return external_origin(ctx, opened, at, depth + 1)
         function = at.function
         if function is not None and expr.value in function.params and not ctx.reaching(expr.value, at):
             callers_args = ctx.param_arguments(function, expr.value) + _constructor_arguments(ctx, function, expr.value)
@@ -91,6 +94,27 @@ def external_origin(ctx: FileContext, expr: cst.BaseExpression, at: Site, depth:
             if found:
                 return found
         return None
+    return None
+
+
+def _opened_path(ctx: FileContext, name: cst.Name, at: Site) -> Optional[cst.BaseExpression]:
+    """`path` when `name` is the file object of a `with open(path, "rb") as name:` around
+    `at` (also `io.open(path)`, `Path(p).open("rb")`) and nothing rebinds it in between."""
+    for block in reversed(at.withs):
+        for item in getattr(block.node, "items", ()):
+            if not (item.asname is not None and isinstance(item.asname.name, cst.Name) and item.asname.name.value == name.value):
+                continue
+            if any(s.order > block.start for s in ctx.reaching(name.value, at)):
+                return None
+            call = item.item
+            if not isinstance(call, cst.Call):
+                return None
+            q = ctx.qualname(call.func)
+            if q == "io.open" or (q is None and isinstance(call.func, cst.Name) and call.func.value == "open" and ctx.function_named("open", at.function) is None):
+                return call.args[0].value if call.args and call.args[0].keyword is None and not call.args[0].star else None
+            if q is None and isinstance(call.func, cst.Attribute) and call.func.attr.value == "open":
+                return call.func.value
+            return None
     return None
 
 

@@ -22,7 +22,8 @@ class UnsafeTorchLoad(Rule):
     code when it is loaded. A checkpoint downloaded from a model hub, shared in a team folder
     or named on the command line is then a way into the machine (and its credentials).
     Before PyTorch 2.6 `weights_only=False` is also the default, so a call without the
-    argument is unsafe there. Literal paths, paths built inside the program, in-memory
+    argument is unsafe there. A file object opened on such a path (`with open(path, "rb") as
+    f: torch.load(f)`) is the same. Literal paths, paths built inside the program, in-memory
     buffers and test files are not reported.
 
     ## Example
@@ -82,6 +83,16 @@ class UnsafeTorchLoad(Rule):
             return torch.load(path)
         state = _load("weights.pt")
         """,
+        """
+        import argparse
+        import torch
+        # a file object: opened on a literal path, or loaded with weights_only=True
+        def load_weights(path):
+            with open(path, "rb") as f:
+                return torch.load(f, weights_only=True)
+        with open("checkpoints/best.pt", "rb") as f:
+            state = torch.load(f)
+        """,
     )
     INVALID = (
         """
@@ -115,6 +126,19 @@ class UnsafeTorchLoad(Rule):
         def load_model(model, checkpoint_dir):
             state = torch.load(Path(checkpoint_dir) / "model.pt", map_location="cpu")  # !
             model.load_state_dict(state)
+        """,
+        """
+        import argparse
+        import torch
+        # the file object of a path from a parameter, or from argparse
+        def load_weights(path):
+            with open(path, "rb") as f:
+                return torch.load(f)  # !
+        parser = argparse.ArgumentParser()
+        parser.add_argument("--ckpt")
+        args = parser.parse_args()
+        with open(args.ckpt, "rb") as fh:
+            state = torch.load(fh, map_location="cpu")  # !
         """,
     )
 
