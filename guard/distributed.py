@@ -27,7 +27,8 @@ ranks (one ``all_reduce`` of one number per parameter per step, the same sum as
 the clip coefficient and the non-finite flag from them are identical on all ranks.
 
 Under DDP the per-step path adds exactly one collective, and only when the guard has a
-per-step decision to take (``on_nonfinite="raise"``/``"skip"``): the step's
+per-step decision to take (``on_nonfinite="skip"``, or ``"raise"`` with the host or
+device gate; the accelerator's "deferred" raise is agreed at the read-back): the step's
 non-finite flag (gradients | loss) is reduced with one ``all_reduce(MAX)`` of a
 0-d tensor on the gradients' device. On an accelerator this is asynchronous
 like any other collective: it adds no host-device synchronisation. Findings are

@@ -533,7 +533,9 @@ class TrainingGuard:
                 p.grad = None
             rec.host_skipped = True
             return
-        bad = self._decisions.device_any(self._nonfinite_flag(rec, loss))
+        bad = self._nonfinite_flag(rec, loss)
+        if self._gate != "deferred":   # deferred: agreed with the findings at read-back
+            bad = self._decisions.device_any(bad)
         rec.bad = bad
         if self._gate == "device":
             flag = bad.float()

@@ -680,3 +680,45 @@ def test_the_harness_fails_fast_on_a_hang():
     with pytest.raises(pytest.fail.Exception, match="hang"):
         run_ranks("scenario_hang", world=2, deadline=3)
     assert time.monotonic() - start < 12
+
+
+def scenario_deferred(rank, world, nan_rank=1, nan_step=3):
+    """The accelerator "deferred" gate (raise, non-fused optimizer), forced on
+    CPU: no per-step collective; a NaN on one rank raises on all at the read-back."""
+    calls = []
+    real = dist.all_reduce
+
+    def counting(*a, **k):
+        calls.append(1)
+        return real(*a, **k)
+
+    dist.all_reduce = counting
+    raised, per_step = None, []
+    try:
+        model, ddp, x, y = _setup(rank)
+        crit = nn.CrossEntropyLoss()
+        opt = torch.optim.SGD(ddp.parameters(), lr=0.05)
+        gd = TrainingGuard(ddp, opt, loss_fn=crit, check_every=5, checks=_quiet_checks())
+        gd._force_gate = "deferred"
+        try:
+            with gd:
+                for step in range(10):
+                    before = len(calls)
+                    opt.zero_grad()
+                    loss = crit(ddp(x[step * 4:][:8]), y[step * 4:][:8])
+                    gd.observe_loss(float("nan") if (rank == nan_rank and step == nan_step)
+                                    else loss)
+                    loss.backward()
+                    opt.step()
+                    per_step.append(len(calls) - before)
+        except Exception as e:
+            raised = (type(e).__name__, getattr(e, "step", None))
+    finally:
+        dist.all_reduce = real
+    return {"raised": raised, "per_step": per_step}
+
+
+def test_deferred_gate_has_no_per_step_collective_and_raises_everywhere():
+    res = run_ranks("scenario_deferred", world=2)
+    assert _same(res, "raised") == ("NonFiniteError", 3)
+    assert _same(res, "per_step")[1:4] == [0, 0, 0]
