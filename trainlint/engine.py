@@ -55,11 +55,11 @@ def _syntax_error(text: str, path: str) -> Optional[Finding]:
             code=rule.code,
             name=rule.name,
             severity=rule.severity,
-            message=f"file does not parse: {exc.msg}",
+            message=f"file does not parse: {exc.msg or type(exc).__name__}",
         )
     except (ValueError, RecursionError, MemoryError) as exc:  # e.g. null bytes
         rule = all_rules()["TL000"]
-        return Finding(path, 1, 1, 1, 1, rule.code, rule.name, rule.severity, f"file does not parse: {exc}")
+        return Finding(path, 1, 1, 1, 1, rule.code, rule.name, rule.severity, f"file does not parse: {exc or type(exc).__name__}")
     return None
 
 
