@@ -59,7 +59,7 @@ def _syntax_error(text: str, path: str) -> Optional[Finding]:
         )
     except (ValueError, RecursionError, MemoryError) as exc:  # e.g. null bytes
         rule = all_rules()["TL000"]
-        return Finding(path, 1, 1, 1, 1, rule.code, rule.name, rule.severity, f"file does not parse: {exc or type(exc).__name__}")
+        return Finding(path, 1, 1, 1, 1, rule.code, rule.name, rule.severity, f"file does not parse: {str(exc) or type(exc).__name__ + ' (too deeply nested)'}")
     return None
 
 
