@@ -94,7 +94,8 @@ class DistributedDecisions(Decisions):
 
     # ------------------------------------------------------------- decisions
     def device_any(self, flag: torch.Tensor) -> torch.Tensor:
-        """One ``all_reduce(MAX)`` of the 0-d flag, on the device: no host sync."""
+        """One ``all_reduce(MAX)`` of the 0-d flag, on the device with NCCL (no
+        host sync); with gloo the flag goes through the CPU."""
         t = flag.detach().reshape(()).to(device=self.device, dtype=torch.float32)
         self._max_(t)
         return (t > 0).to(flag.device)
