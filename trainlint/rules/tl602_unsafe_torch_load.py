@@ -92,6 +92,13 @@ class UnsafeTorchLoad(Rule):
                 return torch.load(f, weights_only=True)
         with open("checkpoints/best.pt", "rb") as f:
             state = torch.load(f)
+        parser = argparse.ArgumentParser()
+        parser.add_argument("--model")
+        opt = parser.parse_args()
+        # allow-listed classes: written for the weights-only default
+        with open(opt.model, "rb") as f:
+            with torch.serialization.safe_globals([Net]):
+                model = torch.load(f)
         """,
     )
     INVALID = (
@@ -165,6 +172,8 @@ class UnsafeTorchLoad(Rule):
                 continue
             if any(b.test is not None and "weights_only" in ctx.module.code_for_node(b.test) for b in call.ifs):
                 continue  # the code branches on the flag itself: a deliberate (often old-torch) path
+            if _relies_on_weights_only(ctx, call):
+                continue
             try:
                 origin = external_origin(ctx, path, call)
             except RecursionError:  # FileContext.constructions loops on `self.x = self.x.to(dev)`
@@ -182,6 +191,17 @@ class UnsafeTorchLoad(Rule):
                 f"unpickles arbitrary objects, so a crafted checkpoint runs code when loaded. "
                 f"Pass `weights_only=True` (or load safetensors).",
             )
+
+
+def _relies_on_weights_only(ctx, call) -> bool:
+    """The load runs under `torch.serialization.safe_globals([...])`, or the file allow-lists
+    classes with `add_safe_globals`: both only matter to a weights-only load, so the code is
+    written for torch's weights_only default (2.6+), not for unpickling."""
+    for block in call.withs:
+        for item in block.items:
+            if isinstance(item, cst.Call) and (ctx.qualname(item.func) or "").endswith(".safe_globals"):
+                return True
+    return any((c.qualname or "").endswith(".add_safe_globals") for c in ctx.facts.calls)
 
 
 RULE = UnsafeTorchLoad
