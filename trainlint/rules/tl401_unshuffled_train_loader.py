@@ -80,6 +80,14 @@ class UnshuffledTrainLoader(Rule):
         train_loader = DataLoader(train_set, 64, True)
         """,
         """
+        from torch.utils.data import DataLoader, Subset
+        class Data:
+            def setup(self):
+                self.random_train = Subset(self.random_full, indices=range(64))
+            def train_dataloader(self):
+                return DataLoader(self.random_train)  # random data: no order to learn
+        """,
+        """
         from torch.utils.data import DataLoader
         # statistics of the training set: the order does not matter
         stats_loader = DataLoader(train_subset, batch_size=256)
@@ -165,6 +173,8 @@ class UnshuffledTrainLoader(Rule):
             )
             if not bound and dataset.value in ctx.facts.lambda_params:
                 return True  # a lambda's parameter: cannot tell what it holds
+        if SYNTHETIC_DATASET.match((dotted(dataset) or "").rsplit(".", 1)[-1]):
+            return True  # `self.random_train`, `dummy_ds`
         for value, _ in ctx.constructions(dataset, call):
             if isinstance(value, cst.Call) and SYNTHETIC_DATASET.match((dotted(value.func) or "").rsplit(".", 1)[-1]):
                 return True
