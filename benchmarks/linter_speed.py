@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """How fast is trainlint next to the other libcst-based linters? Run by hand, never in CI.
 
-    python benchmarks/linter_speed.py --torchfix-venv /work/scratch/bench/tools-venv \\
+    python benchmarks/linter_speed.py --torchfix-venv ~/scratch/tools-venv \\
         --corpus ~/src/nanoGPT --corpus ~/src/pytorch-examples --runs 5
 
 What it does, in one run:
