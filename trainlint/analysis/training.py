@@ -374,7 +374,8 @@ class Training:
         for q in self.ctx.constructed_qualnames(func, call):
             if q and (q in ("torch.nn.Sequential",) or q.startswith(MODEL_CONSTRUCTOR_PREFIXES)):
                 return True
-        return looks_like_model_name(name)
+        # By name only with an input: `solver.model()` (z3) is not a forward pass.
+        return bool(call.node.args) and looks_like_model_name(name)  # type: ignore[attr-defined]
 
     def model_key(self, call: CallSite) -> Optional[str]:
         func = call.func

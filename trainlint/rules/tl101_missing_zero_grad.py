@@ -223,6 +223,8 @@ class MissingZeroGrad(Rule):
             clears = [e for e in tr.all_events(loop) if e.kind == ZERO_GRAD]
             reported = set()
             for step in steps:
+                if self._built_each_iteration(ctx, loop, step):
+                    continue  # a fresh optimizer per iteration: a one-off step, not a training loop
                 if step.target in reported or self._cleared(ctx, tr, step, clears):
                     continue
                 reported.add(step.target)
@@ -235,6 +237,15 @@ class MissingZeroGrad(Rule):
                     f"when accumulating).",
                     self._fix(loop, step),
                 )
+
+    @staticmethod
+    def _built_each_iteration(ctx, loop, step) -> bool:
+        site = step.site
+        opt = site.receiver if dotted(site.receiver) == step.target else site.positional(0)
+        if opt is None or step.chain:
+            return False
+        sites = [s for v, s in ctx.constructions(opt, site) if isinstance(v, cst.Call)]
+        return bool(sites) and all(s.function is loop.function and loop.contains(s.order) for s in sites)
 
     @staticmethod
     def _cleared(ctx, tr, step, clears) -> bool:

@@ -236,6 +236,8 @@ class LeakyNormalization(Rule):
         else:
             return None
         name = root_name(data)
+        if name in ctx.imports.alias:
+            return None  # `np.max(...)` read as a method of the module `np`
         if not name or LABEL_NAME.search(name) or (isinstance(data, cst.Subscript) and _label_subscript(data)):
             return None
         if axis is not None and not (isinstance(axis, cst.Integer) and axis.value == "0"):
@@ -314,6 +316,7 @@ class LeakyNormalization(Rule):
                     and _row_indexer(part.value)
                     and len(part.slice) == 1
                     and isinstance(part.slice[0].slice, cst.Slice)
+                    and not _off_by_one(part.slice[0].slice)
                 ):
                     return f"slicing `{ctx.module.code_for_node(part.value)}[...]`"
         return None
@@ -358,6 +361,16 @@ def _metadata(expr) -> bool:
             return True
         expr = expr.func if isinstance(expr, cst.Call) else expr.value
     return False
+
+
+def _off_by_one(sl: cst.Slice) -> bool:
+    """`x[1:]`, `x[:-1]`: neighbours (bin edges, shifted sequences), not a train/test split."""
+    bounds = [b for b in (sl.lower, sl.upper) if b is not None]
+    def one(b):
+        if isinstance(b, cst.UnaryOperation) and isinstance(b.operator, cst.Minus):
+            b = b.expression
+        return isinstance(b, cst.Integer) and b.value == "1"
+    return len(bounds) == 1 and one(bounds[0])
 
 
 def _row_indexer(expr) -> bool:
