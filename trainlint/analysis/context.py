@@ -71,19 +71,20 @@ class FileContext:
                 idx.setdefault(f.name, []).append(f)
         return idx
 
-    @cached_property
-    def _calls_by_function(self) -> Dict[int, List[CallSite]]:
-        idx: Dict[int, List[CallSite]] = {}
-        for c in self.facts.calls:
-            idx.setdefault(id(c.function), []).append(c)
+    @staticmethod
+    def _by_function(sites: Iterable[Site]) -> Dict[int, list]:
+        idx: Dict[int, list] = {}
+        for s in sites:
+            idx.setdefault(id(s.function), []).append(s)
         return idx
 
     @cached_property
+    def _calls_by_function(self) -> Dict[int, List[CallSite]]:
+        return self._by_function(self.facts.calls)
+
+    @cached_property
     def _returns_by_function(self) -> Dict[int, List[ReturnSite]]:
-        idx: Dict[int, List[ReturnSite]] = {}
-        for r in self.facts.returns:
-            idx.setdefault(id(r.function), []).append(r)
-        return idx
+        return self._by_function(self.facts.returns)
 
     @cached_property
     def _callers(self) -> Dict[int, List[CallSite]]:

@@ -323,16 +323,14 @@ class ModuleFacts:
             self.assigns.append(
                 AssignSite(node, self._function, self._loops, self._withs, self._ifs, block.start, (t,), None, "for", node.iter)
             )
-        saved = self._loops
-        self._loops = saved + (block,)
-        self.walk(node.body)
-        block.end = self._tick()
-        self._loops = saved
-        self.walk(node.orelse)
+        self._loop_body(block, node)
 
     def _while(self, node: cst.While) -> None:
         self.walk(node.test)
-        block = self._open("while", node)
+        self._loop_body(self._open("while", node), node)
+
+    def _loop_body(self, block: Block, node) -> None:
+        """Walk a loop's body inside `block`, then its `else:` outside it."""
         saved = self._loops
         self._loops = saved + (block,)
         self.walk(node.body)
