@@ -279,6 +279,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ap.add_argument("--torchfix-venv", default=None, help="a venv with torchfix (and fixit) installed, outside the repository")
     ap.add_argument("--trainlint", default=None, help="the trainlint command (default: the one beside this Python)")
     ap.add_argument("--one-file", default=None, help="the file for the pre-commit case (default: a train.py of the corpus)")
+    ap.add_argument(
+        "--plain-file", default=None,
+        help="a file no rule can fire on, for the pre-commit case (default: the first such file of the corpus with 50+ lines)",
+    )
     ap.add_argument("--large-corpus", action="append", default=[], metavar="DIR", help="big trees to lint once for memory and robustness")
     ap.add_argument("--large-jobs", default="0", help="--jobs values for the large runs, comma-separated (default: 0, all cores)")
     args = ap.parse_args(argv)
@@ -313,6 +317,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         list_file = work / "files.txt"
         list_file.write_text("".join(f"{f}\n" for f in files), encoding="utf-8")
         one = Path(args.one_file).resolve() if args.one_file else next((f for f in files if f.name == "train.py"), files[0])
+        plain = Path(args.plain_file).resolve() if args.plain_file else plain_file(files)
 
         cache_dir = work / "cache"
         shutil.rmtree(cache_dir, ignore_errors=True)  # the warm-up run of "warm" fills it
@@ -348,6 +353,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             one_specs += [
                 Spec("trainlint, `--no-cache`", [*trainlint, "check", str(one), "--no-cache"], one_runs),
                 Spec("trainlint, warm cache", [*trainlint, "check", str(one), "--cache-dir", str(cache_dir)], one_runs),
+            ]
+            if plain is not None:
+                one_specs.append(Spec(f"trainlint, `--no-cache`, on `{plain.name}` ({count_lines([plain])} lines, no rule applies)", [*trainlint, "check", str(plain), "--no-cache"], one_runs))
+            one_specs += [
                 Spec("`python -c 'import libcst'`", [sys.executable, "-c", "import libcst"], one_runs, (0,)),
             ]
         if "torchfix" in tools:
@@ -379,6 +388,19 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     finally:
         if tmp is not None:
             tmp.cleanup()
+
+
+def plain_file(files: Sequence[Path]) -> Optional[Path]:
+    """The first file of 50+ lines that no rule's pre-check lets through (a module that is
+    not training code: what most commits touch)."""
+    sys.path.insert(0, str(HERE.parent))
+    from trainlint.precheck import CATALOGUE, applicable
+
+    for f in files:
+        text = f.read_text(encoding="utf-8", errors="replace")
+        if text.count("\n") >= 50 and not applicable(CATALOGUE, text, str(f)):
+            return f
+    return None
 
 
 def machine() -> str:

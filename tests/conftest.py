@@ -47,7 +47,6 @@ def _make_test_rules():
         name = "test-flag-me"
         severity = "warning"
         fixable = "safe"
-        triggers = ("flagme",)
 
         def check(self, ctx):
             for call in calls_named(ctx.module, "flagme"):
@@ -61,7 +60,6 @@ def _make_test_rules():
         code = "TL991"
         name = "test-info"
         severity = "info"
-        triggers = ("infome",)
 
         def check(self, ctx):
             for call in calls_named(ctx.module, "infome"):
@@ -75,7 +73,6 @@ def _make_test_rules():
         name = "test-unsafe"
         severity = "error"
         fixable = "unsafe"
-        triggers = ("unsafeme",)
 
         def check(self, ctx):
             for call in calls_named(ctx.module, "unsafeme"):
@@ -91,7 +88,6 @@ def _make_test_rules():
         name = "test-insert-line"
         severity = "error"
         fixable = "safe"
-        triggers = ("insertme",)
 
         def check(self, ctx):
             loops = []

@@ -1,7 +1,8 @@
 """Lint one source text: pre-check, parse, analyse once, run the rules, suppress, fix.
 
 Speed matters here (the linter runs on every commit):
-- a text pre-check skips files that contain nothing any selected rule looks for;
+- a text pre-check (`trainlint.precheck`) skips files that contain nothing any selected
+  rule looks for, before libcst or any rule is imported;
 - libcst parses each file once and one traversal builds the facts all rules share
   (`analysis.context.FileContext`), with names resolved from the module's own imports
   rather than libcst's (slow) scope and qualified-name providers;
@@ -12,15 +13,16 @@ from __future__ import annotations
 
 import ast
 from dataclasses import dataclass, field
-from typing import Dict, FrozenSet, Iterable, List, Optional, Sequence
-
-import libcst as cst
-from libcst.metadata import MetadataWrapper, PositionProvider
+from typing import TYPE_CHECKING, FrozenSet, Iterable, List, Optional, Tuple
 
 from trainlint.finding import Edit, Fix, Finding
-from trainlint.registry import all_rules
-from trainlint.rules.base import Replacement, Report, Rule
+from trainlint.precheck import applicable
+from trainlint.registry import SyntaxErrorRule, all_rules, rule_codes
+from trainlint.rules.base import Replacement, Rule
 from trainlint.suppression import file_disabled_codes, noqa_codes, suppressed
+
+if TYPE_CHECKING:  # pragma: no cover
+    from trainlint.rules.base import Report
 
 
 @dataclass
@@ -31,13 +33,6 @@ class FileResult:
     fixed_count: int = 0
 
 
-def rules_for(selected: Optional[Iterable[str]]) -> List[Rule]:
-    rules = all_rules()
-    if selected is None:
-        return [r for c, r in rules.items() if c != "TL000"]
-    return [rules[c] for c in rules if c in selected and c != "TL000"]
-
-
 def _syntax_error(text: str, path: str) -> Optional[Finding]:
     """TL000 as Python itself sees it: only where `ast.parse` fails too."""
     try:
@@ -45,7 +40,7 @@ def _syntax_error(text: str, path: str) -> Optional[Finding]:
     except SyntaxError as exc:
         line = exc.lineno or 1
         col = exc.offset or 1
-        rule = all_rules()["TL000"]
+        rule = SyntaxErrorRule
         return Finding(
             path=path,
             line=line,
@@ -58,7 +53,7 @@ def _syntax_error(text: str, path: str) -> Optional[Finding]:
             message=f"file does not parse: {exc.msg or type(exc).__name__}",
         )
     except (ValueError, RecursionError, MemoryError) as exc:  # e.g. null bytes
-        rule = all_rules()["TL000"]
+        rule = SyntaxErrorRule
         return Finding(path, 1, 1, 1, 1, rule.code, rule.name, rule.severity, f"file does not parse: {str(exc) or type(exc).__name__ + ' (too deeply nested)'}")
     return None
 
@@ -70,20 +65,28 @@ def lint_text(
     *,
     fix: bool = False,
     unsafe_fixes: bool = False,
+    precheck: bool = True,
 ) -> FileResult:
-    """Lint `text` (the source of `path`) with the selected codes (None: all rules)."""
+    """Lint `text` (the source of `path`) with the selected codes (None: all rules).
+
+    `precheck=False` parses every file (to verify the pre-check loses no finding)."""
     result = FileResult()
     want_syntax = selected is None or "TL000" in selected
     disabled = file_disabled_codes(text)
-    rules = [r for r in rules_for(selected) if not suppressed(r.code, disabled)]
-    rules = [r for r in rules if not r.triggers or any(t in text for t in r.triggers)]
-    if not rules:
+    codes = [c for c in rule_codes() if c != "TL000" and (selected is None or c in selected) and not suppressed(c, disabled)]
+    if precheck:
+        codes = applicable(codes, text, path)
+    if not codes:
         if want_syntax and not suppressed("TL000", disabled):
             err = _syntax_error(text, path)
             if err:
                 result.findings.append(err)
         return result
 
+    import libcst as cst  # imported here: a run whose files all fail the pre-check never needs it
+    from libcst.metadata import MetadataWrapper, PositionProvider
+
+    rules = [all_rules()[c] for c in codes]
     try:
         module = cst.parse_module(text)
     except (cst.ParserSyntaxError, RecursionError, ValueError, MemoryError):
@@ -96,7 +99,7 @@ def lint_text(
 
     from trainlint.analysis.context import FileContext  # imported late: keeps `rules` listing fast
 
-    reports: List[tuple] = []
+    reports: List[Tuple[Rule, Report]] = []
     try:
         ctx = FileContext(module, text, path)
     except RecursionError:

@@ -203,8 +203,11 @@ def iter_outcomes(tasks: Iterable[Task], jobs: int, most: Optional[int] = None) 
 def _pool_map(tasks: Iterator[Task], jobs: int) -> Iterator[Outcome]:
     import multiprocessing
 
-    # Import the engine (libcst, the rules) before forking: the workers share it.
-    import trainlint.engine  # noqa: F401
+    # Import libcst and the rules before forking: the workers share them instead of each
+    # paying the import (the engine itself imports them only for a file that needs parsing).
+    from trainlint.registry import all_rules
+
+    all_rules()
 
     method = "fork" if sys.platform.startswith("linux") else "spawn"
     ctx = multiprocessing.get_context(method)

@@ -13,6 +13,7 @@ from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 import libcst as cst
 
+from trainlint import precheck
 from trainlint.analysis.facts import AssignSite, Block, CallSite, ClassInfo, FunctionInfo, ModuleFacts, ReturnSite, Site, collect
 from trainlint.analysis.names import dotted
 
@@ -29,7 +30,7 @@ _WRAPPERS = {
 }
 
 MAX_DEPTH = 6
-TORCH_ROOTS = {"torch", "lightning", "pytorch_lightning", "lightning_fabric", "transformers", "timm", "accelerate", "torchvision", "fastai", "skorch", "ignite", "poutyne", "deepspeed"}
+TORCH_ROOTS = frozenset(precheck.TORCH_ROOTS)
 
 
 class FileContext:
@@ -113,15 +114,7 @@ class FileContext:
 
     @cached_property
     def is_test_file(self) -> bool:
-        """A test module (pytest naming or a tests/ folder): deterministic loaders and odd
-        modes are deliberate there."""
-        path = self.path.replace("\\", "/")
-        base = path.rsplit("/", 1)[-1]
-        dirs = set(path.split("/")[:-1])
-        return (
-            base.startswith("test_") or base.endswith("_test.py") or base == "conftest.py"
-            or bool(dirs & {"tests", "test", "testing", "test_utils"})
-        )
+        return precheck.is_test_path(self.path)
 
     @cached_property
     def loops(self) -> List[Block]:

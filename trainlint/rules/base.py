@@ -36,16 +36,15 @@ class Rule:
 
     Subclasses set `code`, `name`, `severity`, a docstring in the form
     *What it does / Why is this bad? / Example / Use instead*, `VALID` and
-    `INVALID` example sources (run by the generic rule test), and `triggers`:
-    substrings of which a file must contain at least one for the rule to be able
-    to fire at all (the cheap text pre-check that lets the engine skip parsing).
+    `INVALID` example sources (run by the generic rule test). What text a file
+    must contain for the rule to be able to fire (the pre-check that lets the engine
+    skip parsing) is the rule's entry in `trainlint/precheck.py`.
     """
 
     code: ClassVar[str] = ""
     name: ClassVar[str] = ""
     severity: ClassVar[str] = "error"
     fixable: ClassVar[Optional[str]] = None  # None, "safe" or "unsafe"
-    triggers: ClassVar[Tuple[str, ...]] = ()
     VALID: ClassVar[Tuple[str, ...]] = ()
     INVALID: ClassVar[Tuple[str, ...]] = ()
 

@@ -43,7 +43,6 @@ class MissingZeroGrad(Rule):
     name = "missing-zero-grad"
     severity = "error"
     fixable = "unsafe"
-    triggers = ("backward",)
 
     VALID = (
         """

@@ -46,7 +46,6 @@ class ZeroGradBeforeStep(Rule):
     code = "TL102"
     name = "zero-grad-before-step"
     severity = "error"
-    triggers = ("zero_grad", ".grad")
 
     VALID = (
         """

@@ -51,7 +51,6 @@ class LossAccumulatedWithGraph(Rule):
     name = "loss-accumulated-with-graph"
     severity = "warning"
     fixable = "safe"
-    triggers = ("backward",)
 
     VALID = (
         """

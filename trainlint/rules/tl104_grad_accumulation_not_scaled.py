@@ -59,7 +59,6 @@ class GradAccumulationNotScaled(Rule):
     code = "TL104"
     name = "grad-accumulation-not-scaled"
     severity = "warning"
-    triggers = ("%",)
 
     VALID = (
         """

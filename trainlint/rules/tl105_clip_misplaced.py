@@ -42,7 +42,6 @@ class ClipMisplaced(Rule):
     code = "TL105"
     name = "clip-misplaced"
     severity = "error"
-    triggers = ("clip_grad",)
 
     VALID = (
         """

@@ -41,7 +41,6 @@ class ClipWithoutUnscale(Rule):
     code = "TL106"
     name = "clip-without-unscale"
     severity = "error"
-    triggers = ("clip_grad",)
 
     VALID = (
         """

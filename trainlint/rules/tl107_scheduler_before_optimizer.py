@@ -50,7 +50,6 @@ class SchedulerBeforeOptimizer(Rule):
     code = "TL107"
     name = "scheduler-before-optimizer"
     severity = "warning"
-    triggers = ("sched",)
 
     VALID = (
         """

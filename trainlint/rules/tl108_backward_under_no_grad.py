@@ -41,7 +41,6 @@ class BackwardUnderNoGrad(Rule):
     code = "TL108"
     name = "backward-under-no-grad"
     severity = "error"
-    triggers = ("no_grad", "inference_mode", "set_grad_enabled")
 
     VALID = (
         """

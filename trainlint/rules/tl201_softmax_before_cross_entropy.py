@@ -60,7 +60,6 @@ class SoftmaxBeforeCrossEntropy(Rule):
     name = "softmax-before-cross-entropy"
     severity = "error"
     fixable = "unsafe"
-    triggers = ("cross_entropy", "CrossEntropyLoss")
 
     VALID = (
         """

@@ -45,7 +45,6 @@ class SigmoidBeforeBceWithLogits(Rule):
     name = "sigmoid-before-bce-with-logits"
     severity = "error"
     fixable = "unsafe"
-    triggers = ("binary_cross_entropy_with_logits", "BCEWithLogitsLoss")
 
     VALID = (
         """

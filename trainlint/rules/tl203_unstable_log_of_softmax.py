@@ -95,7 +95,6 @@ class UnstableLogOfSoftmax(Rule):
     name = "unstable-log-of-softmax"
     severity = "warning"
     fixable = "safe"
-    triggers = ("softmax", "Softmax", "sigmoid", "Sigmoid", "exp(")
 
     VALID = (
         """

@@ -62,7 +62,6 @@ class SoftmaxImplicitDim(Rule):
     code = "TL204"
     name = "softmax-implicit-dim"
     severity = "warning"
-    triggers = ("softmax", "Softmax", "softmin", "Softmin")
 
     VALID = (
         """

@@ -66,7 +66,6 @@ class EvalWithoutEvalMode(Rule):
     name = "eval-without-eval-mode"
     severity = "error"
     fixable = "unsafe"
-    triggers = ("val", "test", "eval", "predict", "infer", "dev")
 
     VALID = (
         """

@@ -38,7 +38,6 @@ class EvalWithoutNoGrad(Rule):
     name = "eval-without-no-grad"
     severity = "warning"
     fixable = "unsafe"
-    triggers = ("val", "test", "eval", "predict", "infer", "dev")
 
     VALID = (
         """

@@ -70,7 +70,6 @@ class TrainModeNotRestored(Rule):
     code = "TL303"
     name = "train-mode-not-restored"
     severity = "error"
-    triggers = (".eval()", "train(False)")
 
     VALID = (
         """

@@ -45,7 +45,6 @@ class UnshuffledTrainLoader(Rule):
     name = "unshuffled-train-loader"
     severity = "warning"
     fixable = "safe"
-    triggers = ("DataLoader",)
 
     VALID = (
         """

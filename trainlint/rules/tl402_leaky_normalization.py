@@ -49,7 +49,6 @@ class LeakyNormalization(Rule):
     code = "TL402"
     name = "leaky-normalization"
     severity = "error"
-    triggers = ("split", "fit", "[:", "test", "val")
 
     VALID = (
         """

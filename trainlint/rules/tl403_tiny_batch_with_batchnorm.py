@@ -53,7 +53,6 @@ class TinyBatchWithBatchNorm(Rule):
     code = "TL403"
     name = "tiny-batch-with-batchnorm"
     severity = "info"
-    triggers = ("BatchNorm",)
 
     VALID = (
         """

@@ -166,7 +166,6 @@ class ZeroWeightInit(Rule):
     code = "TL501"
     name = "zero-weight-init"
     severity = "error"
-    triggers = ("zeros", "ones_", "ones(", "constant", "zero_", "fill_")
 
     VALID = (
         """

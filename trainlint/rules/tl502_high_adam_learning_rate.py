@@ -54,7 +54,6 @@ class HighAdamLearningRate(Rule):
     code = "TL502"
     name = "high-adam-learning-rate"
     severity = "info"
-    triggers = ("Adam",)
 
     VALID = (
         """

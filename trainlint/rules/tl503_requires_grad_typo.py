@@ -79,7 +79,6 @@ class RequiresGradTypo(Rule):
     code = "TL503"
     name = "requires-grad-typo"
     severity = "error"
-    triggers = ("require", "requries", "reqiures")
 
     VALID = (
         """

@@ -76,7 +76,6 @@ class CheckpointWithoutOptimizer(Rule):
     code = "TL601"
     name = "checkpoint-without-optimizer"
     severity = "info"
-    triggers = ("save(",)
 
     VALID = (
         """

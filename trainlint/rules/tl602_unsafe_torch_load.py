@@ -42,7 +42,6 @@ class UnsafeTorchLoad(Rule):
     code = "TL602"
     name = "unsafe-torch-load"
     severity = "warning"
-    triggers = ("load(",)
 
     VALID = (
         """

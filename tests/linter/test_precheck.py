@@ -1,0 +1,106 @@
+"""The text pre-check: sharp enough to skip files, never so sharp that it hides a finding.
+
+The generic rule tests run every rule's examples with and without the pre-check; these
+tests pin the near misses of the needles themselves.
+"""
+
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from trainlint.engine import lint_text
+from trainlint.precheck import CATALOGUE, applicable, is_test_path
+
+
+def passes(code, src, path="train.py"):
+    return CATALOGUE[code].passes(textwrap.dedent(src), path)
+
+
+@pytest.mark.parametrize(
+    "code,src",
+    [
+        # evaluation passes: a function or a loop named for evaluation
+        ("TL301", "import torch\ndef validate(model, x):\n    return model(x)\n"),
+        ("TL301", "import torch\ndef run_eval_epoch(model, x):\n    return model(x)\n"),
+        ("TL301", "import torch\nfor x in loaders['val']:\n    model(x)\n"),
+        ("TL302", "import torch\nfor x in testloader:\n    model(x)\n"),
+        ("TL302", "import torch\nfor x in dev_data:\n    model(x)\n"),
+        # torch.special.expit is a sigmoid; SWALR and a `warmup` are schedulers
+        ("TL202", "import torch\nloss = F.binary_cross_entropy_with_logits(torch.special.expit(z), y)\n"),
+        ("TL203", "import torch\np = torch.log(expit(z))\n"),
+        ("TL107", "import torch\nfrom torch.optim.swa_utils import SWALR\nswa = SWALR(opt, 0.05)\nswa.step()\n"),
+        # a hand-written softmax
+        ("TL203", "import torch\np = torch.exp(z) / torch.exp(z).sum(1, keepdim=True)\n"),
+        # the in-place method's name assigned as an attribute is a typo
+        ("TL503", "import torch\np.requires_grad_ = False\n"),
+        ("TL503", "import torch\np.require_grad = False\n"),
+        ("TL503", "import torch\nx = torch.zeros(3, requries_grad=True)\n"),
+        # statistics then a single-slice split, with nested brackets in the slice
+        ("TL402", "import numpy as np\nX = X / X.max()\nX_tr = X[:idx[0]]\n"),
+        ("TL402", "from sklearn.preprocessing import StandardScaler\ns = StandardScaler().fit(X_test)\n"),
+        # numpy-only weight matrices need no torch import
+        ("TL501", "import numpy as np\nW1 = np.zeros((784, 128))\nW2 = np.zeros((128, 10))\n"),
+        ("TL602", "from torch import load as torch_load\nsd = torch_load(path)\n"),
+    ],
+)
+def test_needles_let_real_cases_through(code, src):
+    assert passes(code, src)
+
+
+@pytest.mark.parametrize(
+    "code,src",
+    [
+        # the words inside longer names do not count
+        ("TL301", "import torch\ninterval = value + 1\ndef forward(self, x):\n    return self.evaluator(x)\n"),
+        ("TL203", "import torch\nlogits = torch.softmax(z, 1)\nlogger.info(logits)\n"),
+        # correct spellings
+        ("TL503", "import torch\np.requires_grad = False\np.requires_grad_(False)\n"),
+        # no PyTorch-family import: the torch rules cannot fire
+        ("TL101", "for x in data:\n    loss.backward()\n    opt.step()\n"),
+        ("TL204", "import jax\np = jax.nn.softmax(z)\n"),
+        # a statistic with no split, no held-out data, and only multi-dimensional slices
+        ("TL402", "import torch\ny = x.mean(dim=1)\nz = x[:, :4]\n"),
+        # load/save only as parts of other names
+        ("TL602", "import torch\nmodel.load_state_dict(sd)\ndownload(url)\n"),
+        ("TL601", "import torch\nsave_dir = 'out'\n"),
+    ],
+)
+def test_needles_skip_near_misses(code, src):
+    assert not passes(code, src)
+
+
+def test_rules_that_skip_test_files_skip_them_by_path():
+    src = "import torch\nfrom torch.utils.data import DataLoader\nloader = DataLoader(train_set)\n"
+    assert passes("TL401", src, "pkg/train.py")
+    for path in ("tests/test_data.py", "pkg/test_loader.py", "loader_test.py", "conftest.py"):
+        assert is_test_path(path)
+        assert not passes("TL401", src, path)
+
+
+def test_codes_outside_the_catalogue_always_apply():
+    assert applicable(["TL990", "TL101"], "x = 1\n", "a.py") == ["TL990"]
+
+
+def test_a_file_no_rule_can_fire_on_never_imports_libcst(tmp_path):
+    """The one-file pre-commit case: no libcst import, but TL000 is still reported."""
+    code = textwrap.dedent(
+        """
+        import sys
+        from trainlint.engine import lint_text
+        ok = lint_text("import os\\nprint(os.getcwd())\\n", "setup.py")
+        bad = lint_text("def f(:\\n", "broken.py")
+        assert ok.findings == [], ok.findings
+        assert [f.code for f in bad.findings] == ["TL000"], bad.findings
+        assert "libcst" not in sys.modules, "libcst was imported"
+        """
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+
+
+def test_precheck_off_parses_and_finds_the_same():
+    src = "import torch\nfor x, y in loader:\n    loss = F.cross_entropy(model(x), y)\n    loss.backward()\n    opt.step()\n"
+    assert [f.code for f in lint_text(src, "train.py").findings] == ["TL101"]
+    assert lint_text(src, "train.py").findings == lint_text(src, "train.py", precheck=False).findings

@@ -1,0 +1,272 @@
+"""The text pre-check: what a file must contain for each rule to be able to fire at all.
+
+Parsing with libcst is most of the linter's cost (and importing libcst most of a one-file
+run), so a file is parsed only when at least one selected rule passes its pre-check here.
+The table lives in this module, not on the rule classes, so the pre-check runs without
+importing libcst or any rule: a file no rule can fire on costs a scan of its text.
+
+Every entry is a *necessary* condition, read off the rule's own logic: a rule that needs
+`ctx.uses_torch` cannot fire in a file that never names a PyTorch-family package; a rule
+built on training events needs the words those events are calls of (`backward`, `step`);
+a rule that skips test files skips them here by path. The rule tests check that each
+rule's INVALID examples pass and that linting with and without the pre-check agrees on
+every example; `benchmarks/precheck_soundness.py` does the same on a real corpus.
+
+Speed: Python's `re` scans a whole file for every `\\b`-anchored pattern, which would cost
+a tenth of a parse; instead the file's words (and their `_`-separated parts) are collected
+once, lazily, and most needles are set lookups or plain substring searches.
+"""
+
+from __future__ import annotations
+
+import re
+from functools import cached_property
+from typing import Callable, Dict, FrozenSet, Iterable, List, Tuple
+
+# `ctx.uses_torch`: an import whose root is one of these.
+TORCH_ROOTS = frozenset({
+    "torch", "lightning", "pytorch_lightning", "lightning_fabric", "transformers", "timm", "accelerate",
+    "torchvision", "fastai", "skorch", "ignite", "poutyne", "deepspeed",
+})
+# Every ASCII byte that cannot be part of an identifier becomes a space; splitting the
+# result gives the words (bytes.translate + split is about 3x faster than re.findall).
+_NOT_WORD = bytes(c if (chr(c).isalnum() or c == ord("_") or c >= 128) else ord(" ") for c in range(256))
+
+
+def is_test_path(path: str) -> bool:
+    """A test module (pytest naming or a tests/ folder): deterministic loaders and odd modes
+    are deliberate there, so several rules skip such files."""
+    path = path.replace("\\", "/")
+    base = path.rsplit("/", 1)[-1]
+    dirs = set(path.split("/")[:-1])
+    return (
+        base.startswith("test_") or base.endswith("_test.py") or base == "conftest.py"
+        or bool(dirs & {"tests", "test", "testing", "test_utils"})
+    )
+
+
+class Scan:
+    """One file's text, with its words and lowercase word parts computed on first use."""
+
+    def __init__(self, text: str, path: str) -> None:
+        self.text = text
+        self.path = path
+
+    @cached_property
+    def lower(self) -> str:
+        return self.text.lower()
+
+    @cached_property
+    def words(self) -> FrozenSet[bytes]:
+        """Every run of identifier characters, UTF-8 encoded: names, attributes, keywords,
+        words in strings and comments."""
+        return frozenset(self.text.encode("utf-8", "replace").translate(_NOT_WORD).split())
+
+    @cached_property
+    def parts(self) -> FrozenSet[bytes]:
+        """The lowercase `_`-separated parts of every word (`val_loader` -> val, loader): what
+        the analysis's `(^|_)word(_|$)` name patterns match."""
+        return frozenset(p for w in self.words for p in w.lower().split(b"_"))
+
+    @cached_property
+    def mentions_torch(self) -> bool:
+        """Necessary for `ctx.uses_torch` (an import rooted in one of TORCH_ROOTS)."""
+        return any(r in self.text for r in TORCH_ROOTS)
+
+    @cached_property
+    def is_test_file(self) -> bool:
+        return is_test_path(self.path)
+
+
+Needle = Callable[[Scan], bool]
+
+
+def sub(*strings: str) -> Needle:
+    """One of these substrings (case as written)."""
+    return lambda s: any(x in s.text for x in strings)
+
+
+def isub(*strings: str) -> Needle:
+    """One of these lowercase substrings in any case (`softmax`, `Softmax`, `LogSoftmax`)."""
+    return lambda s: any(x in s.lower for x in strings)
+
+
+def word(*words: str) -> Needle:
+    """One of these whole words (`log` but not `logits`)."""
+    wanted = frozenset(w.encode() for w in words)
+    return lambda s: not wanted.isdisjoint(s.words)
+
+
+def part(*parts: str) -> Needle:
+    """One of these lowercase word parts (`val` in `val_loader` or `x_val`)."""
+    wanted = frozenset(p.encode() for p in parts)
+    return lambda s: not wanted.isdisjoint(s.parts)
+
+
+def rx(pattern: str, flags: int = 0) -> Needle:
+    compiled = re.compile(pattern, flags)
+    return lambda s: compiled.search(s.text) is not None
+
+
+class Precheck:
+    """The file must satisfy one needle of every group in `all_of`, name a PyTorch-family
+    package when `needs_torch`, and not be a test module when `skips_test_files`; when
+    `any_of` is given, it must also pass one of those pre-checks (a rule with two kinds of
+    finding)."""
+
+    def __init__(
+        self,
+        *all_of: Tuple[Needle, ...],
+        needs_torch: bool = False,
+        skips_test_files: bool = False,
+        any_of: Tuple["Precheck", ...] = (),
+    ) -> None:
+        self.all_of = all_of
+        self.needs_torch = needs_torch
+        self.skips_test_files = skips_test_files
+        self.any_of = any_of
+
+    def passes(self, text: str, path: str) -> bool:
+        return self.passes_scan(Scan(text, path))
+
+    def passes_scan(self, s: Scan) -> bool:
+        if self.skips_test_files and s.is_test_file:
+            return False
+        if self.needs_torch and not s.mentions_torch:
+            return False
+        if not all(any(n(s) for n in group) for group in self.all_of):
+            return False
+        return not self.any_of or any(p.passes_scan(s) for p in self.any_of)
+
+
+# Training events (analysis/training.py) are calls named `backward`, `step`, ...
+_BACKWARD = (sub("backward"),)
+_STEP = (sub("step"),)
+
+
+def _combine(words: Iterable[str], suffixes: Iterable[str]) -> Tuple[str, ...]:
+    words = tuple(words)
+    return words + tuple(w + x for w in words for x in suffixes)
+
+
+# TL301/TL302 (analysis/evaluation.py): a function named with an evaluation word
+# (`def validate(`, `def run_eval_epoch(`), or a loop over data named for evaluation
+# (`val_loader`, `testloader`, `loaders["dev"]`).
+_EVAL_FUNCTION_PARTS = frozenset({
+    "eval", "evaluate", "evaluation", "validate", "validation", "valid", "val", "test", "testing",
+    "predict", "prediction", "inference", "infer",
+})
+_DEF_NAME = re.compile(r"def\s+(\w+)")  # no leading \b: a literal start lets `re` skip ahead
+
+
+def _eval_function(s: Scan) -> bool:
+    return any(not _EVAL_FUNCTION_PARTS.isdisjoint(n.lower().split("_")) for n in _DEF_NAME.findall(s.text))
+
+
+_EVAL_DATA = part(*_combine(
+    ("val", "valid", "validation", "test", "testing", "eval", "evaluation", "dev", "holdout"),
+    ("loader", "dl", "data", "set", "ds", "iter"),
+))
+_EVAL_PASS = Precheck((_eval_function, _EVAL_DATA), needs_torch=True, skips_test_files=True)
+
+# TL402: statistics of a whole data set before a split (a split function, a single slice
+# `X[:800]` / `df.iloc[n:]`, not `x[:, 0]`) or of held-out data; a scaler fitted on it.
+_STATISTIC = word("mean", "std", "var", "min", "max", "amin", "amax", "nanmean", "nanstd", "nanvar", "nanmin", "nanmax", "median")
+_SCALER_FIT = Precheck((word("fit", "fit_transform"),), (isub("sklearn", "scaler"),))
+_SPLIT_OR_HELDOUT = (
+    sub("train_test_split", "random_split", "KFold", "ShuffleSplit", "TimeSeriesSplit", "LeaveOneOut"),
+    rx(r"\[(?:[^\[\],\n]|\[[^\[\]\n]*\])*:(?:[^\[\],\n]|\[[^\[\]\n]*\])*\]"),
+    part(*_combine(("test", "val", "valid", "validation", "holdout", "dev"), ("set", "data"))),
+)
+
+# TL501: `W1`, `w_2`, `weights1` (hand-written weight matrices).
+_WEIGHT_MATRIX = re.compile(r"[Ww](?:eights?)?_?\d+")
+
+
+def _weight_matrix(s: Scan) -> bool:
+    return any(w[:1] in (b"W", b"w") and _WEIGHT_MATRIX.fullmatch(w.decode("utf-8", "replace")) for w in s.words)
+
+
+# TL503: a name assigned or passed as a keyword that looks like `requires_grad` but is not.
+_REQUIRES_GRAD_METHOD_ASSIGNED = re.compile(r"\brequires_grad_\s*(?::[^=\n]*)?=(?!=)")
+
+
+def _requires_grad_typo(s: Scan) -> bool:
+    for w in s.words:
+        if w[:1] != b"r" or b"q" not in w or w == b"requires_grad":
+            continue
+        squashed = w.replace(b"_", b"")
+        if b"grad" not in squashed and b"gard" not in squashed:
+            continue
+        if w != b"requires_grad_" or _REQUIRES_GRAD_METHOD_ASSIGNED.search(s.text):
+            return True
+    return False
+
+
+CATALOGUE: Dict[str, Precheck] = {
+    # backward and an optimizer step in one loop, the gradients never cleared
+    "TL101": Precheck(_BACKWARD, _STEP, needs_torch=True),
+    # gradients cleared (`zero_grad()`, `p.grad = None`, `p.grad.zero_()`) between the two
+    "TL102": Precheck(_BACKWARD, _STEP, (sub("grad"),), needs_torch=True),
+    # a running total of a backpropagated loss
+    "TL103": Precheck(_BACKWARD, needs_torch=True),
+    # the step under `% k`, the backward every iteration
+    "TL104": Precheck(_BACKWARD, _STEP, (sub("%"),), needs_torch=True),
+    # `clip_grad_norm_`/`clip_grad_value_` before backward or after step
+    "TL105": Precheck((sub("clip_grad"),), _BACKWARD, _STEP, needs_torch=True),
+    # clipping `scaler.scale(loss).backward()` gradients
+    "TL106": Precheck((sub("clip_grad"),), (sub("scale"),), _BACKWARD, _STEP, needs_torch=True),
+    # a scheduler (`lr_scheduler`, `*_schedule_*`, `SWALR`, one named `warmup`) stepped
+    # before its optimizer
+    "TL107": Precheck((isub("sched"), sub("SWALR", "warmup")), _STEP, needs_torch=True),
+    # backward on a loss computed under no_grad/inference_mode/set_grad_enabled(False)
+    "TL108": Precheck((sub("no_grad", "inference_mode", "set_grad_enabled"),), _BACKWARD, needs_torch=True),
+    # softmax output (`softmax`, `Softmax`, `Softmax2d`) into cross-entropy
+    "TL201": Precheck((sub("cross_entropy", "CrossEntropyLoss"),), (isub("softmax"),), needs_torch=True),
+    # sigmoid output (`sigmoid`, `Sigmoid`, `torch.special.expit`) into a with-logits loss
+    "TL202": Precheck(
+        (sub("binary_cross_entropy_with_logits", "BCEWithLogitsLoss"),), (isub("sigmoid", "expit"),), needs_torch=True
+    ),
+    # `log(softmax(x))` / `log(sigmoid(x))`, or `exp(x) / exp(x).sum()`
+    "TL203": Precheck(
+        needs_torch=True,
+        any_of=(
+            Precheck((isub("softmax", "sigmoid", "expit"),), (word("log"),)),
+            Precheck((word("exp"),), (word("sum"),)),
+        ),
+    ),
+    # softmax/log_softmax/softmin without `dim`
+    "TL204": Precheck((isub("softmax", "softmin"),), needs_torch=True),
+    "TL301": _EVAL_PASS,
+    "TL302": _EVAL_PASS,
+    # `model.eval()` / `model.train(False)` inside a loop that also trains
+    "TL303": Precheck((sub(".eval()", "train(False)"),), _BACKWARD, needs_torch=True, skips_test_files=True),
+    # a training DataLoader without shuffle
+    "TL401": Precheck((sub("DataLoader"),), needs_torch=True, skips_test_files=True),
+    "TL402": Precheck(_SPLIT_OR_HELDOUT, any_of=(_SCALER_FIT, Precheck((_STATISTIC,)))),
+    # a DataLoader with a tiny batch where the model uses BatchNorm
+    "TL403": Precheck((sub("BatchNorm"),), (sub("DataLoader"),), needs_torch=True, skips_test_files=True),
+    # a layer's weight set to a constant (`nn.init.zeros_(m.weight)`, `m.weight.data.fill_(0)`),
+    # or a hand-written `W1 = np.zeros((784, 128))`
+    "TL501": Precheck(
+        skips_test_files=True,
+        any_of=(
+            Precheck((sub(".weight"),), (sub("zeros", "ones", "constant", "zero_", "fill_", "full"),)),
+            Precheck((_weight_matrix,), (sub("zeros", "ones", "full"),)),
+        ),
+    ),
+    # `Adam(..., lr=0.1)`
+    "TL502": Precheck((sub("Adam"),), needs_torch=True, skips_test_files=True),
+    "TL503": Precheck((_requires_grad_typo,), needs_torch=True),
+    # `torch.save(...)` of a checkpoint without the optimizer
+    "TL601": Precheck((word("save"),), needs_torch=True, skips_test_files=True),
+    # `torch.load(...)` without `weights_only=True`
+    "TL602": Precheck((word("load"),), needs_torch=True, skips_test_files=True),
+}
+
+
+def applicable(codes: Iterable[str], text: str, path: str) -> List[str]:
+    """The codes among `codes` whose rules can fire on this file. A code without an entry
+    (a rule outside the catalogue, e.g. a test's) always can."""
+    s = Scan(text, path)
+    return [c for c in codes if c not in CATALOGUE or CATALOGUE[c].passes_scan(s)]
