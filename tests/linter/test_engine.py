@@ -40,3 +40,27 @@ def test_modern_and_odd_syntax_lints_cleanly(src):
     except SyntaxError:
         pytest.skip("not valid on this Python")
     assert lint_text(src, "odd.py").findings == []
+
+
+def test_unvalidated_parse_builds_the_same_tree_and_validation_comes_back():
+    import libcst as cst
+
+    from trainlint.engine import parse_unvalidated
+
+    src = "import torch\n\n@dec(x)\nasync def f(a, /, *b, c=1, **d) -> int:\n    return [y async for y in a if (y := y)]  # c\n"
+    fast = parse_unvalidated(src)
+    assert fast.code == src
+    assert fast.deep_equals(cst.parse_module(src))
+    with pytest.raises(cst.CSTValidationError):
+        cst.Name("not an identifier")  # nodes built after the parse (fixes) are validated again
+
+
+def test_unvalidated_parse_still_rejects_bad_syntax():
+    import libcst as cst
+
+    from trainlint.engine import parse_unvalidated
+
+    with pytest.raises(cst.ParserSyntaxError):
+        parse_unvalidated("def f(:\n")
+    with pytest.raises(cst.CSTValidationError):
+        cst.Name("")
