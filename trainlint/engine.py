@@ -68,14 +68,17 @@ def parse_unvalidated(text: str) -> "cst.Module":
     from source it accepted needs none of it (libcst says as much beside that call: "It might
     make more sense to move validation work into the visitor, which would allow us to avoid
     validating the tree when parsing a file"). Validation is switched off only for the
-    parse, so the nodes fixes build are checked as usual. Lints run one file at a time per
-    process; nothing else builds nodes meanwhile.
+    parse, so the nodes fixes build are checked as usual. (The switch is process-wide: a
+    caller that lints from several threads at once may see some of its other nodes built
+    unchecked meanwhile, never validation left off.)
     """
     import libcst as cst
     from libcst._nodes.base import CSTNode
 
     validating = CSTNode.__dict__.get("__post_init__")
-    if validating is None:  # a libcst that no longer validates this way: parse as is
+    if validating is None or validating is _skip_validation:
+        # A libcst that no longer validates this way, or another thread's parse has it off
+        # (and will switch it back): parse as is.
         return cst.parse_module(text)
     CSTNode.__post_init__ = _skip_validation  # type: ignore[method-assign]
     try:
