@@ -167,6 +167,7 @@ class TrainingGuard:
         self._probe: Optional[ActivationProbe] = None
         self._first_forward: list = []   # distributed: first-forward findings, agreed at step 0
         self._pending: List[_Step] = []
+        self._observed: Optional[tuple] = None   # (step, norms) from observe_gradients()
         self._pending_updates: list = []
         self._hook_losses: List[torch.Tensor] = []
         self._user_losses: List[torch.Tensor] = []
@@ -223,6 +224,24 @@ class TrainingGuard:
         else:
             v = torch.tensor(float(loss), dtype=torch.float32)
         self._user_losses.append(v)
+
+    def observe_gradients(self) -> None:
+        """Measure this step's gradient norms now, between backward and a clipping
+        that the guard does not do itself.
+
+        When a framework clips (Lightning's ``gradient_clip_val``), the guard's
+        own measurement at ``optimizer.step()`` sees the clipped gradients, and an
+        exploding norm would read as the clip threshold. Called after backward
+        and before that clipping, this makes the step's ``grad_norm`` (and the
+        gradient-norm checks) use the norms the gradients really had. Costs one
+        more norm pass on the device, no host sync. The Lightning callback calls
+        it for you.
+        """
+        if not self._active:
+            return
+        with torch.no_grad():
+            _, measured = self._measure(self.optimizer)
+        self._observed = (self.step, measured) if measured is not None else None
 
     def early_stop(self, metric) -> bool:
         """Record a validation metric; return ``True`` when training should stop.
@@ -400,17 +419,6 @@ class TrainingGuard:
 
     def _pre_step(self, optimizer, args, kwargs):
         step = self.step
-        params = self._params
-        grads = [p.grad for p in params if p.grad is not None]
-        present = None
-        if len(grads) != len(params):
-            present = [i for i, p in enumerate(params) if p.grad is not None]
-        if self._sharded:   # FSDP: norms of the shards, summed over ranks
-            grads, sharded_per = self._sharded_norms(params)
-            present = None
-            self._unseen = set()   # a parameter without a shard here has one elsewhere
-        if self._unseen:
-            self._unseen = {i for i in self._unseen if params[i].grad is None}
         loss = self._take_loss()
         rec = _Step(step, loss, self._lrs())
         if step == 0 and self._decisions.collective and self._checks["init"].mode != "off":
@@ -419,28 +427,16 @@ class TrainingGuard:
         if step == 0 and loss is not None and self._loss_meta:
             self._initial_loss(loss)
         with torch.no_grad():
-            if grads or self._sharded:
-                if self._sharded:
-                    per = sharded_per
-                else:
-                    if self._norm_dtype is None:
-                        norms = torch._foreach_norm(grads)
-                    else:
-                        norms = torch._foreach_norm(grads, 2, dtype=self._norm_dtype)
-                    if self._multi_device:
-                        norms = [n.to(self._device) for n in norms]
-                    per = torch.stack(norms)
-                total = torch.linalg.vector_norm(per)
-                # A GradScaler may hand a fused optimizer still-scaled gradients
-                # (grad_scale set, unscaled inside the kernel): measure unscaled.
-                scale = getattr(optimizer, "grad_scale", None)
-                if scale is not None:
-                    inv = scale.to(per.device).float().reciprocal()
-                    per, total = per * inv, total * inv
-                rec.per, rec.total, rec.present = per, total, present
+            grads, measured = self._measure(optimizer)
+            if measured is not None:
+                rec.per, rec.total, rec.present = measured
                 rec.scaler_inf = getattr(optimizer, "found_inf", None)
                 if grads:
-                    self._clip(grads, total, scale)
+                    self._clip(grads, rec.total, getattr(optimizer, "grad_scale", None))
+            observed, self._observed = self._observed, None
+            if observed is not None and observed[0] == step:
+                # Measured before the framework clipped: the norms this step really had.
+                rec.per, rec.total, rec.present = observed[1]
             if self._gate is not None:
                 self._gate_step(optimizer, rec, loss)
             if self._checks["update"].mode != "off" and \
@@ -448,6 +444,40 @@ class TrainingGuard:
                 self._snapshot_before(step)
         self._pending.append(rec)
         return None
+
+    def _measure(self, optimizer):
+        """(this rank's gradients, (per-parameter norms, global norm, indices of the
+        parameters that have a gradient or None for all)) on the device, unscaled;
+        ``(grads, None)`` when no parameter has a gradient."""
+        params = self._params
+        grads = [p.grad for p in params if p.grad is not None]
+        present = None
+        if len(grads) != len(params):
+            present = [i for i, p in enumerate(params) if p.grad is not None]
+        if self._sharded:   # FSDP: norms of the shards, summed over ranks
+            grads, per = self._sharded_norms(params)
+            present = None
+            self._unseen = set()   # a parameter without a shard here has one elsewhere
+        elif not grads:
+            return grads, None
+        else:
+            if self._norm_dtype is None:
+                norms = torch._foreach_norm(grads)
+            else:
+                norms = torch._foreach_norm(grads, 2, dtype=self._norm_dtype)
+            if self._multi_device:
+                norms = [n.to(self._device) for n in norms]
+            per = torch.stack(norms)
+        if self._unseen:
+            self._unseen = {i for i in self._unseen if params[i].grad is None}
+        total = torch.linalg.vector_norm(per)
+        # A GradScaler may hand a fused optimizer still-scaled gradients
+        # (grad_scale set, unscaled inside the kernel): measure unscaled.
+        scale = getattr(optimizer, "grad_scale", None)
+        if scale is not None:
+            inv = scale.to(per.device).float().reciprocal()
+            per, total = per * inv, total * inv
+        return grads, (per, total, present)
 
     def _sharded_norms(self, params):
         """FSDP: this rank's gradient shards (what clipping scales in place) and

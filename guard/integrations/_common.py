@@ -140,3 +140,76 @@ class GuardSession:
                 self.guard.__exit__(None, None, None)
             else:
                 self.guard.__exit__(type(exc), exc, exc.__traceback__)
+
+
+class CallbackOptions:
+    """What the framework callbacks share: the guard's options, the decisions of who
+    clips and who stops early (the framework or the guard), and building the guard.
+
+    ``framework`` names the framework in ``clipping`` / ``early_stopping`` and in
+    notes: ``"lightning"`` or ``"trainer"``.
+    """
+
+    framework = ""       # "lightning" or "trainer"
+    _note_prefix = ""    # the callback's class name, for notes
+    _trainer_label = ""  # "trainer" / "Trainer", for notes
+
+    def _set_options(self, *, loss_fn, max_grad_norm, clip_value, monitor, patience,
+                     min_delta, mode, restore_best, on_nonfinite, checks, check_every,
+                     tensorboard) -> None:
+        self.loss_fn = loss_fn
+        self.max_grad_norm = max_grad_norm
+        self.clip_value = clip_value
+        self.monitor = monitor
+        self.patience = patience
+        self.min_delta = min_delta
+        self.mode = mode
+        self.restore_best = restore_best
+        self.on_nonfinite = on_nonfinite
+        self.checks = checks
+        self.check_every = check_every
+        self.tensorboard = tensorboard
+        #: the TrainingGuard of the last (or current) run
+        self.guard = None
+        #: who clips the gradients in the last run: the framework, "guard" or None
+        self.clipping: Optional[str] = None
+        #: who stops early in the last run: the framework, "guard" or None
+        self.early_stopping: Optional[str] = None
+        self._session: Optional[GuardSession] = None
+
+    def _decide_clipping(self, framework_clips: Any, setting: str):
+        """(max_grad_norm, clip_value) for the guard: none when the framework clips
+        (``setting`` names its option in the note)."""
+        if framework_clips:
+            self.clipping = self.framework
+            if self.max_grad_norm is not None or self.clip_value is not None:
+                framework_note(f"{self._note_prefix}: the {self._trainer_label} already clips "
+                               f"gradients ({setting}={framework_clips}); the guard does not "
+                               "clip them again")
+            return None, None
+        self.clipping = "guard" if (self.max_grad_norm or self.clip_value) else None
+        return self.max_grad_norm, self.clip_value
+
+    def _decide_patience(self, framework_stops: bool, stopper: str, guard_stops: bool) -> Optional[int]:
+        """The guard's patience: none when the framework's ``stopper`` callback stops
+        the run (the guard then only tracks ``best_metric``)."""
+        if framework_stops:
+            self.early_stopping = self.framework
+            if self.patience is not None:
+                framework_note(f"{self._note_prefix}: {stopper} stops this run; the guard "
+                               "only tracks best_metric")
+            return None
+        self.early_stopping = "guard" if guard_stops else None
+        return self.patience
+
+    def _new_guard(self, model, optimizer, *, loss_fn, max_grad_norm, clip_value,
+                   patience, mode):
+        from ..guard import TrainingGuard
+
+        self.guard = TrainingGuard(
+            model, optimizer, loss_fn=loss_fn, max_grad_norm=max_grad_norm,
+            clip_value=clip_value, patience=patience, min_delta=self.min_delta, mode=mode,
+            restore_best=self.restore_best, on_nonfinite=self.on_nonfinite,
+            checks=self.checks, check_every=self.check_every)
+        self._session = GuardSession(self.guard, optimizer).open()
+        return self._session

@@ -40,8 +40,7 @@ from typing import Any, Mapping, Optional
 import torch
 from torch import nn
 
-from ..guard import TrainingGuard
-from ._common import GuardSession, framework_note, unwrap_optimizer
+from ._common import CallbackOptions, framework_note, unwrap_optimizer
 
 try:
     from transformers import TrainerCallback
@@ -69,7 +68,7 @@ def _feed_initial_loss(ce: nn.CrossEntropyLoss, logits, labels) -> None:
             ce(logits.reshape(-1, logits.shape[-1])[keep], labels.reshape(-1)[keep])
 
 
-class GuardTrainerCallback(TrainerCallback):
+class GuardTrainerCallback(CallbackOptions, TrainerCallback):
     """Run guard.TrainingGuard's checks inside a ``transformers.Trainer``.
 
     Args:
@@ -89,32 +88,20 @@ class GuardTrainerCallback(TrainerCallback):
             directory / ``SummaryWriter``.
     """
 
+    framework, _note_prefix, _trainer_label = "trainer", "GuardTrainerCallback", "Trainer"
+
     def __init__(self, *, loss_fn: Optional[nn.Module] = None,
                  max_grad_norm: Optional[float] = None, clip_value: Optional[float] = None,
                  monitor: Optional[str] = None, patience: Optional[int] = None,
                  min_delta: float = 0.0, mode: str = "min", restore_best: bool = False,
                  on_nonfinite: str = "raise", checks: Optional[Mapping[str, Any]] = None,
                  check_every: int = 50, initial_loss: bool = True, tensorboard: Any = None):
-        self.loss_fn = loss_fn
-        self.max_grad_norm = max_grad_norm
-        self.clip_value = clip_value
-        self.monitor = monitor
-        self.patience = patience
-        self.min_delta = min_delta
-        self.mode = mode
-        self.restore_best = restore_best
-        self.on_nonfinite = on_nonfinite
-        self.checks = checks
-        self.check_every = check_every
+        self._set_options(
+            loss_fn=loss_fn, max_grad_norm=max_grad_norm, clip_value=clip_value,
+            monitor=monitor, patience=patience, min_delta=min_delta, mode=mode,
+            restore_best=restore_best, on_nonfinite=on_nonfinite, checks=checks,
+            check_every=check_every, tensorboard=tensorboard)
         self.initial_loss = initial_loss
-        self.tensorboard = tensorboard
-        #: the TrainingGuard of the last (or current) run
-        self.guard: Optional[TrainingGuard] = None
-        #: who clips the gradients in the last run: "trainer", "guard" or None
-        self.clipping: Optional[str] = None
-        #: who stops early in the last run: "trainer", "guard" or None
-        self.early_stopping: Optional[str] = None
-        self._session: Optional[GuardSession] = None
         self._probe: Optional[nn.CrossEntropyLoss] = None
         self._monitor: Optional[str] = None
 
@@ -129,27 +116,11 @@ class GuardTrainerCallback(TrainerCallback):
             framework_note(f"GuardTrainerCallback: {exc}; the guard is not attached")
             return control
 
-        max_grad_norm, clip_value = self.max_grad_norm, self.clip_value
-        if args.max_grad_norm:
-            self.clipping = "trainer"
-            if max_grad_norm is not None or clip_value is not None:
-                framework_note(f"GuardTrainerCallback: the Trainer already clips gradients "
-                               f"(max_grad_norm={args.max_grad_norm}); the guard does not "
-                               "clip them again")
-            max_grad_norm = clip_value = None
-        else:
-            self.clipping = "guard" if (max_grad_norm or clip_value) else None
-
-        patience = self.patience
+        max_grad_norm, clip_value = self._decide_clipping(args.max_grad_norm, "max_grad_norm")
         stateful = getattr(state, "stateful_callbacks", None) or {}
-        if "EarlyStoppingCallback" in stateful:
-            self.early_stopping = "trainer"
-            if patience is not None:
-                framework_note("GuardTrainerCallback: the Trainer's EarlyStoppingCallback "
-                               "stops this run; the guard only tracks best_metric")
-            patience = None
-        else:
-            self.early_stopping = "guard" if patience is not None else None
+        patience = self._decide_patience(
+            "EarlyStoppingCallback" in stateful, "the Trainer's EarlyStoppingCallback",
+            self.patience is not None)
         monitor = self.monitor or getattr(args, "metric_for_best_model", None) or "eval_loss"
         self._monitor = monitor if monitor.startswith("eval_") else f"eval_{monitor}"
         if self.monitor is None and getattr(args, "greater_is_better", None) is not None \
@@ -162,14 +133,8 @@ class GuardTrainerCallback(TrainerCallback):
         self._probe = None
         if loss_fn is None and self.initial_loss:
             self._probe = loss_fn = nn.CrossEntropyLoss()
-        self.guard = TrainingGuard(
-            model, optimizer, loss_fn=loss_fn, max_grad_norm=max_grad_norm,
-            clip_value=clip_value, patience=patience, min_delta=self.min_delta, mode=mode,
-            restore_best=self.restore_best, on_nonfinite=self.on_nonfinite,
-            checks=self.checks, check_every=self.check_every)
-        session = GuardSession(self.guard, optimizer)
-        session.open()
-        self._session = session
+        session = self._new_guard(model, optimizer, loss_fn=loss_fn, max_grad_norm=max_grad_norm,
+                                  clip_value=clip_value, patience=patience, mode=mode)
         session.add_handle(model.register_forward_hook(self._on_forward, with_kwargs=True,
                                                        always_call=True))
         return control

@@ -24,8 +24,10 @@ The callback runs a :class:`guard.TrainingGuard` around the training loop:
   ``optimizer.step(closure)``; the callback evaluates that closure first, so
   the guard's step hooks see the current step's gradients.
 * Clipping: when the trainer clips (``gradient_clip_val``), the guard does
-  not clip again; the guard's ``max_grad_norm`` / ``clip_value`` apply only
-  when Lightning does not clip.
+  not clip again, and it measures the gradients in ``on_before_optimizer_step``
+  (before Lightning clips), so exploding norms are reported as they were; the
+  guard's ``max_grad_norm`` / ``clip_value`` apply only when Lightning does not
+  clip.
 * Stopping: with ``monitor`` and ``patience``, the guard's early stopping reads
   ``trainer.callback_metrics[monitor]`` after each validation and sets
   ``trainer.should_stop`` (agreed across ranks). When Lightning's own
@@ -40,8 +42,7 @@ from typing import Any, Mapping, Optional
 
 from torch import nn
 
-from ..guard import TrainingGuard
-from ._common import GuardSession, find_loss_module, framework_note, unwrap_optimizer
+from ._common import CallbackOptions, find_loss_module, framework_note, unwrap_optimizer
 
 
 def _import_lightning():
@@ -56,10 +57,11 @@ def _import_lightning():
         "(or pytorch-lightning)")
 
 
-class _GuardCallbackLogic:
+class _GuardCallbackLogic(CallbackOptions):
     """The callback's behaviour, independent of which Lightning package it is for."""
 
     _pl: Any = None   # the Lightning package the concrete class subclasses
+    framework, _note_prefix, _trainer_label = "lightning", "GuardCallback", "trainer"
 
     def __init__(self, *, loss_fn: Any = "auto", max_grad_norm: Optional[float] = None,
                  clip_value: Optional[float] = None, monitor: Optional[str] = None,
@@ -92,27 +94,13 @@ class _GuardCallbackLogic:
         if monitor is not None and patience is None:
             raise ValueError("monitor needs patience (how many validations without "
                              "improvement before stopping)")
-        self.loss_fn = loss_fn
-        self.max_grad_norm = max_grad_norm
-        self.clip_value = clip_value
-        self.monitor = monitor
-        self.patience = patience
-        self.min_delta = min_delta
-        self.mode = mode
-        self.restore_best = restore_best
-        self.on_nonfinite = on_nonfinite
-        self.checks = checks
-        self.check_every = check_every
+        self._set_options(
+            loss_fn=loss_fn, max_grad_norm=max_grad_norm, clip_value=clip_value,
+            monitor=monitor, patience=patience, min_delta=min_delta, mode=mode,
+            restore_best=restore_best, on_nonfinite=on_nonfinite, checks=checks,
+            check_every=check_every, tensorboard=tensorboard)
         self.optimizer_index = optimizer_index
         self.model = model
-        self.tensorboard = tensorboard
-        #: the TrainingGuard of the last (or current) run
-        self.guard: Optional[TrainingGuard] = None
-        #: who clips the gradients in the last run: "lightning", "guard" or None
-        self.clipping: Optional[str] = None
-        #: who stops early in the last run: "lightning", "guard" or None
-        self.early_stopping: Optional[str] = None
-        self._session: Optional[GuardSession] = None
         self._accumulate = 1
 
     # ------------------------------------------------------------ helpers
@@ -148,36 +136,16 @@ class _GuardCallbackLogic:
             framework_note(f"GuardCallback: {exc}; the guard is not attached")
             return
 
-        clip_val = getattr(trainer, "gradient_clip_val", None)
-        max_grad_norm, clip_value = self.max_grad_norm, self.clip_value
-        if clip_val:
-            self.clipping = "lightning"
-            if max_grad_norm is not None or clip_value is not None:
-                framework_note(
-                    f"GuardCallback: the trainer already clips gradients (gradient_clip_val="
-                    f"{clip_val}); the guard does not clip them again")
-            max_grad_norm = clip_value = None
-        else:
-            self.clipping = "guard" if (max_grad_norm or clip_value) else None
-
-        patience = self.patience
-        if self._has_lightning_early_stopping(trainer):
-            self.early_stopping = "lightning"
-            if patience is not None:
-                framework_note("GuardCallback: Lightning's EarlyStopping callback stops this "
-                               "run; the guard only tracks best_metric")
-            patience = None
-        else:
-            self.early_stopping = "guard" if (self.monitor and patience is not None) else None
-
+        max_grad_norm, clip_value = self._decide_clipping(
+            getattr(trainer, "gradient_clip_val", None), "gradient_clip_val")
+        patience = self._decide_patience(
+            self._has_lightning_early_stopping(trainer), "Lightning's EarlyStopping callback",
+            bool(self.monitor) and self.patience is not None)
         loss_fn = find_loss_module(pl_module) if self.loss_fn == "auto" else self.loss_fn
         self._accumulate = max(1, int(getattr(trainer, "accumulate_grad_batches", 1) or 1))
-        self.guard = TrainingGuard(
-            self._guard_model(pl_module), optimizer, loss_fn=loss_fn,
-            max_grad_norm=max_grad_norm, clip_value=clip_value, patience=patience,
-            min_delta=self.min_delta, mode=self.mode, restore_best=self.restore_best,
-            on_nonfinite=self.on_nonfinite, checks=self.checks, check_every=self.check_every)
-        self._session = GuardSession(self.guard, optimizer).open()
+        self._new_guard(self._guard_model(pl_module), optimizer, loss_fn=loss_fn,
+                        max_grad_norm=max_grad_norm, clip_value=clip_value,
+                        patience=patience, mode=self.mode)
 
     def on_before_backward(self, trainer, pl_module, loss) -> None:
         if self._session is None or self._session.closed:
@@ -185,6 +153,12 @@ class _GuardCallbackLogic:
         # Automatic optimisation divides the loss by accumulate_grad_batches.
         scale = self._accumulate if pl_module.automatic_optimization else 1
         self.guard.observe_loss(loss.detach() * scale if scale != 1 else loss)
+
+    def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
+        # Lightning calls this after backward (and AMP unscaling), before its own
+        # clipping: measure here so the guard reports the unclipped norm.
+        if self.clipping == "lightning" and self._session is not None and not self._session.closed:
+            self.guard.observe_gradients()
 
     def on_validation_end(self, trainer, pl_module) -> None:
         if trainer.sanity_checking or self._session is None or self._session.closed \

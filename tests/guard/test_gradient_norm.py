@@ -123,3 +123,50 @@ def test_thresholds_are_configurable():
     with pytest.raises(ValueError, match="unknown option"):
         TrainingGuard(model, torch.optim.SGD(model.parameters(), 0.1),
                       checks={"gradient-norm": {"explode": 1.0}})
+
+
+def _clipped_by_hand(observe: bool):
+    """An exploding RNN clipped by the user's own clip_grad_norm_ (not the guard's)."""
+    import warnings
+
+    model = _exploding_rnn()
+    x, y = _seq()
+    opt = torch.optim.SGD(model.parameters(), 1e-3)
+    before = []
+    with warnings.catch_warnings(record=True) as rec:
+        warnings.simplefilter("always")
+        with TrainingGuard(model, opt, loss_fn=None,
+                           checks={"init": "off", "initial-loss": "off", "update": "off",
+                                   "finite": "warn"}) as g:
+            for _ in range(4):
+                opt.zero_grad()
+                loss = nn.functional.cross_entropy(model(x[:32]), y[:32])
+                g.observe_loss(loss)
+                loss.backward()
+                if observe:
+                    g.observe_gradients()
+                before.append(float(torch.nn.utils.clip_grad_norm_(model.parameters(), 0.5)))
+                opt.step()
+    return g, before, rec
+
+
+def test_observe_gradients_reports_the_norm_before_the_users_own_clipping():
+    g, before, rec = _clipped_by_hand(observe=True)
+    assert min(before) > 1e3
+    assert [r["grad_norm"] for r in g.history] == pytest.approx(before, rel=1e-4)
+    assert ("gradient-norm", "exploding") in causes(rec)
+
+
+def test_without_observe_gradients_the_guard_sees_the_clipped_norm():
+    g, before, rec = _clipped_by_hand(observe=False)
+    assert min(before) > 1e3
+    assert all(r["grad_norm"] <= 0.5 * (1 + 1e-4) for r in g.history)
+    assert ("gradient-norm", "exploding") not in causes(rec)
+
+
+def test_observe_gradients_outside_the_with_block_does_nothing():
+    model = mlp()
+    opt = torch.optim.SGD(model.parameters(), 0.1)
+    g = TrainingGuard(model, opt)
+    g.observe_gradients()   # not entered: no hooks, nothing measured, no error
+    assert g.history == []

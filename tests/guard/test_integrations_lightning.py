@@ -164,8 +164,22 @@ def test_an_error_in_training_step_detaches():
     assert len(cb.guard.history) == 2
 
 
-def test_lightning_clips_the_guard_does_not():
-    module, cb = Classifier(lr=0.1), GuardCallback(max_grad_norm=5.0)
+class NormRecorder(Classifier):
+    """Records the global gradient norm before and after Lightning's clipping."""
+
+    def __init__(self, **kw):
+        super().__init__(**kw)
+        self.before, self.after = [], []
+
+    def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None):
+        grads = [p.grad for p in self.parameters() if p.grad is not None]
+        self.before.append(float(torch.nn.utils.get_total_norm(grads)))
+        super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)
+        self.after.append(float(torch.nn.utils.get_total_norm(grads)))
+
+
+def test_lightning_clips_the_guard_does_not_and_reports_unclipped_norms():
+    module, cb = NormRecorder(lr=0.1), GuardCallback(max_grad_norm=5.0)
     trainer, ws = _fit(module, cb, gradient_clip_val=0.05)
     assert any("already clips" in n for n in _fit.notes)
     assert ws == []
@@ -173,10 +187,21 @@ def test_lightning_clips_the_guard_does_not():
     assert cb.clipping == "lightning"
     assert g.max_grad_norm is None and g.clip_value is None
     hist = g.history
-    # The guard did not clip (applied == measured), Lightning did (norms <= 0.05).
-    assert all(r["applied_grad_norm"] == r["grad_norm"] for r in hist)
-    assert max(r["grad_norm"] for r in hist) <= 0.05 * (1 + 1e-4)
+    # Lightning clipped (every step's applied norm <= 0.05) ...
+    assert len(module.after) == len(hist) and max(module.after) <= 0.05 * (1 + 1e-4)
+    # ... and the guard reports the norms from before that clipping, not after.
+    assert any(b > 0.05 for b in module.before)
+    assert [r["grad_norm"] for r in hist] == pytest.approx(module.before, rel=1e-4)
     assert "clipped: 0" in g.report()
+
+
+def test_exploding_gradients_are_seen_through_lightnings_clipping():
+    module = Classifier(lr=1e-3, logit_scale=1e4)   # huge logits: huge gradients
+    cb = GuardCallback(checks={"gradient-norm": {"exploding": 100.0}, "update": "off",
+                               "initial-loss": "off", "init": "off"})
+    _, ws = _fit(module, cb, gradient_clip_val=1.0)
+    assert ("gradient-norm", "exploding") in _causes(ws)
+    assert max(r["grad_norm"] for r in cb.guard.history) > 100.0
 
 
 def test_the_guard_clips_when_lightning_does_not():
