@@ -24,7 +24,10 @@ The callback runs a :class:`guard.TrainingGuard` around ``Trainer.train``:
   (integer class labels) are handed once to a cross-entropy loss module that
   the guard watches.
 * Clipping: when ``args.max_grad_norm > 0`` (the Trainer's default is 1.0)
-  the Trainer clips and the guard does not clip again.
+  the Trainer clips and the guard does not clip again; the guard then measures
+  the gradients at the end of each backward pass (before the Trainer clips), so
+  exploding norms are reported as they were -- except under fp16, DDP or
+  sharding, where it sees the clipped norms.
 * Stopping: with ``patience``, the guard's early stopping reads the metric
   ``monitor`` (default ``args.metric_for_best_model`` or ``eval_loss``) from
   each evaluation and sets ``control.should_training_stop``. When the
@@ -104,6 +107,7 @@ class GuardTrainerCallback(CallbackOptions, TrainerCallback):
         self.initial_loss = initial_loss
         self._probe: Optional[nn.CrossEntropyLoss] = None
         self._monitor: Optional[str] = None
+        self._backward_callback_queued = False
 
     # --------------------------------------------------------------- hooks
     def on_train_begin(self, args, state, control, model=None, optimizer=None, **kwargs):
@@ -137,7 +141,34 @@ class GuardTrainerCallback(CallbackOptions, TrainerCallback):
                                   clip_value=clip_value, patience=patience, mode=mode)
         session.add_handle(model.register_forward_hook(self._on_forward, with_kwargs=True,
                                                        always_call=True))
+        if self.clipping == "trainer" and self._gradients_final_after_backward(args):
+            self._backward_callback_queued = False
+            for p in model.parameters():
+                if p.requires_grad:
+                    session.add_handle(p.register_post_accumulate_grad_hook(self._on_grad))
         return control
+
+    # The Trainer clips between backward and on_pre_optimizer_step, with no callback in
+    # between: the guard's own measurement at optimizer.step() would see clipped norms (an
+    # exploding gradient pinned at max_grad_norm). So the callback measures at the end of
+    # every backward pass instead -- the last one before the step is what the Trainer clips.
+    def _gradients_final_after_backward(self, args) -> bool:
+        """Whether the gradients right after backward are those the Trainer clips: not
+        under fp16 (a GradScaler unscales them only inside the clipping), DDP (averaged
+        after backward) or FSDP/DeepSpeed (sharded)."""
+        return not getattr(args, "fp16", False) and getattr(args, "world_size", 1) == 1 \
+            and not self.guard._sharded
+
+    def _on_grad(self, param) -> None:
+        if not self._backward_callback_queued:
+            self._backward_callback_queued = True
+            # Runs once when this backward pass is complete (how DDP finalises its reduction).
+            torch.autograd.Variable._execution_engine.queue_callback(self._after_backward)
+
+    def _after_backward(self) -> None:
+        self._backward_callback_queued = False
+        if self._session is not None and not self._session.closed:
+            self.guard.observe_gradients()
 
     def _on_forward(self, module, args, kwargs, output) -> None:
         if self._session is None or self._session.closed:

@@ -117,6 +117,8 @@ def _assert_detached(model, optimizer):
         for attr in ("_forward_hooks", "_forward_pre_hooks", "_forward_hooks_with_kwargs",
                      "_forward_hooks_always_called"):
             assert not getattr(m, attr), (m, attr)
+    for p in model.parameters():   # the measurement before the Trainer's clipping
+        assert not getattr(p, "_post_accumulate_grad_hooks", None), p.shape
     assert not optimizer._optimizer_step_pre_hooks
     assert not optimizer._optimizer_step_post_hooks
     assert "step" not in vars(optimizer)
@@ -198,9 +200,21 @@ def test_same_pathologies_as_the_plain_guard(kind, tmp_path):
     assert _causes(ws) == plain
 
 
-def test_trainer_clips_the_guard_does_not(tmp_path):
-    model, cb = TinyClassifier(TinyConfig()), GuardTrainerCallback(max_grad_norm=5.0)
-    _, ws = _train(model, cb, tmp_path, max_grad_norm=0.05)
+class GradNormLog(transformers.TrainerCallback):
+    """The Trainer's own log of each step's gradient norm (measured before it clips)."""
+
+    def __init__(self):
+        self.norms = []
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if logs and "grad_norm" in logs:
+            self.norms.append(float(logs["grad_norm"]))
+
+
+def test_trainer_clips_the_guard_does_not_and_reports_unclipped_norms(tmp_path):
+    model, cb, log = TinyClassifier(TinyConfig()), GuardTrainerCallback(max_grad_norm=5.0), GradNormLog()
+    _, ws = _train(model, cb, tmp_path, extra_callbacks=[log], max_grad_norm=0.05,
+                   logging_strategy="steps", logging_steps=1)
     assert any("already clips" in n for n in _train.notes)
     assert ws == []
     g = cb.guard
@@ -208,7 +222,33 @@ def test_trainer_clips_the_guard_does_not(tmp_path):
     assert g.max_grad_norm is None and g.clip_value is None
     hist = g.history
     assert all(r["applied_grad_norm"] == r["grad_norm"] for r in hist)   # guard: no clip
-    assert max(r["grad_norm"] for r in hist) <= 0.05 * (1 + 1e-4)         # trainer clipped
+    # The norms before the Trainer's clipping, as the Trainer itself logs them.
+    assert len(log.norms) == len(hist) and any(n > 0.05 for n in log.norms)
+    assert [r["grad_norm"] for r in hist] == pytest.approx(log.norms, rel=1e-4)
+
+
+def test_exploding_gradients_are_seen_through_the_trainers_clipping(tmp_path):
+    model = TinyClassifier(TinyConfig(logit_scale=1e4))
+    cb = GuardTrainerCallback(checks={"gradient-norm": {"exploding": 100.0}, "update": "off",
+                                      "initial-loss": "off", "init": "off"})
+    _, ws = _train(model, cb, tmp_path, learning_rate=1e-4, max_grad_norm=1.0,
+                   gradient_accumulation_steps=2)
+    assert ("gradient-norm", "exploding") in _causes(ws)
+    assert max(r["grad_norm"] for r in cb.guard.history) > 100.0
+
+
+def test_no_measurement_before_clipping_where_gradients_change_after_backward():
+    """fp16 (still scaled), DDP (averaged later), sharded: the guard keeps its own
+    measurement (clipped norms) rather than report wrong ones."""
+    from types import SimpleNamespace
+
+    cb = GuardTrainerCallback()
+    cb.guard = SimpleNamespace(_sharded=False)
+    assert cb._gradients_final_after_backward(SimpleNamespace(fp16=False, world_size=1))
+    assert not cb._gradients_final_after_backward(SimpleNamespace(fp16=True, world_size=1))
+    assert not cb._gradients_final_after_backward(SimpleNamespace(fp16=False, world_size=2))
+    cb.guard = SimpleNamespace(_sharded=True)
+    assert not cb._gradients_final_after_backward(SimpleNamespace(fp16=False, world_size=1))
 
 
 def test_the_guard_clips_when_the_trainer_does_not(tmp_path):
