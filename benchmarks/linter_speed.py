@@ -15,8 +15,9 @@ What it does, in one run:
    untimed warm-up run (bytecode compiled, files in the OS cache), as the median of
    `--runs` runs: `trainlint check --no-cache` (cold), `trainlint check` with a
    filled `--cache-dir` (warm), a bare `libcst.parse_module` of every file
-   (benchmarks/_libcst_parse.py), `torchfix` and `fixit lint` from the scratch venv
-   given with `--torchfix-venv`, and every tool on one file (the pre-commit case).
+   (benchmarks/_libcst_parse.py), `torchfix` and `fixit lint` from a scratch venv
+   (`--torchfix-venv`, created and installed from PyPI when missing), and every tool
+   on one file (the pre-commit case).
 3. With `--large-corpus DIR...`: lints a big tree once with trainlint (cold, default
    jobs and --jobs 1) and reports files, exit code, wall time, peak RSS and any
    internal error, next to the peak RSS on the small corpus: memory must stay flat.
@@ -278,7 +279,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ap.add_argument("--runs", type=int, default=5, help="timed runs per measurement (median reported)")
     ap.add_argument("--slow-runs", type=int, default=None, help="timed runs for torchfix and fixit on the corpus (default: --runs)")
     ap.add_argument("--tools", default="trainlint,libcst,torchfix,fixit", help="which to time (comma-separated)")
-    ap.add_argument("--torchfix-venv", default=None, help="a venv with torchfix (and fixit) installed, outside the repository")
+    ap.add_argument(
+        "--torchfix-venv", default=None,
+        help="a venv with torchfix and fixit, outside the repository; created and installed there if missing "
+        "(default: tools-venv in the work dir)",
+    )
     ap.add_argument("--trainlint", default=None, help="the trainlint command (default: the one beside this Python)")
     ap.add_argument("--one-file", default=None, help="the file for the pre-commit case (default: a train.py of the corpus)")
     ap.add_argument(
@@ -295,11 +300,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     slow_runs = args.slow_runs or args.runs
     bindir = Path(sys.executable).parent
     trainlint = [args.trainlint] if args.trainlint else [str(bindir / "trainlint")]
-    venv_bin = Path(args.torchfix_venv) / "bin" if args.torchfix_venv else None
-    for t in ("torchfix", "fixit"):
-        if t in tools and (venv_bin is None or not (venv_bin / t).exists()):
-            print(f"{t}: not found (give --torchfix-venv), skipped", file=sys.stderr)
-            tools.discard(t)
 
     tmp = None
     if args.work_dir:
@@ -309,6 +309,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         tmp = tempfile.TemporaryDirectory(prefix="trainlint-bench-")
         work = Path(tmp.name)
     try:
+        venv_bin = None
+        if tools & {"torchfix", "fixit"}:
+            venv_bin = tools_venv(Path(args.torchfix_venv) if args.torchfix_venv else work / "tools-venv")
+        for t in ("torchfix", "fixit"):
+            if t in tools and (venv_bin is None or not (venv_bin / t).exists()):
+                print(f"{t}: not installed, skipped", file=sys.stderr)
+                tools.discard(t)
         corpus = work / "corpus"
         if corpus.exists():
             shutil.rmtree(corpus)
@@ -390,6 +397,26 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     finally:
         if tmp is not None:
             tmp.cleanup()
+
+
+OTHER_LINTERS = ("torchfix==0.7.0", "fixit==2.2.1")
+
+
+def tools_venv(path: Path) -> Optional[Path]:
+    """The bin folder of a venv holding TorchFix and Fixit: `path` as it is when it has
+    them, else created there and installed from PyPI (neither needs torch). None when
+    that fails (offline): those tools are then skipped."""
+    bin_dir = path / "bin"
+    if all((bin_dir / t).exists() for t in ("torchfix", "fixit")):
+        return bin_dir
+    print(f"# installing {' '.join(OTHER_LINTERS)} into {path}", file=sys.stderr)
+    try:
+        subprocess.run([sys.executable, "-m", "venv", str(path)], check=True)
+        subprocess.run([str(bin_dir / "pip"), "install", "-q", *OTHER_LINTERS], check=True)
+    except (OSError, subprocess.CalledProcessError) as exc:
+        print(f"# could not install them: {exc}", file=sys.stderr)
+        return None
+    return bin_dir
 
 
 def plain_file(files: Sequence[Path]) -> Optional[Path]:
