@@ -78,12 +78,13 @@ def _user_stacklevel() -> int:
 class _Step:
     """What the pre-hook recorded for one step; tensors stay on the device."""
 
-    __slots__ = ("step", "loss", "total", "per", "present", "bad", "scaler_inf", "gate",
-                 "host_checked", "host_bad", "host_skipped", "lr")
+    __slots__ = ("step", "loss", "total", "applied", "per", "present", "bad", "scaler_inf",
+                 "gate", "host_checked", "host_bad", "host_skipped", "lr")
 
     def __init__(self, step, loss, lr):
         self.step, self.loss, self.lr = step, loss, lr
         self.total = self.per = self.present = self.bad = self.scaler_inf = self.gate = None
+        self.applied = None   # the norm at the step, when `total` was observed before a clip
         self.host_checked = self.host_bad = self.host_skipped = False
 
 
@@ -435,7 +436,9 @@ class TrainingGuard:
                     self._clip(grads, rec.total, getattr(optimizer, "grad_scale", None))
             observed, self._observed = self._observed, None
             if observed is not None and observed[0] == step:
-                # Measured before the framework clipped: the norms this step really had.
+                # Measured before the framework clipped: the norms this step really had;
+                # the one measured here is what the update applies.
+                rec.applied = rec.total
                 rec.per, rec.total, rec.present = observed[1]
             if self._gate is not None:
                 self._gate_step(optimizer, rec, loss)
@@ -688,7 +691,7 @@ class TrainingGuard:
             slots: Dict[int, Dict[str, int]] = {}
             for r in recs:
                 s = {}
-                for field in ("loss", "total", "bad", "scaler_inf", "gate"):
+                for field in ("loss", "total", "applied", "bad", "scaler_inf", "gate"):
                     t = getattr(r, field)
                     if t is not None:
                         s[field] = len(scalars)
@@ -766,9 +769,11 @@ class TrainingGuard:
             # Refused by the guard: a real NaN/Inf (even if a GradScaler also skipped
             # it), or a latched "raise" gate; not a plain GradScaler overflow.
             skipped = r.host_skipped or (bool(v.get("gate", 0.0)) and (bad or not scaler))
-            applied = total
-            if total is not None and self.max_grad_norm is not None and math.isfinite(total):
-                applied = min(total, self.max_grad_norm)
+            # The norm the update used: after a clip the guard does not do (measured at the
+            # step when `total` was observed before it), then after the guard's own clip.
+            applied = v.get("applied", total)
+            if applied is not None and self.max_grad_norm is not None and math.isfinite(applied):
+                applied = min(applied, self.max_grad_norm)
             w.steps.append(r.step)
             w.loss.append(loss)
             w.grad_norm.append(total)

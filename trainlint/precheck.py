@@ -45,6 +45,11 @@ def is_test_path(path: str) -> bool:
     )
 
 
+def _fold(word: bytes) -> bytes:
+    """Lowercase as `re.I` matches: ASCII fast; other words case-folded (`teſt` is `test`)."""
+    return word.lower() if word.isascii() else word.decode("utf-8", "replace").casefold().encode("utf-8")
+
+
 class Scan:
     """One file's text, with its words and lowercase word parts computed on first use."""
 
@@ -66,7 +71,7 @@ class Scan:
     def parts(self) -> FrozenSet[bytes]:
         """The lowercase `_`-separated parts of every word (`val_loader` -> val, loader): what
         the analysis's `(^|_)word(_|$)` name patterns match."""
-        return frozenset(p for w in self.words for p in w.lower().split(b"_"))
+        return frozenset(p for w in self.words for p in _fold(w).split(b"_"))
 
     @cached_property
     def mentions_torch(self) -> bool:
@@ -97,10 +102,13 @@ def word(*words: str) -> Needle:
     return lambda s: not wanted.isdisjoint(s.words)
 
 
-def part(*parts: str) -> Needle:
-    """One of these lowercase word parts (`val` in `val_loader` or `x_val`)."""
-    wanted = frozenset(p.encode() for p in parts)
-    return lambda s: not wanted.isdisjoint(s.parts)
+def name_part(words: Iterable[str], suffixes: Iterable[str]) -> Needle:
+    """A word part that is one of `words`, or starts with one followed by a suffix: what
+    the analysis's `(^|_)(word)(_|$|suffix)` name patterns find (`val` in `x_val`,
+    `testdataloader`, `my_valloaders`)."""
+    exact = frozenset(w.encode() for w in words)
+    starts = tuple(w.encode() + x.encode() for w in words for x in suffixes)
+    return lambda s: not exact.isdisjoint(s.parts) or any(p.startswith(starts) for p in s.parts)
 
 
 def rx(pattern: str, flags: int = 0) -> Needle:
@@ -144,11 +152,6 @@ _BACKWARD = (sub("backward"),)
 _STEP = (sub("step"),)
 
 
-def _combine(words: Iterable[str], suffixes: Iterable[str]) -> Tuple[str, ...]:
-    words = tuple(words)
-    return words + tuple(w + x for w in words for x in suffixes)
-
-
 # TL301/TL302 (analysis/evaluation.py): a function named with an evaluation word
 # (`def validate(`, `def run_eval_epoch(`), or a loop over data named for evaluation
 # (`val_loader`, `testloader`, `loaders["dev"]`).
@@ -160,23 +163,26 @@ _DEF_NAME = re.compile(r"def\s+(\w+)")  # no leading \b: a literal start lets `r
 
 
 def _eval_function(s: Scan) -> bool:
-    return any(not _EVAL_FUNCTION_PARTS.isdisjoint(n.lower().split("_")) for n in _DEF_NAME.findall(s.text))
+    return any(not _EVAL_FUNCTION_PARTS.isdisjoint(n.casefold().split("_")) for n in _DEF_NAME.findall(s.text))
 
 
-_EVAL_DATA = part(*_combine(
+_EVAL_DATA = name_part(
     ("val", "valid", "validation", "test", "testing", "eval", "evaluation", "dev", "holdout"),
     ("loader", "dl", "data", "set", "ds", "iter"),
-))
+)
 _EVAL_PASS = Precheck((_eval_function, _EVAL_DATA), needs_torch=True, skips_test_files=True)
 
 # TL402: statistics of a whole data set before a split (a split function, a single slice
 # `X[:800]` / `df.iloc[n:]`, not `x[:, 0]`) or of held-out data; a scaler fitted on it.
 _STATISTIC = word("mean", "std", "var", "min", "max", "amin", "amax", "nanmean", "nanstd", "nanvar", "nanmin", "nanmax", "median")
 _SCALER_FIT = Precheck((word("fit", "fit_transform"),), (isub("sklearn", "scaler"),))
+# Inside the brackets: anything but brackets, parentheses and commas, or a bracketed or
+# parenthesised group nested up to two deep (`X[:min(800, len(X))]`); line breaks allowed.
+_GROUP = r"(?:\((?:[^()]|\([^()]*\))*\)|\[(?:[^\[\]]|\[[^\[\]]*\])*\])"
 _SPLIT_OR_HELDOUT = (
     sub("train_test_split", "random_split", "KFold", "ShuffleSplit", "TimeSeriesSplit", "LeaveOneOut"),
-    rx(r"\[(?:[^\[\],\n]|\[[^\[\]\n]*\])*:(?:[^\[\],\n]|\[[^\[\]\n]*\])*\]"),
-    part(*_combine(("test", "val", "valid", "validation", "holdout", "dev"), ("set", "data"))),
+    rx(r"\[(?:[^\[\](),]|%s)*:(?:[^\[\](),]|%s)*\]" % (_GROUP, _GROUP)),
+    name_part(("test", "val", "valid", "validation", "holdout", "dev"), ("set", "data")),
 )
 
 # TL501: `W1`, `w_2`, `weights1` (hand-written weight matrices).
@@ -187,8 +193,9 @@ def _weight_matrix(s: Scan) -> bool:
     return any(w[:1] in (b"W", b"w") and _WEIGHT_MATRIX.fullmatch(w.decode("utf-8", "replace")) for w in s.words)
 
 
-# TL503: a name assigned or passed as a keyword that looks like `requires_grad` but is not.
-_REQUIRES_GRAD_METHOD_ASSIGNED = re.compile(r"\brequires_grad_\s*(?::[^=\n]*)?=(?!=)")
+# TL503: a name assigned or passed as a keyword that looks like `requires_grad` but is not;
+# `requires_grad_` counts unless every use is a call of the method.
+_REQUIRES_GRAD_METHOD_NOT_CALLED = re.compile(r"\brequires_grad_\b(?!\s*\()")
 
 
 def _requires_grad_typo(s: Scan) -> bool:
@@ -198,7 +205,7 @@ def _requires_grad_typo(s: Scan) -> bool:
         squashed = w.replace(b"_", b"")
         if b"grad" not in squashed and b"gard" not in squashed:
             continue
-        if w != b"requires_grad_" or _REQUIRES_GRAD_METHOD_ASSIGNED.search(s.text):
+        if w != b"requires_grad_" or _REQUIRES_GRAD_METHOD_NOT_CALLED.search(s.text):
             return True
     return False
 
@@ -218,7 +225,7 @@ CATALOGUE: Dict[str, Precheck] = {
     "TL106": Precheck((sub("clip_grad"),), (sub("scale"),), _BACKWARD, _STEP, needs_torch=True),
     # a scheduler (`lr_scheduler`, `*_schedule_*`, `SWALR`, one named `warmup`) stepped
     # before its optimizer
-    "TL107": Precheck((isub("sched"), sub("SWALR", "warmup")), _STEP, needs_torch=True),
+    "TL107": Precheck((isub("sched", "swalr", "warmup"),), _STEP, needs_torch=True),
     # backward on a loss computed under no_grad/inference_mode/set_grad_enabled(False)
     "TL108": Precheck((sub("no_grad", "inference_mode", "set_grad_enabled"),), _BACKWARD, needs_torch=True),
     # softmax output (`softmax`, `Softmax`, `Softmax2d`) into cross-entropy
@@ -239,8 +246,9 @@ CATALOGUE: Dict[str, Precheck] = {
     "TL204": Precheck((isub("softmax", "softmin"),), needs_torch=True),
     "TL301": _EVAL_PASS,
     "TL302": _EVAL_PASS,
-    # `model.eval()` / `model.train(False)` inside a loop that also trains
-    "TL303": Precheck((sub(".eval()", "train(False)"),), _BACKWARD, needs_torch=True, skips_test_files=True),
+    # `model.eval()` / `model.train(False)` (any spacing, `mode=False`) inside a loop that
+    # also trains
+    "TL303": Precheck((sub("eval", "train"),), _BACKWARD, needs_torch=True, skips_test_files=True),
     # a training DataLoader without shuffle
     "TL401": Precheck((sub("DataLoader"),), needs_torch=True, skips_test_files=True),
     "TL402": Precheck(_SPLIT_OR_HELDOUT, any_of=(_SCALER_FIT, Precheck((_STATISTIC,)))),

@@ -87,9 +87,10 @@ class StepWrapper:
                 self.optimizer.step = self._prev
 
 
-def framework_note(message: str) -> None:
-    """A configuration note (not a finding: never a GuardWarning)."""
-    warnings.warn(message, UserWarning, stacklevel=3)
+def framework_note(message: str, stacklevel: int = 3) -> None:
+    """A configuration note (not a finding: never a GuardWarning), attributed to the
+    framework code that called the callback's hook (``stacklevel`` counts from here)."""
+    warnings.warn(message, UserWarning, stacklevel=stacklevel)
 
 
 class GuardSession:
@@ -185,7 +186,7 @@ class CallbackOptions:
             if self.max_grad_norm is not None or self.clip_value is not None:
                 framework_note(f"{self._note_prefix}: the {self._trainer_label} already clips "
                                f"gradients ({setting}={framework_clips}); the guard does not "
-                               "clip them again")
+                               "clip them again", stacklevel=4)
             return None, None
         self.clipping = "guard" if (self.max_grad_norm or self.clip_value) else None
         return self.max_grad_norm, self.clip_value
@@ -197,7 +198,7 @@ class CallbackOptions:
             self.early_stopping = self.framework
             if self.patience is not None:
                 framework_note(f"{self._note_prefix}: {stopper} stops this run; the guard "
-                               "only tracks best_metric")
+                               "only tracks best_metric", stacklevel=4)
             return None
         self.early_stopping = "guard" if guard_stops else None
         return self.patience

@@ -170,6 +170,11 @@ class GuardTrainerCallback(CallbackOptions, TrainerCallback):
         if self._session is not None and not self._session.closed:
             self.guard.observe_gradients()
 
+    def on_step_begin(self, args, state, control, **kwargs):
+        # A backward that raised never ran its queued callback: start the step clean.
+        self._backward_callback_queued = False
+        return control
+
     def _on_forward(self, module, args, kwargs, output) -> None:
         if self._session is None or self._session.closed:
             return

@@ -154,6 +154,7 @@ def test_observe_gradients_reports_the_norm_before_the_users_own_clipping():
     g, before, rec = _clipped_by_hand(observe=True)
     assert min(before) > 1e3
     assert [r["grad_norm"] for r in g.history] == pytest.approx(before, rel=1e-4)
+    assert all(r["applied_grad_norm"] <= 0.5 * (1 + 1e-4) for r in g.history)   # what the user's clip left
     assert ("gradient-norm", "exploding") in causes(rec)
 
 
@@ -164,9 +165,25 @@ def test_without_observe_gradients_the_guard_sees_the_clipped_norm():
     assert ("gradient-norm", "exploding") not in causes(rec)
 
 
-def test_observe_gradients_outside_the_with_block_does_nothing():
-    model = mlp()
-    opt = torch.optim.SGD(model.parameters(), 0.1)
-    g = TrainingGuard(model, opt)
-    g.observe_gradients()   # not entered: no hooks, nothing measured, no error
-    assert g.history == []
+def test_an_observation_counts_for_its_own_step_only():
+    """Observed outside the block, or at an earlier step: the step measures itself."""
+    model = _exploding_rnn()
+    x, y = _seq()
+    opt = torch.optim.SGD(model.parameters(), 1e-3)
+    g = TrainingGuard(model, opt, loss_fn=None, checks={"init": "off", "initial-loss": "off",
+                                                        "update": "off", "finite": "warn"})
+    nn.functional.cross_entropy(model(x[:32]), y[:32]).backward()
+    g.observe_gradients()   # not entered yet: nothing is measured
+    with g:
+        for k in range(3):
+            opt.zero_grad()
+            loss = nn.functional.cross_entropy(model(x[:32]), y[:32])
+            g.observe_loss(loss)
+            loss.backward()
+            if k == 0:
+                g.observe_gradients()   # step 0 only
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 0.5)
+            opt.step()
+    norms = [r["grad_norm"] for r in g.history]
+    assert norms[0] > 1e3                                   # observed before the clip
+    assert all(n <= 0.5 * (1 + 1e-4) for n in norms[1:])    # measured at their own step

@@ -173,9 +173,13 @@ class NormRecorder(Classifier):
 
     def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None):
         grads = [p.grad for p in self.parameters() if p.grad is not None]
-        self.before.append(float(torch.nn.utils.get_total_norm(grads)))
+        self.before.append(_total_norm(grads))
         super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)
-        self.after.append(float(torch.nn.utils.get_total_norm(grads)))
+        self.after.append(_total_norm(grads))
+
+
+def _total_norm(grads):
+    return float(torch.linalg.vector_norm(torch.stack([g.norm() for g in grads])))
 
 
 def test_lightning_clips_the_guard_does_not_and_reports_unclipped_norms():
@@ -189,10 +193,13 @@ def test_lightning_clips_the_guard_does_not_and_reports_unclipped_norms():
     hist = g.history
     # Lightning clipped (every step's applied norm <= 0.05) ...
     assert len(module.after) == len(hist) and max(module.after) <= 0.05 * (1 + 1e-4)
-    # ... and the guard reports the norms from before that clipping, not after.
+    # ... and the guard reports the norms from before that clipping as `grad_norm`, the
+    # clipped ones the update used as `applied_grad_norm`.
     assert any(b > 0.05 for b in module.before)
     assert [r["grad_norm"] for r in hist] == pytest.approx(module.before, rel=1e-4)
-    assert "clipped: 0" in g.report()
+    assert [r["applied_grad_norm"] for r in hist] == pytest.approx(module.after, rel=1e-4)
+    clipped = sum(1 for b in module.before if b > 0.05)
+    assert f"clipped: {clipped}" in g.report()
 
 
 def test_exploding_gradients_are_seen_through_lightnings_clipping():

@@ -71,6 +71,56 @@ def test_needles_skip_near_misses(code, src):
     assert not passes(code, src)
 
 
+_TRAIN_THEN_EVAL = """
+import torch
+model.train()
+for epoch in range(10):
+    for x, y in train_loader:
+        opt.zero_grad()
+        loss = criterion(model(x), y)
+        loss.backward()
+        opt.step()
+    {switch}
+    with torch.no_grad():
+        for x, y in val_loader:
+            val_loss = criterion(model(x), y)
+"""
+
+
+@pytest.mark.parametrize(
+    "code,src",
+    [
+        # evaluation data names where the suffix only starts the rest of the part
+        ("TL301", "import torch\ndef run(model, testdataloader):\n    for x, y in testdataloader:\n        out = model(x)\n"),
+        ("TL302", "import torch\nmodel = torch.nn.Linear(3, 2)\nfor x in my_valloaders:\n    print(model(x))\n"),
+        # `re.I` folds the long s: `teſt` is `test` to the analysis
+        ("TL301", "import torch\ndef teſt(model, loader):\n    for x in loader:\n        print(model(x))\n"),
+        ("TL301", "import torch\ndef run(model, teſt_loader):\n    for x in teſt_loader:\n        print(model(x))\n"),
+        # a scaler fitted on held-out data named without an underscore
+        ("TL402", "from sklearn.preprocessing import StandardScaler\nscaler = StandardScaler()\nscaler.fit(testdataset)\n"),
+        # a single slice with a comma inside a call, or spread over lines
+        ("TL402", "import numpy as np\nX = (X - X.mean(0)) / X.std(0)\nX_train = X[:min(800, len(X))]\n"),
+        ("TL402", "import numpy as np\nX = (X - X.mean(0)) / X.std(0)\nX_train = X[\n    :800\n]\n"),
+        # the in-place method's name assigned through parentheses, a tuple, a continuation
+        ("TL503", "import torch\np = torch.zeros(3)\n(p.requires_grad_) = True\n"),
+        ("TL503", "import torch\np = torch.zeros(3)\np.requires_grad_, n = True, 1\n"),
+        ("TL503", "import torch\np = torch.zeros(3)\np.requires_grad_ \\\n    = True\n"),
+        # a scheduler named in capitals
+        ("TL107", "import torch\ndef train(model, opt, loader, Warmup):\n    for x in loader:\n        loss = model(x)\n"
+                  "        loss.backward()\n        Warmup.step()\n        opt.step()\n        opt.zero_grad()\n"),
+        # eval mode by any spelling the analysis reads
+        ("TL303", _TRAIN_THEN_EVAL.format(switch="model.eval( )")),
+        ("TL303", _TRAIN_THEN_EVAL.format(switch="model.train(mode=False)")),
+        ("TL303", _TRAIN_THEN_EVAL.format(switch="model.train( False )")),
+    ],
+)
+def test_spellings_a_text_needle_could_miss_still_reach_the_rule(code, src):
+    """Found by a review: each of these once fell through the pre-check."""
+    with_precheck = lint_text(src, "train.py").findings
+    assert code in {f.code for f in lint_text(src, "train.py", precheck=False).findings}
+    assert with_precheck == lint_text(src, "train.py", precheck=False).findings
+
+
 def test_rules_that_skip_test_files_skip_them_by_path():
     src = "import torch\nfrom torch.utils.data import DataLoader\nloader = DataLoader(train_set)\n"
     assert passes("TL401", src, "pkg/train.py")
