@@ -34,13 +34,14 @@ _NOT_WORD = bytes(c if (chr(c).isalnum() or c == ord("_") or c >= 128) else ord(
 
 
 def is_test_path(path: str) -> bool:
-    """A test module (pytest naming or a tests/ folder): deterministic loaders and odd modes
-    are deliberate there, so several rules skip such files."""
+    """A test module (pytest naming, `tests.py`, or a tests/ folder): deterministic loaders
+    and odd modes are deliberate there, so several rules skip such files. (Not `test.py`:
+    in training repositories that is usually the script that evaluates a checkpoint.)"""
     path = path.replace("\\", "/")
     base = path.rsplit("/", 1)[-1]
     dirs = set(path.split("/")[:-1])
     return (
-        base.startswith("test_") or base.endswith("_test.py") or base == "conftest.py"
+        base.startswith("test_") or base.endswith("_test.py") or base in ("conftest.py", "tests.py")
         or bool(dirs & {"tests", "test", "testing", "test_utils"})
     )
 

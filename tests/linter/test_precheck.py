@@ -124,7 +124,8 @@ def test_spellings_a_text_needle_could_miss_still_reach_the_rule(code, src):
 def test_rules_that_skip_test_files_skip_them_by_path():
     src = "import torch\nfrom torch.utils.data import DataLoader\nloader = DataLoader(train_set)\n"
     assert passes("TL401", src, "pkg/train.py")
-    for path in ("tests/test_data.py", "pkg/test_loader.py", "loader_test.py", "conftest.py"):
+    assert passes("TL401", src, "test.py")   # usually the script that evaluates a checkpoint
+    for path in ("tests/test_data.py", "pkg/test_loader.py", "loader_test.py", "conftest.py", "pkg/tests.py"):
         assert is_test_path(path)
         assert not passes("TL401", src, path)
 

@@ -170,11 +170,28 @@ class Evaluation:
             inside = [e for e in self.tr.all_events(p.loop) if e.order < first]  # type: ignore[arg-type]
         if any(e.kind in (EVAL, MODE) for e in inside):
             return True
+        if self._loaded_in_eval_mode(p):
+            return True
         if p.kind == "loop":
             state = self._mode_before(p.function, p.loop.start, 0)  # type: ignore[union-attr]
         else:
             state = self._mode_from_callers(p.function, 0)  # type: ignore[arg-type]
         return state is not False
+
+    def _loaded_in_eval_mode(self, p: EvalPass) -> bool:
+        """The model was loaded in the pass's own function by `from_pretrained`, which
+        returns it in eval mode (transformers, diffusers, peft), and nothing switched it
+        back to training before it runs."""
+        call = p.model_call
+        found = self.ctx.constructions(call.node.func, call)  # type: ignore[attr-defined]
+        if not found or not all(
+            isinstance(v, cst.Call) and isinstance(v.func, cst.Attribute) and v.func.attr.value == "from_pretrained"
+            and site is not None and site.function is call.function
+            for v, site in found
+        ):
+            return False
+        events = self.tr.function_events(call.function)  # type: ignore[arg-type]  # None: module level
+        return not any(e.kind in (TRAIN, MODE) and e.order < call.order for e in events)
 
     def _mode_before(self, function: Optional[FunctionInfo], order: int, depth: int) -> Optional[bool]:
         """True: eval mode; False: train mode (or nothing sets eval); None: cannot tell."""

@@ -133,8 +133,26 @@ class EvalWithoutEvalMode(Rule):
             loss.backward()
             opt.step()
         """,
+        """
+        import torch
+        from transformers import GPT2LMHeadModel
+        @torch.no_grad()
+        def evaluate(model_type, batches):
+            model = GPT2LMHeadModel.from_pretrained(model_type)  # returned in eval mode
+            model.to("cuda")
+            return [model(b).logits for b in batches]
+        """,
     )
     INVALID = (
+        """
+        import torch
+        from transformers import GPT2LMHeadModel
+        @torch.no_grad()
+        def evaluate(model_type, batches):  # !
+            model = GPT2LMHeadModel.from_pretrained(model_type)
+            model.train()  # switched back to training mode before the evaluation
+            return [model(b).logits for b in batches]
+        """,
         """
         import torch
         for epoch in range(10):

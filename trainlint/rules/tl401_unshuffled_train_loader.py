@@ -94,8 +94,25 @@ class UnshuffledTrainLoader(Rule):
         for imgs, _ in stats_loader:
             total += imgs.sum(dim=(0, 2, 3))
         """,
+        """
+        from torch.utils.data import DataLoader
+        # one batch of the training set to look at: the order does not matter
+        small_loader = DataLoader(train_set, batch_size=256, shuffle=False)
+        imgs, labels = next(iter(small_loader))
+        show_gradients(net, imgs, labels)
+        """,
     )
     INVALID = (
+        """
+        import torch
+        from torch.utils.data import DataLoader
+        loader = DataLoader(train_set, batch_size=64)  # !
+        for step in range(1000):
+            x, y = next(iter(loader))  # the same first batch every step
+            opt.zero_grad()
+            loss_fn(model(x), y).backward()
+            opt.step()
+        """,
         """
         from torch.utils.data import DataLoader
         train_loader = DataLoader(train_set, batch_size=64)  # !
@@ -193,6 +210,10 @@ class UnshuffledTrainLoader(Rule):
             # mean/std of the training set, say) and not handed on: order does not matter.
             if loops and not any(cls._trains(ctx, l) for l in loops) and not cls._passed_on(ctx, loader_names):
                 return False
+            # Only ever peeked at, `next(iter(loader))` outside a training loop (one batch
+            # to visualise or to build the model with): order does not matter either.
+            if not loops and cls._peeked_only(ctx, loader_names):
+                return False
             return True
         if any(cls._trains(ctx, l) for l in loops):
             return True
@@ -213,6 +234,28 @@ class UnshuffledTrainLoader(Rule):
             if any(re.search(rf"\b{re.escape(n)}\b", it) for n in names):
                 out.append(loop)
         return out
+
+    @classmethod
+    def _peeked_only(cls, ctx, names) -> bool:
+        """Every use of the loader is `next(iter(loader))`, none inside a loop that trains
+        (there, an unshuffled loader hands the same first batch to every step)."""
+        names = {n for n in names if n}
+        if not names or any((dotted(r.value) or "") in names for r in ctx.facts.returns if r.value is not None):
+            return False
+        uses = peeks = 0
+        for c in ctx.facts.calls:
+            uses += sum(1 for a in c.node.args if (dotted(a.value) or "") in names)
+            if not (isinstance(c.node.func, cst.Name) and c.node.func.value == "next" and c.node.args):
+                continue
+            inner = c.node.args[0].value
+            if (
+                isinstance(inner, cst.Call) and isinstance(inner.func, cst.Name) and inner.func.value == "iter"
+                and len(inner.args) == 1 and (dotted(inner.args[0].value) or "") in names
+            ):
+                if any(cls._trains(ctx, loop) for loop in c.loops):
+                    return False
+                peeks += 1
+        return peeks > 0 and peeks == uses
 
     @staticmethod
     def _passed_on(ctx, names) -> bool:
