@@ -10,7 +10,9 @@ in cell 5 is analysed together). The text is built so that:
   `pass  # [magic]` on the same line, with the same indentation, so lines do not
   shift and the code still parses; the original lines are put back on write;
 - a cell magic whose body is not Python (`%%bash`, `%%html`, ...) turns the whole
-  cell into comments; Python cell magics (`%%time`, `%%capture`, ...) keep the body.
+  cell into comments; Python cell magics (`%%time`, `%%capture`, ...) keep the body;
+- a cell whose first line is indented loses that indentation on every line that has it,
+  as IPython's `leading_indent` input transform does before running it (columns map back).
 
 Positions map back to (cell, line within the cell), lines counted in the cell's
 own source, magic lines included.
@@ -48,6 +50,8 @@ class _Cell:
     neutral: str  # the lines as the linter sees them, newline-terminated
     magics: List[Tuple[str, str]] = field(default_factory=list)  # (original line, indent given), in order
     opaque: bool = False  # a non-Python cell magic: never rewritten
+    leading: str = ""  # the first line's indentation, removed as IPython does
+    dedented: List[bool] = field(default_factory=list)  # per source line: `leading` was removed
 
 
 @dataclass
@@ -57,6 +61,7 @@ class Notebook:
     cells: List[_Cell]
     text: str  # what the rules see
     line_map: List[Tuple[int, int]]  # text line (0-based) -> (cell number 1-based, cell line 1-based)
+    column_shift: List[int] = field(default_factory=list)  # text line (0-based) -> columns removed
 
     def position(self, line: int) -> Tuple[Optional[int], int]:
         """(cell, line within the cell) of a 1-based line of `text`."""
@@ -64,6 +69,10 @@ class Notebook:
             cell, cline = self.line_map[line - 1]
             return cell, max(cline, 1)
         return None, line
+
+    def shift(self, line: int) -> int:
+        """Columns to add back on a 1-based line of `text` (a dedented cell's indentation)."""
+        return self.column_shift[line - 1] if 1 <= line <= len(self.column_shift) else 0
 
 
 def _source_lines(cell: dict) -> List[str]:
@@ -134,7 +143,16 @@ class _Continuation:
         self.backslash = self.triple is None and line[:n].rstrip().endswith("\\")
 
 
-def _neutralise(index: int, lines: List[str]) -> _Cell:
+_LEADING_INDENT = re.compile(r"^[ \t]+")
+
+
+def _neutralise(index: int, original: List[str]) -> _Cell:
+    # IPython's leading_indent: an indented first line takes that indentation off every
+    # line that starts with it.
+    m = _LEADING_INDENT.match(original[0]) if original else None
+    leading = m.group(0) if m else ""
+    dedented = [bool(leading) and ln.startswith(leading) for ln in original]
+    lines = [ln[len(leading):] if d else ln for ln, d in zip(original, dedented)]
     first = next((ln for ln in lines if ln.strip()), "")
     out: List[str] = []
     magics: List[str] = []
@@ -156,6 +174,8 @@ def _neutralise(index: int, lines: List[str]) -> _Cell:
                 indent = own if len(own) <= len(prev_indent) else prev_indent
             magics.append((body, indent))
             out.append(indent + MAGIC)
+            # The `pass` is a statement: it opens the block's body, later lines align to it.
+            prev_indent, prev_opens = indent, False
         else:
             starts_statement = not cont.inside
             cont.feed(body)
@@ -166,7 +186,7 @@ def _neutralise(index: int, lines: List[str]) -> _Cell:
             if code:
                 prev_indent, prev_opens = body[: len(body) - len(body.lstrip())], code.endswith(":")
     neutral = "".join(s + "\n" for s in out)
-    return _Cell(index, lines, neutral, magics, opaque)
+    return _Cell(index, original, neutral, magics, opaque, leading, dedented)
 
 
 def _is_python(data: dict) -> bool:
@@ -188,6 +208,7 @@ def load(raw_text: str) -> Optional[Notebook]:
     cells: List[_Cell] = []
     parts: List[str] = []
     line_map: List[Tuple[int, int]] = []
+    shifts: List[int] = []
     for i, cell in enumerate(data["cells"]):
         if not isinstance(cell, dict) or cell.get("cell_type") != "code":
             continue
@@ -195,27 +216,31 @@ def load(raw_text: str) -> Optional[Notebook]:
         cells.append(c)
         parts.append(SEPARATOR.format(i + 1) + "\n")
         line_map.append((i + 1, 1))
+        shifts.append(0)
         parts.append(c.neutral)
-        line_map.extend((i + 1, n) for n in range(1, c.neutral.count("\n") + 1))
-    return Notebook(data, raw_text, cells, "".join(parts), line_map)
+        n_lines = c.neutral.count("\n")
+        line_map.extend((i + 1, n) for n in range(1, n_lines + 1))
+        shifts.extend(len(c.leading) if k < len(c.dedented) and c.dedented[k] else 0 for k in range(n_lines))
+    return Notebook(data, raw_text, cells, "".join(parts), line_map, shifts)
 
 
 def map_finding(nb: Notebook, f: Finding) -> Finding:
     """A finding on the combined text -> the same finding on (cell, line in cell)."""
     cell, line = nb.position(f.line)
     end_cell, end_line = nb.position(f.end_line)
-    end_col = f.end_column
+    col = f.column + nb.shift(f.line)
+    end_col = f.end_column + nb.shift(f.end_line)
     if end_cell != cell:
-        end_line, end_col = line, f.column
+        end_line, end_col = line, col
     fix = f.fix
     if fix is not None:
         edits = []
         for e in fix.edits:
             _, el = nb.position(e.line)
             _, eel = nb.position(e.end_line)
-            edits.append(Edit(el, e.column, eel, e.end_column, e.content))
+            edits.append(Edit(el, e.column + nb.shift(e.line), eel, e.end_column + nb.shift(e.end_line), e.content))
         fix = replace(fix, edits=tuple(edits))
-    return replace(f, line=line, end_line=end_line, end_column=end_col, cell=cell, fix=fix)
+    return replace(f, line=line, column=col, end_line=end_line, end_column=end_col, cell=cell, fix=fix)
 
 
 def split_cells(nb: Notebook, text: str) -> Dict[int, str]:
@@ -259,6 +284,10 @@ def _restore(cell: _Cell, text: str) -> List[str]:
             out.append(ln)
     if next(magics, None) is not None:
         raise NotebookError("a fix removed a magic line")
+    if cell.leading:  # give back the indentation IPython's leading_indent takes off
+        if not all(cell.dedented[k] for k, ln in enumerate(cell.original) if ln.strip()):
+            raise NotebookError("cannot write fixes back into a cell indented unevenly at its start")
+        out = [cell.leading + ln if ln.strip() else ln for ln in out]
     # The combined text ends every cell with a newline; the stored source may not.
     if out and cell.original and not cell.original[-1].endswith("\n") and out[-1].endswith("\n"):
         out[-1] = out[-1][:-1]

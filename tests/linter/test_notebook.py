@@ -147,3 +147,19 @@ def test_line_map_counts_magic_lines():
     assert lines[0] == "# trainlint-cell: 2"
     assert lines[1] == "pass  # [magic]" and lines[3] == "pass  # [magic]"
     assert nb.position(5) == (2, 4)  # `y = 2` is line 4 of cell 2
+
+
+def test_cell_indented_at_its_start_is_dedented_as_ipython_does(run_cli, tmp_path, test_rules):
+    """IPython's leading_indent runs ` import os\n x = 1` fine: no TL000, and findings keep
+    the cell's own columns."""
+    cells = [("code", " import os\n for i in range(3):\n     flagme()\n")]
+    r = lint(run_cli, tmp_path, cells, "--format", "json")
+    [f] = json.loads(r.stdout)
+    assert (f["code"], f["cell"], f["line"], f["column"], f["end_column"]) == ("TL990", 1, 3, 6, 14)
+
+
+def test_fix_writes_back_into_a_cell_indented_at_its_start(run_cli, tmp_path, test_rules):
+    cells = [("code", "  x = 1\n\n  flagme()\n")]
+    r = lint(run_cli, tmp_path, cells, "--fix")
+    assert r.exit_code == 0, r.stdout + r.stderr
+    assert (tmp_path / "nb.ipynb").read_text(encoding="utf-8") == nb_json([("code", "  x = 1\n\n  fixed()\n")])
