@@ -5,8 +5,9 @@ from typing import Dict, Iterator, List, Optional, Set
 
 import libcst as cst
 
-from trainlint.analysis.facts import AssignSite, CallSite
+from trainlint.analysis.facts import AssignSite, CallSite, walk
 from trainlint.analysis.names import dotted, expression_facts
+from trainlint.analysis.torch_api import DATALOADERS
 from trainlint.rules.base import Report, Rule
 
 STAT_METHODS = {"mean", "std", "var", "min", "max", "amin", "amax", "nanmean", "nanstd", "nanvar", "nanmin", "nanmax", "median"}
@@ -98,8 +99,54 @@ class LeakyNormalization(Rule):
         print(X.mean(), X.std())
         X_train, X_test = X[:800], X[800:]
         """,
+        """
+        import torch
+        from torch.utils.data import DataLoader, random_split
+        from torchvision import datasets, transforms
+        # statistics of the official training split, then a validation part carved from it
+        train_full = datasets.CIFAR10("data", train=True, transform=transforms.ToTensor())
+        mean = torch.zeros(3)
+        for imgs, _ in DataLoader(train_full, batch_size=256):
+            mean += imgs.mean(dim=(0, 2, 3))
+        ds = datasets.CIFAR10("data", train=True, transform=transforms.Normalize(mean, 1.0))
+        train_part, val_part = random_split(ds, [45000, 5000])
+        """,
+        """
+        import torch
+        from torch.utils.data import DataLoader
+        # statistics over the whole folder, but nothing is split afterwards (a separate test set)
+        loader = DataLoader(raw, batch_size=256)
+        mean = torch.zeros(3)
+        for imgs, _ in loader:
+            mean += imgs.mean(dim=(0, 2, 3))
+        full = ImageFolder(root, transform=Normalize(mean.tolist(), [0.5, 0.5, 0.5]))
+        """,
+        """
+        import torch
+        from torch.utils.data import DataLoader, random_split
+        # per-image statistics (no axis 0): nothing is shared between samples
+        norms = []
+        for imgs, _ in DataLoader(raw, batch_size=256):
+            norms.append(imgs.mean(dim=(1, 2, 3)))
+        train_set, val_set = random_split(raw, [800, 200])
+        """,
     )
     INVALID = (
+        """
+        import torch
+        from torch.utils.data import DataLoader, random_split
+        from torchvision import datasets, transforms
+        raw = datasets.ImageFolder("leaves", transform=transforms.ToTensor())
+        loader = DataLoader(raw, batch_size=256)
+        mean, std = torch.zeros(3), torch.zeros(3)
+        for imgs, _ in loader:
+            mean += imgs.mean(dim=(0, 2, 3)) * imgs.size(0)  # !
+            std += imgs.std(dim=(0, 2, 3)) * imgs.size(0)
+        mean /= len(raw)
+        std /= len(raw)
+        full = datasets.ImageFolder("leaves", transform=transforms.Normalize(mean.tolist(), std.tolist()))
+        train_set, val_set = random_split(full, [800, 200])
+        """,
         """
         import pandas as pd
         from sklearn.preprocessing import StandardScaler
@@ -187,6 +234,14 @@ class LeakyNormalization(Rule):
             if stat is None:
                 continue
             data, kind = stat
+            over = self._loop_dataset(ctx, call, data) if kind == "stat" else None
+            if over is not None:
+                key = frozenset({("loop", id(over[0].node), over[1])})
+                found = None if key in seen else self._accumulated_then_split(ctx, calls, assigns, call, *over)
+                if found is not None:
+                    seen.add(key)  # `mean += ...; std += ...` in one loop: one report
+                    yield found
+                continue
             if kind == "fit" and HELDOUT_NAME.search(data) and not TRAIN_IN_NAME.search(data):
                 yield Report(call.node, f"the scaler is fitted on `{data}`, held-out data: its statistics leak into "
                              f"the model's inputs. Fit on the training split and only `transform` the others.")
@@ -239,7 +294,7 @@ class LeakyNormalization(Rule):
             return None  # `np.max(...)` read as a method of the module `np`
         if not name or LABEL_NAME.search(name) or (isinstance(data, cst.Subscript) and _label_subscript(data)):
             return None
-        if axis is not None and not (isinstance(axis, cst.Integer) and axis.value == "0"):
+        if axis is not None and not _includes_axis_0(axis):
             return None  # per-sample or per-feature-row statistics
         return name, "stat"
 
@@ -291,6 +346,51 @@ class LeakyNormalization(Rule):
                 break
         return names
 
+    # -- statistics accumulated over a loader ---------------------------------------------
+    @staticmethod
+    def _loop_dataset(ctx, call: CallSite, data: str):
+        """(loop, data set name) when `data` is a variable of a `for` loop over a DataLoader
+        of a named data set (or over the data set itself): `for imgs, _ in loader:
+        mean += imgs.mean(...)`. None otherwise."""
+        for loop in reversed(call.loops):
+            node = loop.node
+            if not isinstance(node, cst.For) or data not in {n.value for n in walk(node.target) if isinstance(n, cst.Name)}:
+                continue
+            source = node.iter
+            for value, _ in ctx.constructions(source, call) if isinstance(source, (cst.Name, cst.Attribute)) else [(source, None)]:
+                if isinstance(value, cst.Call) and ctx.qualname(value.func) in DATALOADERS and value.args:
+                    source = value.args[0].value
+                    break
+            name = dotted(source) if isinstance(source, (cst.Name, cst.Attribute)) else None
+            if name is None or TRAIN_IN_NAME.search(name) or HELDOUT_NAME.search(name):
+                return None
+            if any(isinstance(v, cst.Call) and _built_as_training_split(v) for v, _ in ctx.constructions(source, call)):
+                return None  # `CIFAR10(root, train=True)`: the training split's statistics
+            return loop, name
+        return None
+
+    def _accumulated_then_split(self, ctx, calls, assigns, call: CallSite, loop, dataset: str) -> Optional[Report]:
+        """The statistic is accumulated in the loop (`mean += ...`, `means.append(...)`),
+        the result goes into normalising data (a `Normalize(mean, std)` transform, or
+        `(X - mean) / std`), and that data, or the data set itself, is split afterwards."""
+        totals = {root_name(t) for a in assigns if loop.contains(a.order) and a.value is not None
+                  and id(call.node) in expression_facts(a.value).nodes for t in a.targets}
+        totals |= {root_name(c.receiver) for c in calls if c.attr == "append" and c.receiver is not None
+                   and loop.contains(c.order) and any(id(call.node) in expression_facts(a.value).nodes for a in c.node.args)}
+        totals.discard(None)
+        if not totals:
+            return None
+        names = self._wrapped(assigns, loop.end, set(totals)) | {dataset}
+        split = self._later_split(ctx, calls, assigns, loop.end, names - totals | {dataset})
+        if split is None:
+            return None
+        return Report(
+            call.node,
+            f"normalisation statistics are accumulated over all of `{dataset}` before it is split "
+            f"({split}): test data leaks into training. Split first, then compute the statistics "
+            f"on the training part only.",
+        )
+
     @staticmethod
     def _later_split(ctx, calls, assigns, after: int, names: Set[str]) -> Optional[str]:
         for c in calls:
@@ -319,6 +419,25 @@ class LeakyNormalization(Rule):
                 ):
                     return f"slicing `{ctx.module.code_for_node(part.value)}[...]`"
         return None
+
+
+def _includes_axis_0(axis: cst.BaseExpression) -> bool:
+    """`0`, or `(0, 2, 3)`: a statistic across samples (per channel, say), not per sample."""
+    items = [e.value for e in axis.elements] if isinstance(axis, (cst.Tuple, cst.List)) else [axis]
+    return any(isinstance(i, cst.Integer) and i.value == "0" for i in items)
+
+
+def _built_as_training_split(call: cst.Call) -> bool:
+    """`CIFAR10(root, train=True)`, `load_dataset(..., split="train")`."""
+    for a in call.args:
+        if a.keyword is None:
+            continue
+        v = a.value
+        if a.keyword.value == "train" and isinstance(v, cst.Name) and v.value == "True":
+            return True
+        if a.keyword.value == "split" and isinstance(v, cst.SimpleString) and TRAIN_IN_NAME.search(v.value):
+            return True
+    return False
 
 
 def root_name(expr) -> Optional[str]:
