@@ -7,6 +7,8 @@ corpus the pre-check lets through. Run by hand (every file is parsed once more),
 
     python benchmarks/precheck_soundness.py path/to/site-packages/timm path/to/nanoGPT
 
+Python files and notebooks (`.ipynb`, their code cells as one module) are read.
+
 Exit status 1 when any file's findings differ.
 """
 
@@ -23,6 +25,7 @@ from typing import List, Optional, Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from trainlint import notebook  # noqa: E402
 from trainlint.engine import lint_text  # noqa: E402
 from trainlint.precheck import CATALOGUE, applicable  # noqa: E402
 
@@ -34,7 +37,7 @@ def python_files(roots: Sequence[str]) -> List[str]:
             out.append(root)
             continue
         for folder, _, names in os.walk(root):
-            out.extend(os.path.join(folder, n) for n in sorted(names) if n.endswith(".py"))
+            out.extend(os.path.join(folder, n) for n in sorted(names) if n.endswith((".py", ".ipynb")))
     return sorted(out)
 
 
@@ -42,6 +45,11 @@ def check_one(path: str):
     try:
         with open(path, encoding="utf-8") as fh:
             text = fh.read()
+        if path.endswith(".ipynb"):  # the rules see a notebook's code cells as one module
+            nb = notebook.load(text)
+            if nb is None:
+                return path, None
+            text = nb.text
     except (OSError, UnicodeDecodeError, ValueError):
         return path, None
     codes = applicable(CATALOGUE, text, path)
