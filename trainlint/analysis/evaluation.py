@@ -79,8 +79,10 @@ class Evaluation:
             eval_functions.add(id(fn))
             out.append(EvalPass("function", fn.node.name, fn, None, model_calls[0], f"`{fn.name}()`"))
         eval_loops: List[Block] = []
-        for loop in ctx.loops:
-            if loop.kind != "for" or not self._iterates_eval_data(loop.iter):
+        # `for` loops, and comprehensions: `sum(loss_fn(model(x), y) for x, y in val_dl)`
+        comprehensions = [b for b in ctx.facts.blocks if b.kind == "comp"]
+        for loop in [*ctx.loops, *comprehensions]:
+            if loop.kind not in ("for", "comp") or not self._iterates_eval_data(loop.iter):
                 continue
             if any(id(f) in eval_functions for f in ctx.enclosing_function_chain(loop.function)):
                 continue

@@ -52,7 +52,7 @@ class FunctionInfo:
 class Block:
     """A loop body, a `with` body or an `if` body: a range of program order."""
 
-    kind: str  # "for", "while", "with", "if", "else"
+    kind: str  # "for", "while", "with", "if", "else", "comp" (a comprehension)
     node: cst.CSTNode
     function: Optional[FunctionInfo]
     start: int
@@ -64,7 +64,7 @@ class Block:
     @property
     def iter(self) -> Optional[cst.BaseExpression]:
         """What a `for` loop iterates over (None for other blocks)."""
-        return self.node.iter if isinstance(self.node, cst.For) else None
+        return self.node.iter if isinstance(self.node, (cst.For, cst.CompFor)) else None
 
     @property
     def test(self) -> Optional[cst.BaseExpression]:
@@ -250,6 +250,10 @@ class ModuleFacts:
             cst.Del: self._del,
             cst.Return: self._return,
             cst.Lambda: self._lambda,
+            cst.GeneratorExp: self._comprehension,
+            cst.ListComp: self._comprehension,
+            cst.SetComp: self._comprehension,
+            cst.DictComp: self._comprehension,
         }
 
     def _tick(self) -> int:
@@ -337,6 +341,19 @@ class ModuleFacts:
         block.end = self._tick()
         self._loops = saved
         self.walk(node.orelse)
+
+    def _comprehension(self, node) -> None:
+        """A comprehension is a block of kind "comp" around its element and conditions (its
+        first iterable runs outside it). It is not a loop for `Site.loops`, and its loop
+        variables are not recorded as assignments: they do not outlive it."""
+        comp = node.for_in
+        self.walk(comp.iter)
+        block = self._open("comp", comp)
+        self._walk_all(comp.ifs)
+        self.walk(comp.inner_for_in)
+        for part in ("elt", "key", "value"):
+            self.walk(getattr(node, part, None))
+        block.end = self._tick()
 
     def _with(self, node: cst.With) -> None:
         for item in node.items:

@@ -11,6 +11,8 @@ def insert_before_pass(p, statement: str, description: str) -> Optional[Replacem
     """A fix that puts `statement` before an evaluation loop, or first in an evaluation function."""
     stmt = cst.parse_statement(statement + "\n")
     if p.kind == "loop":
+        if not isinstance(p.loop.node, cst.For):
+            return None  # a comprehension: its statement is not known here
         return Replacement(p.loop.node, cst.FlattenSentinel([stmt, p.loop.node]), "unsafe", description)
     fn = p.function.node
     if not isinstance(fn.body, cst.IndentedBlock):

@@ -79,8 +79,20 @@ class EvalWithoutNoGrad(Rule):
         for x in val_loader:
             model(x)
         """,
+        """
+        import torch
+        model.eval()
+        with torch.no_grad():
+            val_loss = sum(loss_func(model(xb), yb) for xb, yb in val_dl)
+        """,
     )
     INVALID = (
+        """
+        import torch
+        model.eval()
+        # the validation loss as in "What is torch.nn really?", but without no_grad
+        val_loss = sum(loss_func(model(xb), yb).item() for xb, yb in val_dl)  # !
+        """,
         """
         import torch
         model.eval()
@@ -127,6 +139,8 @@ class EvalWithoutNoGrad(Rule):
             return None
         if p.kind == "loop":
             loop = p.loop.node
+            if not isinstance(loop, cst.For):
+                return None  # a comprehension: its statement is not known here
             wrapped = cst.With(
                 items=[cst.WithItem(cst.parse_expression("torch.no_grad()"))],
                 body=cst.IndentedBlock(body=[loop.with_changes(leading_lines=[])]),

@@ -19,6 +19,14 @@ SYNTHETIC_DATASET = re.compile(r"^(Random|Dummy|Fake|Synthetic|Boring)\w*", re.I
 SHUFFLE_POS, SAMPLER_POS, BATCH_SAMPLER_POS = 2, 3, 4
 
 
+def _iter_of(expr, names) -> bool:
+    """`iter(loader)` for a loader in `names`."""
+    return (
+        isinstance(expr, cst.Call) and isinstance(expr.func, cst.Name) and expr.func.value == "iter"
+        and len(expr.args) == 1 and (dotted(expr.args[0].value) or "") in names
+    )
+
+
 class UnshuffledTrainLoader(Rule):
     """## What it does
     Finds a `DataLoader` over training data (a `train*` name, or a loader iterated by a
@@ -206,13 +214,10 @@ class UnshuffledTrainLoader(Rule):
             return False
         loops = cls._loops_over(ctx, call.function, loader_names)
         if any(TRAIN_NAME.search(n) for n in names if n):
-            # A `train*` loader only ever read by loops that do not train (computing the
-            # mean/std of the training set, say) and not handed on: order does not matter.
-            if loops and not any(cls._trains(ctx, l) for l in loops) and not cls._passed_on(ctx, loader_names):
-                return False
-            # Only ever peeked at, `next(iter(loader))` outside a training loop (one batch
-            # to visualise or to build the model with): order does not matter either.
-            if not loops and cls._peeked_only(ctx, loader_names):
+            # A `train*` loader only ever read where nothing trains -- loops computing the
+            # mean/std of the training set, one batch peeked at to look at, an accuracy
+            # function under no_grad -- and not handed on: order does not matter.
+            if not any(cls._trains(ctx, l) for l in loops) and cls._read_without_training(ctx, loader_names, bool(loops)):
                 return False
             return True
         if any(cls._trains(ctx, l) for l in loops):
@@ -236,35 +241,74 @@ class UnshuffledTrainLoader(Rule):
         return out
 
     @classmethod
-    def _peeked_only(cls, ctx, names) -> bool:
-        """Every use of the loader is `next(iter(loader))`, none inside a loop that trains
-        (there, an unshuffled loader hands the same first batch to every step)."""
+    def _read_without_training(cls, ctx, names, looped: bool) -> bool:
+        """Every use of the loader outside its own loops reads it where nothing trains:
+        `next(iter(loader))` or `it = iter(loader)` ... `next(it)` outside a training loop
+        (inside one, an unshuffled loader hands every step the same first batch),
+        `len(loader)`, or a same-module function whose loops over it do not train. There
+        must be some use; anything else (a trainer, a return) may train."""
         names = {n for n in names if n}
         if not names or any((dotted(r.value) or "") in names for r in ctx.facts.returns if r.value is not None):
             return False
-        uses = peeks = 0
+        iterators = {t.value for a in ctx.facts.assigns if a.value is not None and _iter_of(a.value, names)
+                     for t in a.targets if isinstance(t, cst.Name)}
+        nested = {id(c.node.args[0].value) for c in ctx.facts.calls
+                  if isinstance(c.node.func, cst.Name) and c.node.func.value == "next" and c.node.args}
+        used = looped
         for c in ctx.facts.calls:
-            uses += sum(1 for a in c.node.args if (dotted(a.value) or "") in names)
-            if not (isinstance(c.node.func, cst.Name) and c.node.func.value == "next" and c.node.args):
+            args = [a.value for a in c.node.args]
+            if not any((dotted(v) or "") in names or _iter_of(v, names) or (dotted(v) or "") in iterators for v in args):
                 continue
-            inner = c.node.args[0].value
-            if (
-                isinstance(inner, cst.Call) and isinstance(inner.func, cst.Name) and inner.func.value == "iter"
-                and len(inner.args) == 1 and (dotted(inner.args[0].value) or "") in names
-            ):
+            used = True
+            func = c.node.func
+            name = func.value if isinstance(func, cst.Name) else None
+            if name == "len":
+                continue
+            if name == "iter" and (id(c.node) in nested or any(a.value is c.node for a in ctx.facts.assigns)):
+                continue  # `next(iter(loader))`, `it = iter(loader)`: judged by the `next`
+            if name == "next" and args and (_iter_of(args[0], names) or (dotted(args[0]) or "") in iterators):
                 if any(cls._trains(ctx, loop) for loop in c.loops):
                     return False
-                peeks += 1
-        return peeks > 0 and peeks == uses
+                continue
+            if not cls._callee_reads_without_training(ctx, c, names):
+                return False
+        for loop in ctx.loops:
+            if loop.iter is None:
+                continue
+            if (dotted(loop.iter) or "") in iterators:
+                return False  # `for batch in it`: a loop over the iterator
+            it = ctx.module.code_for_node(loop.iter)
+            if any(re.search(rf"\b{re.escape(n)}\b", it) for n in names):
+                if cls._trains(ctx, loop):
+                    return False  # a loop anywhere in the module trains on it
+                used = True
+        return used
 
-    @staticmethod
-    def _passed_on(ctx, names) -> bool:
-        names = {n for n in names if n}
-        for c in ctx.facts.calls:
-            for a in c.node.args:
-                if (dotted(a.value) or "") in names:
-                    return True
-        return any((dotted(r.value) or "") in names for r in ctx.facts.returns if r.value is not None)
+    @classmethod
+    def _callee_reads_without_training(cls, ctx, call, names) -> bool:
+        """`accuracy(acc_train_loader)`: a same-module function that only loops over the
+        parameter it gets the loader in, and none of those loops trains."""
+        fn = ctx.callee(call)
+        if fn is None:
+            return False
+        params = [p for p in fn.params if p not in ("self", "cls")]
+        bound = set()
+        for i, a in enumerate(call.node.args):
+            if (dotted(a.value) or "") not in names:
+                continue
+            if a.keyword is not None:
+                bound.add(a.keyword.value)
+            elif a.star or i >= len(params):
+                return False
+            else:
+                bound.add(params[i])
+        if not bound:
+            return False
+        for c in ctx.calls_in(fn):
+            if any((dotted(a.value) or "") in bound for a in c.node.args) and not (isinstance(c.node.func, cst.Name) and c.node.func.value == "len"):
+                return False  # handed on again
+        loops = [l for l in ctx.loops if l.function is fn and l.iter is not None and (dotted(l.iter) or "") in bound]
+        return bool(loops) and not any(cls._trains(ctx, l) for l in loops)
 
     @classmethod
     def _built_for_training(cls, ctx, call) -> bool:

@@ -118,6 +118,11 @@ class RequiresGradTypo(Rule):
     INVALID = (
         """
         import torch
+        scale = torch.ones(1, require_grad=True)  # !
+        model.head.weight.require_grad = model.head.bias.require_grad = True  # !
+        """,
+        """
+        import torch
         for p in model.encoder.parameters():
             p.require_grad = False  # !
         """,
@@ -178,6 +183,10 @@ class RequiresGradTypo(Rule):
         for a in ctx.facts.assigns:
             if a.op == "=":
                 assigned += sum(1 for t in a.targets if isinstance(t, cst.Attribute) and t.attr.value == attr)
+        # The same misspelling as a tensor factory's keyword is a typo too, not a use.
+        for call in ctx.facts.calls:
+            if call.qualname is not None and _FACTORY.match(call.qualname):
+                assigned += sum(1 for a in call.args if a.keyword is not None and a.keyword.value == attr)
         return total > assigned
 
 
