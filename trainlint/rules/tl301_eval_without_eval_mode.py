@@ -34,10 +34,11 @@ def _is_docstring(stmt: cst.CSTNode) -> bool:
 
 class EvalWithoutEvalMode(Rule):
     """## What it does
-    Finds an evaluation pass — a loop over a validation/test loader, or a function named
-    like `evaluate`/`validate`/`test`/`predict`, that runs the model without `backward()` —
-    where the model is still in training mode: no `model.eval()` in the pass, before it in
-    the same function, or in every same-module caller.
+    Finds an evaluation pass — a loop (or comprehension) over a validation/test loader, or
+    a function named like `evaluate`/`validate`/`test`/`predict`, that runs the model
+    without `backward()` — where the model is still in training mode: no `model.eval()` in
+    the pass, before it in the same function, or in every same-module caller. A model the
+    pass loads itself with `from_pretrained` starts in eval mode.
 
     ## Why is this bad?
     In training mode dropout keeps dropping units and BatchNorm normalises with the batch's

@@ -35,8 +35,10 @@ class UnshuffledTrainLoader(Rule):
     ## Why is this bad?
     Without shuffling every epoch sees the batches in the same order; with data stored by
     class or by time, batches are not representative and SGD follows a biased path. Models
-    train worse and, with sorted data, may not learn at all. Iterable-style datasets and
-    `shuffle=<variable>` are not reported.
+    train worse and, with sorted data, may not learn at all. Iterable-style datasets,
+    `shuffle=<variable>`, and a `train*` loader only read where nothing trains (one batch
+    peeked at with `next(iter(loader))`, statistics, an accuracy function under
+    `no_grad`) are not reported.
 
     ## Example
     ```python
