@@ -55,7 +55,7 @@ from .decisions import make_decisions
 from .distributed import is_sharded, local_tensor
 from .errors import GuardWarning
 from .report import History, format_report, to_json
-from .window import UpdateSample, Window
+from .window import UpdateSample, Window, nanmedian
 
 _UNSET = object()
 _SAMPLE_ELEMENTS = 32   # elements per tensor read to measure parameter movement
@@ -225,6 +225,7 @@ class TrainingGuard:
         else:
             v = torch.tensor(float(loss), dtype=torch.float32)
         self._user_losses.append(v)
+        self._observed = None   # a new micro-batch: an earlier observe_gradients() is stale
 
     def observe_gradients(self) -> None:
         """Measure this step's gradient norms now, between backward and a clipping
@@ -236,7 +237,10 @@ class TrainingGuard:
         and before that clipping, this makes the step's ``grad_norm`` (and the
         gradient-norm checks) use the norms the gradients really had. Costs one
         more norm pass on the device, no host sync. The Lightning callback calls
-        it for you.
+        it for you. The last call before the step counts; a training loss seen
+        after it (the next micro-batch's, through ``loss_fn`` or
+        ``observe_loss``) discards it, so call it after the last backward of the
+        step.
         """
         if not self._active:
             return
@@ -404,6 +408,7 @@ class TrainingGuard:
         v = output.detach()
         v = v.float().mean() if v.dim() else v.float()
         self._hook_losses.append(v)
+        self._observed = None   # a new micro-batch: an earlier observe_gradients() is stale
         if self._loss_meta is None:
             self._loss_meta = describe_loss_call(module, args, kwargs) or False
 
@@ -791,7 +796,7 @@ class TrainingGuard:
             if rows.size:
                 with np.errstate(all="ignore"), warnings.catch_warnings():
                     warnings.simplefilter("ignore", RuntimeWarning)   # all-NaN columns
-                    self.layer_grad_norm = np.nanmedian(rows, axis=0)
+                    self.layer_grad_norm = nanmedian(rows, axis=0)
         applied = [u for u in w.updates if u.applied]
         if applied:
             self.layer_update_ratio = applied[-1].ratio

@@ -22,6 +22,7 @@ from typing import List
 import numpy as np
 
 from ..errors import NoUpdateError
+from ..window import nanmedian
 from .base import Check, Finding
 
 
@@ -80,8 +81,7 @@ class UpdateCheck(Check):
             vals = np.where(w.has_grad[ok_rows], w.per_param[ok_rows], 0.0)
             self._ever_nonzero |= (np.nan_to_num(vals, nan=1.0) != 0).any(axis=0)
             if vals.size:
-                with np.errstate(all="ignore"):
-                    typical = np.nanmedian(np.where(np.isfinite(vals), vals, np.nan), axis=0)
+                typical = nanmedian(np.where(np.isfinite(vals), vals, np.nan), axis=0)
                 self._grad_typical = typical if self._grad_typical is None else \
                     np.fmax(self._grad_typical, typical)
 
@@ -142,7 +142,7 @@ class UpdateCheck(Check):
         if typical is None:
             return []
         with np.errstate(all="ignore"):
-            floor = 1e-6 * np.nanmedian(typical) if np.isfinite(typical).any() else 0.0
+            floor = 1e-6 * nanmedian(typical) if np.isfinite(typical).any() else 0.0
         still = [g.param_names[i] for i in range(len(moved))
                  if not moved[i] and self._ever_nonzero[i] and typical[i] > floor
                  and g.param_names[i] not in self._reported]
@@ -167,7 +167,7 @@ class UpdateCheck(Check):
             return []
         ratios = np.stack(self._recent_ratios)[:, g.weight_index]
         with np.errstate(all="ignore"):
-            med = np.nanmedian(np.where(np.isfinite(ratios), ratios, np.nan), axis=0)
+            med = nanmedian(np.where(np.isfinite(ratios), ratios, np.nan), axis=0)
         findings = []
         low = [(g.param_names[j], m) for j, m in zip(g.weight_index, med)
                if np.isfinite(m) and 0 < m < self.opt["ratio_low"]

@@ -155,9 +155,13 @@ class _GuardCallbackLogic(CallbackOptions):
         self.guard.observe_loss(loss.detach() * scale if scale != 1 else loss)
 
     def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
-        # Lightning calls this after backward (and AMP unscaling), before its own
-        # clipping: measure here so the guard reports the unclipped norm.
-        if self.clipping == "lightning" and self._session is not None and not self._session.closed:
+        # With automatic optimisation Lightning calls this after backward (and AMP
+        # unscaling), before its clipping -- `gradient_clip_val` or an overridden
+        # `configure_gradient_clipping`: measure here so the guard reports the unclipped
+        # norm. (With manual optimisation it runs inside `opt.step()`, after the user's
+        # `self.clip_gradients`: there, call `guard.observe_gradients()` before clipping.)
+        if self.clipping != "guard" and self._session is not None and not self._session.closed \
+                and pl_module.automatic_optimization:
             self.guard.observe_gradients()
 
     def on_validation_end(self, trainer, pl_module) -> None:

@@ -187,3 +187,39 @@ def test_an_observation_counts_for_its_own_step_only():
     norms = [r["grad_norm"] for r in g.history]
     assert norms[0] > 1e3                                   # observed before the clip
     assert all(n <= 0.5 * (1 + 1e-4) for n in norms[1:])    # measured at their own step
+
+
+def test_an_observation_is_dropped_when_the_next_micro_batch_starts():
+    """Observed, then the step skipped: the next batch's loss discards the observation, so
+    that step reports its own (here: user-clipped) norm, not the discarded batch's."""
+    model = _exploding_rnn()
+    x, y = _seq()
+    opt = torch.optim.SGD(model.parameters(), 1e-3)
+    with TrainingGuard(model, opt, loss_fn=None, checks={"init": "off", "initial-loss": "off",
+                                                         "update": "off", "finite": "warn",
+                                                         "gradient-norm": "off"}) as g:
+        loss = nn.functional.cross_entropy(model(x[:32]), y[:32])
+        g.observe_loss(loss)
+        loss.backward()
+        g.observe_gradients()          # ... and then the step is skipped
+        opt.zero_grad()
+        loss = nn.functional.cross_entropy(model(x[32:64]), y[32:64])
+        g.observe_loss(loss)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 0.5)
+        opt.step()
+    [rec] = g.history
+    assert rec["grad_norm"] <= 0.5 * (1 + 1e-4)
+
+
+def test_nanmedian_of_a_never_measured_column_is_nan_and_silent():
+    import warnings
+
+    import numpy as np
+
+    from guard.window import nanmedian
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        med = nanmedian(np.array([[1.0, np.nan], [3.0, np.nan]]), axis=0)
+    assert med[0] == 2.0 and np.isnan(med[1])

@@ -202,6 +202,26 @@ def test_lightning_clips_the_guard_does_not_and_reports_unclipped_norms():
     assert f"clipped: {clipped}" in g.report()
 
 
+class HandClipped(Classifier):
+    """Clips in an overridden configure_gradient_clipping, without gradient_clip_val."""
+
+    def __init__(self, **kw):
+        super().__init__(**kw)
+        self.before = []
+
+    def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None):
+        self.before.append(float(torch.nn.utils.clip_grad_norm_(self.parameters(), 0.05)))
+
+
+def test_clipping_in_configure_gradient_clipping_is_seen_through_too():
+    module, cb = HandClipped(lr=0.1), GuardCallback()
+    _, ws = _fit(module, cb)
+    assert cb.clipping is None   # nobody clips as far as the trainer's settings say
+    hist = cb.guard.history
+    assert any(b > 0.05 for b in module.before)
+    assert [r["grad_norm"] for r in hist] == pytest.approx(module.before, rel=1e-4)
+
+
 def test_exploding_gradients_are_seen_through_lightnings_clipping():
     module = Classifier(lr=1e-3, logit_scale=1e4)   # huge logits: huge gradients
     cb = GuardCallback(checks={"gradient-norm": {"exploding": 100.0}, "update": "off",
