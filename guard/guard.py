@@ -782,6 +782,7 @@ class TrainingGuard:
             w.steps.append(r.step)
             w.loss.append(loss)
             w.grad_norm.append(total)
+            w.applied_grad_norm.append(applied)
             w.nonfinite.append(bad)
             w.scaler_skipped.append(scaler)
             w.skipped.append(skipped)

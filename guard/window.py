@@ -49,6 +49,7 @@ class Window:
     steps: List[int] = field(default_factory=list)
     loss: List[Optional[float]] = field(default_factory=list)       # mean loss of the step
     grad_norm: List[Optional[float]] = field(default_factory=list)  # global, before clipping
+    applied_grad_norm: List[Optional[float]] = field(default_factory=list)  # after any clipping
     per_param: Optional[np.ndarray] = None   # (steps, params) gradient norms, NaN where no grad
     has_grad: Optional[np.ndarray] = None    # (steps, params) bool: the parameter had a .grad
     nonfinite: List[bool] = field(default_factory=list)        # a real NaN/Inf (not AMP's)

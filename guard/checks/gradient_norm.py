@@ -42,15 +42,25 @@ class GradientNormCheck(Check):
         if over:
             step, norm = over[0]
             peak = max(n for _, n in over)
-            clip = (f" Clipping to max_grad_norm={g.max_grad_norm:g} bounds each update, but "
-                    "the raw gradient says the loss surface is this steep."
-                    if g.max_grad_norm else "")
+            # Clipped by the guard, or by a framework or the user (seen through
+            # observe_gradients): the norm the update used is below the one measured.
+            applied = dict(zip(w.steps, w.applied_grad_norm))
+            clipped = [applied[s] for s, n in over if applied.get(s) is not None and applied[s] < n]
+            if g.max_grad_norm:
+                clip = (f" Clipping to max_grad_norm={g.max_grad_norm:g} bounds each update, but "
+                        "the raw gradient says the loss surface is this steep.")
+            elif clipped:
+                clip = (f" The gradients are clipped (to a norm of {max(clipped):.3g}), which bounds "
+                        "each update, but the raw gradient says the loss surface is this steep.")
+            else:
+                clip = ""
+            remedies = ("lower the learning rate or add warm-up" if (g.max_grad_norm or clipped)
+                        else "clip the gradient norm (max_grad_norm=1.0), lower the learning rate or add warm-up")
             findings.append(Finding(
                 "exploding",
                 f"exploding gradients: global gradient norm {norm:.3g} at step {step} "
                 f"(threshold {self.opt['exploding']:g}; peak {peak:.3g} in steps "
-                f"{w.steps[0]}-{w.steps[-1]}).{clip} Remedies: clip the gradient norm "
-                "(max_grad_norm=1.0), lower the learning rate or add warm-up, check the "
+                f"{w.steps[0]}-{w.steps[-1]}).{clip} Remedies: {remedies}, check the "
                 "initialisation, use normalisation layers; for RNNs prefer LSTM/GRU.",
                 step=step, error=ExplodingGradientError))
         median = float(np.median([n for _, n in usable]))

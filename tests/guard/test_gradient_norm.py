@@ -156,6 +156,9 @@ def test_observe_gradients_reports_the_norm_before_the_users_own_clipping():
     assert [r["grad_norm"] for r in g.history] == pytest.approx(before, rel=1e-4)
     assert all(r["applied_grad_norm"] <= 0.5 * (1 + 1e-4) for r in g.history)   # what the user's clip left
     assert ("gradient-norm", "exploding") in causes(rec)
+    # The message knows the gradients are clipped already: it does not advise clipping.
+    [msg] = [str(w.message) for w in rec if "exploding" in str(w.message)]
+    assert "clipped (to a norm of 0.5)" in msg and "max_grad_norm=1.0" not in msg
 
 
 def test_without_observe_gradients_the_guard_sees_the_clipped_norm():
