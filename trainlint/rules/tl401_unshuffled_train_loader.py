@@ -219,9 +219,7 @@ class UnshuffledTrainLoader(Rule):
             # A `train*` loader only ever read where nothing trains -- loops computing the
             # mean/std of the training set, one batch peeked at to look at, an accuracy
             # function under no_grad -- and not handed on: order does not matter.
-            if not any(cls._trains(ctx, l) for l in loops) and cls._read_without_training(ctx, loader_names, bool(loops)):
-                return False
-            return True
+            return not cls._read_without_training(ctx, loader_names)
         if any(cls._trains(ctx, l) for l in loops):
             return True
         return cls._built_for_training(ctx, call)
@@ -243,8 +241,8 @@ class UnshuffledTrainLoader(Rule):
         return out
 
     @classmethod
-    def _read_without_training(cls, ctx, names, looped: bool) -> bool:
-        """Every use of the loader outside its own loops reads it where nothing trains:
+    def _read_without_training(cls, ctx, names) -> bool:
+        """Every use of the loader reads it where nothing trains: loops that do not train,
         `next(iter(loader))` or `it = iter(loader)` ... `next(it)` outside a training loop
         (inside one, an unshuffled loader hands every step the same first batch),
         `len(loader)`, or a same-module function whose loops over it do not train. There
@@ -256,7 +254,7 @@ class UnshuffledTrainLoader(Rule):
                      for t in a.targets if isinstance(t, cst.Name)}
         nested = {id(c.node.args[0].value) for c in ctx.facts.calls
                   if isinstance(c.node.func, cst.Name) and c.node.func.value == "next" and c.node.args}
-        used = looped
+        used = False
         for c in ctx.facts.calls:
             args = [a.value for a in c.node.args]
             if not any((dotted(v) or "") in names or _iter_of(v, names) or (dotted(v) or "") in iterators for v in args):
