@@ -469,13 +469,8 @@ class TrainingGuard:
         elif not grads:
             return grads, None
         else:
-            if self._norm_dtype is None:
-                norms = torch._foreach_norm(grads)
-            else:
-                norms = torch._foreach_norm(grads, 2, dtype=self._norm_dtype)
-            if self._multi_device:
-                norms = [n.to(self._device) for n in norms]
-            per = torch.stack(norms)
+            # In the gradients' own dtype: the clipping coefficient then matches them.
+            per = self._norms(grads, as_float=False)
         if self._unseen:
             self._unseen = {i for i in self._unseen if params[i].grad is None}
         total = torch.linalg.vector_norm(per)
@@ -669,12 +664,14 @@ class TrainingGuard:
     def _local_params(self) -> List[torch.Tensor]:
         return [local_tensor(p) for p in self._params] if self._sharded else self._params
 
-    def _norms(self, tensors) -> torch.Tensor:
+    def _norms(self, tensors, as_float: bool = True) -> torch.Tensor:
+        """One L2 norm per tensor, stacked on the guard's device."""
         norms = torch._foreach_norm(tensors) if self._norm_dtype is None else \
             torch._foreach_norm(tensors, 2, dtype=self._norm_dtype)
         if self._multi_device:
             norms = [n.to(self._device) for n in norms]
-        return torch.stack(norms).float()
+        stacked = torch.stack(norms)
+        return stacked.float() if as_float else stacked
 
     # --------------------------------------------------------- initial loss
     def _initial_loss(self, loss: torch.Tensor) -> None:

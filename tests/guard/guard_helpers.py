@@ -79,6 +79,29 @@ def guard_warnings(records):
     return [r.message for r in records if isinstance(r.message, GuardWarning)]
 
 
+def warning_causes(warnings_):
+    """{(check, cause)} of GuardWarnings (as `guard_warnings` returns them)."""
+    return {(w.check, w.cause) for w in warnings_}
+
+
+def assert_detached(model, optimizer):
+    """Nothing the guard or a callback registered is left on the model, its parameters
+    (the HF callback's post-accumulate-grad hooks) or the optimizer."""
+    import torch.optim.optimizer as optim_mod
+
+    for m in model.modules():
+        for attr in ("_forward_hooks", "_forward_pre_hooks", "_forward_hooks_with_kwargs",
+                     "_forward_hooks_always_called", "_backward_hooks"):
+            assert not getattr(m, attr), (m, attr)
+    for p in model.parameters():
+        assert not getattr(p, "_post_accumulate_grad_hooks", None), p.shape
+    assert not optimizer._optimizer_step_pre_hooks
+    assert not optimizer._optimizer_step_post_hooks
+    assert "step" not in vars(optimizer)
+    assert not optim_mod._global_optimizer_pre_hooks
+    assert not optim_mod._global_optimizer_post_hooks
+
+
 def causes(records):
     return {(w.check, w.cause) for w in guard_warnings(records)}
 

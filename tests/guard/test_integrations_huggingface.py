@@ -13,14 +13,13 @@ transformers = pytest.importorskip("transformers")
 pytest.importorskip("accelerate")
 
 import torch  # noqa: E402
-import torch.optim.optimizer as optim_mod  # noqa: E402
 from torch import nn  # noqa: E402
 from transformers import (EarlyStoppingCallback, PretrainedConfig, PreTrainedModel,  # noqa: E402
                           Trainer, TrainingArguments)
 
 from guard import GuardWarning, NonFiniteError, TrainingGuard  # noqa: E402
 from guard.integrations.huggingface import GuardTrainerCallback, guarded_train  # noqa: E402
-from guard_helpers import data, guard_warnings  # noqa: E402
+from guard_helpers import assert_detached, data, guard_warnings, warning_causes  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -112,24 +111,6 @@ def _train(model, callback, tmp_path, eval_data=False, extra_callbacks=(), **kw)
     return trainer, guard_warnings(rec)
 
 
-def _assert_detached(model, optimizer):
-    for m in model.modules():
-        for attr in ("_forward_hooks", "_forward_pre_hooks", "_forward_hooks_with_kwargs",
-                     "_forward_hooks_always_called"):
-            assert not getattr(m, attr), (m, attr)
-    for p in model.parameters():   # the measurement before the Trainer's clipping
-        assert not getattr(p, "_post_accumulate_grad_hooks", None), p.shape
-    assert not optimizer._optimizer_step_pre_hooks
-    assert not optimizer._optimizer_step_post_hooks
-    assert "step" not in vars(optimizer)
-    assert not optim_mod._global_optimizer_pre_hooks
-    assert not optim_mod._global_optimizer_post_hooks
-
-
-def _causes(ws):
-    return {(w.check, w.cause) for w in ws}
-
-
 def test_healthy_run_is_silent_and_detaches(tmp_path):
     model, cb = TinyClassifier(TinyConfig()), GuardTrainerCallback()
     trainer, ws = _train(model, cb, tmp_path)
@@ -143,7 +124,7 @@ def test_healthy_run_is_silent_and_detaches(tmp_path):
     # Each step has its own loss (read from the model's output before the step).
     assert [r["loss"] for r in hist] == pytest.approx(model.losses, rel=1e-5)
     assert "findings: none" in g.report()
-    _assert_detached(model, g.optimizer)
+    assert_detached(model, g.optimizer)
 
 
 def test_a_plain_module_returning_a_loss_dict_works(tmp_path):
@@ -152,7 +133,7 @@ def test_a_plain_module_returning_a_loss_dict_works(tmp_path):
     assert ws == []
     assert len(cb.guard.history) == 8
     assert all(r["loss"] is not None for r in cb.guard.history)
-    _assert_detached(model, cb.guard.optimizer)
+    assert_detached(model, cb.guard.optimizer)
 
 
 def test_nan_from_a_huge_learning_rate_raises_through_train_and_detaches(tmp_path):
@@ -161,10 +142,10 @@ def test_nan_from_a_huge_learning_rate_raises_through_train_and_detaches(tmp_pat
         _train(model, cb, tmp_path, learning_rate=1e6, optim="sgd", max_grad_norm=0.0)
     assert err.value.check == "finite"
     assert all(torch.isfinite(p).all() for p in model.parameters())
-    _assert_detached(model, cb.guard.optimizer)
+    assert_detached(model, cb.guard.optimizer)
 
 
-def _plain_guard_causes(model, steps=8, lr=1e-2):
+def _plain_guardwarning_causes(model, steps=8, lr=1e-2):
     opt = torch.optim.AdamW(model.parameters(), lr=lr)
     x, y = data(n=128)
     with warnings.catch_warnings(record=True) as rec:
@@ -176,7 +157,7 @@ def _plain_guard_causes(model, steps=8, lr=1e-2):
                 opt.zero_grad()
                 crit(model(x[i:i + 32])["logits"], y[i:i + 32]).backward()
                 opt.step()
-    return _causes(guard_warnings(rec))
+    return warning_causes(guard_warnings(rec))
 
 
 PATHOLOGIES = {
@@ -194,10 +175,10 @@ def test_same_pathologies_as_the_plain_guard(kind, tmp_path):
     options, train_args, expected = PATHOLOGIES[kind]
     cb = GuardTrainerCallback()
     _, ws = _train(TinyClassifier(TinyConfig(**options)), cb, tmp_path, **train_args)
-    plain = _plain_guard_causes(TinyClassifier(TinyConfig(**options)),
+    plain = _plain_guardwarning_causes(TinyClassifier(TinyConfig(**options)),
                                 lr=train_args.get("learning_rate", 1e-2))
-    assert expected in _causes(ws)
-    assert _causes(ws) == plain
+    assert expected in warning_causes(ws)
+    assert warning_causes(ws) == plain
 
 
 class GradNormLog(transformers.TrainerCallback):
@@ -234,7 +215,7 @@ def test_exploding_gradients_are_seen_through_the_trainers_clipping(tmp_path):
                                       "initial-loss": "off", "init": "off"})
     _, ws = _train(model, cb, tmp_path, learning_rate=1e-4, max_grad_norm=1.0,
                    gradient_accumulation_steps=2)
-    assert ("gradient-norm", "exploding") in _causes(ws)
+    assert ("gradient-norm", "exploding") in warning_causes(ws)
     assert max(r["grad_norm"] for r in cb.guard.history) > 100.0
 
 
@@ -299,7 +280,7 @@ def test_an_error_in_forward_detaches_without_on_train_end(tmp_path):
     model, cb = Failing(TinyConfig()), GuardTrainerCallback()
     with pytest.raises(KeyError):
         _train(model, cb, tmp_path)
-    _assert_detached(model, cb.guard.optimizer)
+    assert_detached(model, cb.guard.optimizer)
     assert len(cb.guard.history) == 2
 
 
@@ -317,7 +298,7 @@ def test_guarded_train_detaches_when_the_data_loader_fails(tmp_path):
         guarded_train(trainer)
     cb = next(c for c in trainer.callback_handler.callbacks
               if isinstance(c, GuardTrainerCallback))
-    _assert_detached(model, cb.guard.optimizer)
+    assert_detached(model, cb.guard.optimizer)
 
 
 def test_gradient_accumulation_one_record_per_step(tmp_path):

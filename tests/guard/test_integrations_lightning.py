@@ -4,7 +4,6 @@ import warnings
 
 import pytest
 import torch
-import torch.optim.optimizer as optim_mod
 from torch import nn
 
 pl = pytest.importorskip("lightning.pytorch")
@@ -13,7 +12,7 @@ from torch.utils.data import DataLoader, TensorDataset  # noqa: E402
 
 from guard import GuardWarning, NonFiniteError, TrainingGuard  # noqa: E402
 from guard.integrations.lightning import GuardCallback  # noqa: E402
-from guard_helpers import data, guard_warnings  # noqa: E402
+from guard_helpers import assert_detached, data, guard_warnings, warning_causes  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -72,23 +71,7 @@ def _fit(module, callback, val=False, **kw):
     return trainer, guard_warnings(rec)
 
 
-def _assert_detached(module, optimizer):
-    for m in list(module.modules()):
-        for attr in ("_forward_hooks", "_forward_pre_hooks", "_forward_hooks_with_kwargs",
-                     "_forward_hooks_always_called", "_backward_hooks"):
-            assert not getattr(m, attr), (m, attr)
-    assert not optimizer._optimizer_step_pre_hooks
-    assert not optimizer._optimizer_step_post_hooks
-    assert "step" not in vars(optimizer)
-    assert not optim_mod._global_optimizer_pre_hooks
-    assert not optim_mod._global_optimizer_post_hooks
-
-
-def _causes(ws):
-    return {(w.check, w.cause) for w in ws}
-
-
-def _plain_guard_causes(module, steps):
+def _plain_guardwarning_causes(module, steps):
     """The same module and data in a plain loop under TrainingGuard."""
     opt = module.configure_optimizers()
     x, y = data(n=128)
@@ -100,7 +83,7 @@ def _plain_guard_causes(module, steps):
                 opt.zero_grad()
                 module.criterion(module(x[i:i + 32]), y[i:i + 32]).backward()
                 opt.step()
-    return _causes(guard_warnings(rec))
+    return warning_causes(guard_warnings(rec))
 
 
 def test_healthy_run_is_silent_and_detaches():
@@ -116,7 +99,7 @@ def test_healthy_run_is_silent_and_detaches():
     assert [r["loss"] for r in hist] == pytest.approx(module.losses, rel=1e-5)
     assert all(r["grad_norm"] is not None and r["grad_norm"] > 0 for r in hist)
     assert "findings: none" in g.report()
-    _assert_detached(module, g.optimizer)
+    assert_detached(module, g.optimizer)
 
 
 def test_nan_from_a_huge_learning_rate_raises_through_fit_and_detaches():
@@ -126,7 +109,7 @@ def test_nan_from_a_huge_learning_rate_raises_through_fit_and_detaches():
     assert err.value.check == "finite"
     # "raise": the non-finite update was never applied.
     assert all(torch.isfinite(p).all() for p in module.parameters())
-    _assert_detached(module, cb.guard.optimizer)
+    assert_detached(module, cb.guard.optimizer)
 
 
 def test_nan_with_skip_keeps_training_and_counts_skipped_steps():
@@ -135,7 +118,7 @@ def test_nan_with_skip_keeps_training_and_counts_skipped_steps():
     trainer, _ = _fit(module, cb)
     assert trainer.global_step == 8
     assert sum(r["skipped"] for r in cb.guard.history) >= 1
-    _assert_detached(module, cb.guard.optimizer)
+    assert_detached(module, cb.guard.optimizer)
 
 
 PATHOLOGIES = {
@@ -151,16 +134,16 @@ def test_same_pathologies_as_the_plain_guard(kind):
     options, expected = PATHOLOGIES[kind]
     cb = GuardCallback()
     _, ws = _fit(Classifier(**options), cb)
-    plain = _plain_guard_causes(Classifier(**options), steps=8)
-    assert expected in _causes(ws)
-    assert _causes(ws) == plain
+    plain = _plain_guardwarning_causes(Classifier(**options), steps=8)
+    assert expected in warning_causes(ws)
+    assert warning_causes(ws) == plain
 
 
 def test_an_error_in_training_step_detaches():
     module, cb = Classifier(fail_at=2), GuardCallback()
     with pytest.raises(KeyError):
         _fit(module, cb)
-    _assert_detached(module, cb.guard.optimizer)
+    assert_detached(module, cb.guard.optimizer)
     assert len(cb.guard.history) == 2
 
 
@@ -227,7 +210,7 @@ def test_exploding_gradients_are_seen_through_lightnings_clipping():
     cb = GuardCallback(checks={"gradient-norm": {"exploding": 100.0}, "update": "off",
                                "initial-loss": "off", "init": "off"})
     _, ws = _fit(module, cb, gradient_clip_val=1.0)
-    assert ("gradient-norm", "exploding") in _causes(ws)
+    assert ("gradient-norm", "exploding") in warning_causes(ws)
     assert max(r["grad_norm"] for r in cb.guard.history) > 100.0
 
 
@@ -299,7 +282,7 @@ def test_a_module_without_forward_guards_its_network():
     # The first-forward checks ran on (and left) the network that training_step calls.
     assert cb.guard.model is module.net
     assert all(r["loss"] is not None for r in cb.guard.history)
-    _assert_detached(module, cb.guard.optimizer)
+    assert_detached(module, cb.guard.optimizer)
 
 
 def test_pytorch_lightning_package():
@@ -326,7 +309,7 @@ def test_pytorch_lightning_package():
         trainer.fit(module, _loader())
     assert guard_warnings(rec) == []
     assert len(cb.guard.history) == 4
-    _assert_detached(module, cb.guard.optimizer)
+    assert_detached(module, cb.guard.optimizer)
 
 
 def test_tensorboard_history_in_the_trainers_logger(tmp_path):

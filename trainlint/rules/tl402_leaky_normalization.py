@@ -228,7 +228,7 @@ class LeakyNormalization(Rule):
             yield from self._check_scope(ctx, calls, assigns)
 
     def _check_scope(self, ctx, calls: List[CallSite], assigns: List[AssignSite]) -> Iterator[Report]:
-        seen: Set[frozenset] = set()
+        seen: Set[object] = set()  # normalised-name sets, (loop, data set) pairs
         for call in calls:
             stat = self._statistic(ctx, call)
             if stat is None:
@@ -236,7 +236,7 @@ class LeakyNormalization(Rule):
             data, kind = stat
             over = self._loop_dataset(ctx, call, data) if kind == "stat" else None
             if over is not None:
-                key = frozenset({("loop", id(over[0].node), over[1])})
+                key = (id(over[0].node), over[1])
                 found = None if key in seen else self._accumulated_then_split(ctx, calls, assigns, call, *over)
                 if found is not None:
                     seen.add(key)  # `mean += ...; std += ...` in one loop: one report
@@ -380,8 +380,10 @@ class LeakyNormalization(Rule):
         totals.discard(None)
         if not totals:
             return None
-        names = self._wrapped(assigns, loop.end, set(totals)) | {dataset}
-        split = self._later_split(ctx, calls, assigns, loop.end, names - totals | {dataset})
+        # What the totals flow into (a transform, a normalised copy), not the totals
+        # themselves (`mean[:3]` is no split), plus the data set.
+        normalised = (self._wrapped(assigns, loop.end, set(totals)) - totals) | {dataset}
+        split = self._later_split(ctx, calls, assigns, loop.end, normalised)
         if split is None:
             return None
         return Report(
