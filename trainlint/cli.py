@@ -79,6 +79,7 @@ def cli(ctx: click.Context) -> None:
 @click.option("--jobs", "-j", type=click.IntRange(min=0), help="Files linted in parallel (default, and 0: all cores).")
 @click.option("--config", "config_file", type=click.Path(dir_okay=False), help="Use this pyproject.toml (or TOML file of [tool.trainlint] keys).")
 @click.option("--force-exclude/--no-force-exclude", default=None, help="Apply excludes to paths given by name too (for pre-commit).")
+@click.option("--respect-gitignore/--no-respect-gitignore", default=None, help="Skip what .gitignore files ignore when walking folders (default: yes).")
 @click.option("--stdin-filename", metavar="PATH", help="The name of the file read from standard input ('-').")
 @click.option("--quiet", "-q", is_flag=True, help="Print the findings and nothing else.")
 def check(**opts) -> None:
@@ -125,6 +126,7 @@ def _settings(opts: dict, paths: Sequence[str]):
         per_file_ignores=parse_per_file_ignores(opts["per_file_ignores"]) if opts["per_file_ignores"] else None,
         exclude=_split_list(opts["exclude"]) if opts["exclude"] else None,
         force_exclude=opts["force_exclude"],
+        respect_gitignore=opts["respect_gitignore"],
         output_format=opts["output_format"],
         fix=opts["fix"],
         unsafe_fixes=opts["unsafe_fixes"],
@@ -209,8 +211,11 @@ def _run_check(**opts) -> int:
     for m in found.missing:
         _error(f"{m}: no such file or folder")
         errors = True
-    if not found.files and not found.missing and not settings.force_exclude and not opts["quiet"]:
-        _warn("no Python files or notebooks found under the given paths")
+    for e in found.errors:
+        _error(e)
+        errors = True
+    if not found.files and not errors:
+        errors = _nothing_to_lint(found, settings, explicit=bool(opts["paths"]), quiet=opts["quiet"])
 
     cache = None
     if not opts["no_cache"]:
@@ -254,6 +259,38 @@ def _run_check(**opts) -> int:
     if outcomes or settings.output_format != "text" or not errors:
         _report(findings, settings, opts, fixed, fix_mode)
     return _exit_code(bool(findings), opts, errors)
+
+
+def _nothing_to_lint(found, settings, explicit: bool, quiet: bool) -> bool:
+    """Say why a run found no file to lint; True when that is an error (exit 2).
+
+    Paths named on the command line that hold nothing to lint are a mistake (a typo, a
+    folder a .gitignore hides): never pass on nothing. Excluded by `--force-exclude`
+    (pre-commit naming only excluded files) or the implicit `.` stays a warning, as in ruff.
+    """
+    skipped = found.skipped
+    reasons = []
+    if skipped["force-exclude"]:
+        reasons.append(f"{_count(skipped['force-exclude'], 'path')} given excluded by the exclude patterns (--force-exclude)")
+    if skipped["exclude"]:
+        reasons.append(f"{_count(skipped['exclude'], 'file or folder', 'files or folders')} skipped by the exclude patterns")
+    if skipped["gitignore"]:
+        reasons.append(
+            f"{_count(skipped['gitignore'], 'file or folder', 'files or folders')} skipped by .gitignore "
+            "(--no-respect-gitignore lints them)"
+        )
+    why = "; ".join(reasons) if reasons else "no .py or .ipynb files there"
+    msg = f"no Python files or notebooks found under the given paths: {why}"
+    if explicit and not (settings.force_exclude and skipped["force-exclude"]):
+        _error(msg)
+        return True
+    if not quiet:
+        _warn(msg)
+    return False
+
+
+def _count(n: int, one: str, many: Optional[str] = None) -> str:
+    return f"{n} {one if n == 1 else (many or one + 's')}"
 
 
 def _run_stdin(settings, opts, fix_mode: Optional[str]) -> int:

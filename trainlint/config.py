@@ -199,6 +199,7 @@ class CliOptions:
     per_file_ignores: Optional[Dict[str, List[str]]] = None
     exclude: Optional[List[str]] = None
     force_exclude: Optional[bool] = None
+    respect_gitignore: Optional[bool] = None
     output_format: Optional[str] = None
     fix: Optional[bool] = None
     unsafe_fixes: Optional[bool] = None
@@ -295,7 +296,9 @@ def resolve(config: FileConfig, cli: CliOptions) -> Settings:
         per_file_ignores=per_file,
         exclude=exclude,
         force_exclude=bool(cli.force_exclude if cli.force_exclude is not None else config.get("force-exclude", False)),
-        respect_gitignore=bool(config.get("respect-gitignore", True)),
+        respect_gitignore=bool(
+            cli.respect_gitignore if cli.respect_gitignore is not None else config.get("respect-gitignore", True)
+        ),
         output_format=cli.output_format or str(config.get("output-format", "text")),
         fix=bool(cli.fix if cli.fix is not None else config.get("fix", False)),
         unsafe_fixes=bool(cli.unsafe_fixes if cli.unsafe_fixes is not None else config.get("unsafe-fixes", False)),

@@ -101,10 +101,58 @@ def test_missing_path_is_an_error_but_others_are_linted(run_cli, tmp_path):
 
 
 def test_folder_without_python_files(run_cli, tmp_path):
+    # Named on the command line and nothing to lint there: an error, never a silent pass.
     write(tmp_path / "docs" / "readme.md", "# hi\n")
     r = run_cli("docs")
+    assert r.exit_code == 2
+    assert r.stderr == (
+        "trainlint: error: no Python files or notebooks found under the given paths: no .py or .ipynb files there\n"
+    )
+    assert "All checks passed" not in r.stdout
+    # The implicit `.` with nothing in it only warns (as ruff does).
+    r = run_cli("check")
     assert r.exit_code == 0
-    assert "no Python files or notebooks found" in r.stderr
+    assert r.stderr.startswith("trainlint: warning: no Python files or notebooks found")
+
+
+def test_nothing_linted_says_why(run_cli, tmp_path):
+    (tmp_path / ".git").mkdir()
+    write(tmp_path / ".gitignore", "gen/\n")
+    write(tmp_path / "gen" / "a.py", "x = 1\n")
+    write(tmp_path / "vendor" / "b.py", "x = 1\n")
+    r = run_cli(".", "--exclude", "vendor")
+    assert r.exit_code == 2
+    assert "1 file or folder skipped by the exclude patterns" in r.stderr
+    assert "1 file or folder skipped by .gitignore (--no-respect-gitignore lints them)" in r.stderr
+    r = run_cli(".", "--exclude", "vendor", "--no-respect-gitignore")
+    assert r.exit_code == 0 and r.stderr == ""
+    # Named, the gitignored folder itself is walked (as ruff does).
+    assert run_cli("gen").exit_code == 0
+    # pre-commit naming only excluded files: exit 0, with the reason.
+    r = run_cli("vendor/b.py", "--exclude", "vendor", "--force-exclude")
+    assert r.exit_code == 0
+    assert "1 path given excluded by the exclude patterns (--force-exclude)" in r.stderr
+    assert run_cli("vendor/b.py", "--exclude", "vendor", "--force-exclude", "-q").stderr == ""
+
+
+def test_respect_gitignore_config_key(run_cli, tmp_path):
+    write(tmp_path / ".gitignore", "gen_*.py\n")
+    write(tmp_path / "gen_a.py", SYNTAX_ERROR)
+    write(tmp_path / "ok.py", "x = 1\n")
+    assert run_cli(".", "--no-cache").exit_code == 0
+    write(tmp_path / "pyproject.toml", "[tool.trainlint]\nrespect-gitignore = false\n")
+    assert run_cli(".", "--no-cache").exit_code == 1
+    # The command line wins over the configuration.
+    assert run_cli(".", "--no-cache", "--respect-gitignore").exit_code == 0
+
+
+def test_fifo_named_is_an_error(run_cli, tmp_path):
+    if not hasattr(os, "mkfifo"):
+        pytest.skip("no FIFOs on this platform")
+    os.mkfifo(tmp_path / "pipe")
+    r = run_cli("pipe")
+    assert r.exit_code == 2
+    assert r.stderr == "trainlint: error: pipe: not a regular file or folder\n"
 
 
 def test_non_utf8_file_is_reported_as_tl000(run_cli, tmp_path):
