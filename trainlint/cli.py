@@ -180,7 +180,16 @@ def _exit_code(has_findings: bool, opts: dict, errors: bool) -> int:
     return EXIT_OK
 
 
+def _check_usage(opts: dict) -> None:
+    """Option combinations that cannot mean anything: a one-line error (exit 2), never a guess."""
+    if opts["fix"] and opts["diff"]:
+        raise ConfigError("--fix and --diff cannot be used together (--diff shows the fixes without writing them)")
+    if opts["stdin_filename"] and opts["paths"] and "-" not in opts["paths"]:
+        raise ConfigError("--stdin-filename names the code read from standard input: give '-' as the path (or no path)")
+
+
 def _run_check(**opts) -> int:
+    _check_usage(opts)
     paths = list(opts["paths"])
     if not paths:
         paths = ["-"] if opts["stdin_filename"] else ["."]

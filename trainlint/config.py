@@ -107,11 +107,19 @@ def _load_toml(path: Path) -> dict:
 
 
 def _as_str_list(key: str, value, where: str) -> List[str]:
-    if isinstance(value, str):
-        return split_codes([value]) if _KEYS[key] == "codes" else [value]
+    # A bare string is refused, not split: `select = "TL1"` is the README's list written
+    # wrong, and ruff refuses it too; guessing would hide the mistake in other keys.
     if isinstance(value, list) and all(isinstance(v, str) for v in value):
         return split_codes(value) if _KEYS[key] == "codes" else list(value)
-    raise ConfigError(f"{where}: '{key}' must be a list of strings")
+    example = f'["{value}"]' if isinstance(value, str) else '["..."]'
+    raise ConfigError(f"{where}: '{key}' must be a list of strings, e.g. {key} = {example}")
+
+
+def _pfi_codes(glob: str, codes, where: str) -> List[str]:
+    if isinstance(codes, list) and all(isinstance(c, str) for c in codes):
+        return split_codes(codes)
+    example = f'["{codes}"]' if isinstance(codes, str) else '["TL101"]'
+    raise ConfigError(f"{where}: per-file-ignores '{glob}' must be a list of codes, e.g. \"{glob}\" = {example}")
 
 
 def _check(table: dict, where: str) -> Dict[str, object]:
@@ -130,7 +138,7 @@ def _check(table: dict, where: str) -> Dict[str, object]:
         elif kind == "table":
             if not isinstance(value, dict):
                 raise ConfigError(f"{where}: 'per-file-ignores' must be a table of pattern = [codes]")
-            values[key] = {str(g): _as_str_list("select", codes, where) for g, codes in value.items()}
+            values[key] = {str(g): _pfi_codes(g, codes, where) for g, codes in value.items()}
         elif kind == "bool":
             if not isinstance(value, bool):
                 raise ConfigError(f"{where}: '{raw_key}' must be true or false")

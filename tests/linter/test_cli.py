@@ -215,6 +215,34 @@ def test_unknown_code_in_select_exit_2(run_cli, tmp_path):
     assert "--select: unknown rule code or prefix: 'TL9999'" in r.stderr
 
 
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (("a.py", "--fix", "--diff"), "--fix and --diff cannot be used together"),
+        (("a.py", "--stdin-filename", "x.py"), "--stdin-filename names the code read from standard input: give '-'"),
+    ],
+)
+def test_option_misuse_is_a_one_line_usage_error(run_cli, tmp_path, args, message):
+    write(tmp_path / "a.py", "flagme()\n")
+    r = run_cli(*args)
+    assert r.exit_code == 2
+    assert r.stderr == f"trainlint: error: {r.stderr.split('error: ', 1)[1]}" and message in r.stderr
+    assert len(r.stderr.splitlines()) == 1 and r.stdout == ""
+    assert (tmp_path / "a.py").read_text() == "flagme()\n"
+
+
+def test_diff_with_fix_from_the_config_is_fine(run_cli, tmp_path, test_rules):
+    # `fix = true` in the configuration and `--diff` on the command line: the diff wins.
+    write(tmp_path / "pyproject.toml", "[tool.trainlint]\nfix = true\n")
+    write(tmp_path / "a.py", "flagme()\n")
+    r = run_cli("a.py", "--diff", "--no-cache")
+    assert r.exit_code == 1 and "+fixed()" in r.stdout
+    assert (tmp_path / "a.py").read_text() == "flagme()\n"
+    # `--stdin-filename` with '-' or no path reads standard input.
+    assert run_cli("-", "--stdin-filename", "x.py", "--no-fix", input="flagme()\n").exit_code == 1
+    assert run_cli("--stdin-filename", "x.py", "--no-fix", input="x = 1\n").exit_code == 0
+
+
 def test_unknown_option_is_a_usage_error(run_cli):
     r = run_cli("check", "--no-such-option", ".")
     assert r.exit_code == 2
