@@ -386,7 +386,9 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     try:
         cli.main(args=list(argv) if argv is not None else None, prog_name="trainlint")
     except SystemExit as exc:
-        if argv is None:  # the console script or `python -m trainlint`, not a caller's `main([...])`
+        # The console script or `python -m trainlint` (not a caller's `main([...])`), run
+        # as the program itself: nothing is left to do after us.
+        if argv is None and _nothing_pending(sys._getframe(1)):
             _fast_exit(exc.code)
         raise
     except Exception as exc:  # click handles its own errors; anything else is ours
@@ -396,22 +398,63 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         sys.exit(EXIT_ERROR)
 
 
+def _nothing_pending(caller) -> bool:
+    """Whether the process may end right here, with no one waiting for `main` to return.
+
+    Not so under a profiler or tracer (`python -m cProfile -o out.prof -m trainlint`,
+    coverage, a debugger: each writes its results after the program returns), when `main`
+    was called by some other code (only the console script's or `python -m`'s module-level
+    code, started by runpy, may sit above it), or while another non-daemon thread runs.
+    """
+    if sys.getprofile() is not None or sys.gettrace() is not None:
+        return False
+    monitoring = getattr(sys, "monitoring", None)  # Python 3.12+: cProfile and coverage use it
+    if monitoring is not None and any(monitoring.get_tool(i) is not None for i in range(6)):
+        return False
+    import runpy
+    import threading
+
+    if any(t is not threading.main_thread() and not t.daemon for t in threading.enumerate()):
+        return False
+    frame = caller
+    if frame is None or frame.f_code.co_name != "<module>":
+        return False
+    frame = frame.f_back
+    while frame is not None:
+        if frame.f_code.co_filename != runpy.__file__:
+            return False
+        frame = frame.f_back
+    return True
+
+
 def _fast_exit(code) -> None:
-    """Flush and leave without tearing the interpreter down.
+    """Run the exit handlers, flush and leave without tearing the interpreter down.
 
     Freeing libcst's and the rules' module objects at exit costs ~30 ms, a tenth of a
-    one-file (pre-commit) run. Nothing is left to clean up by then: the worker pool is
-    closed, cache entries are written with renames, output is flushed here.
+    one-file (pre-commit) run. Only called when nothing waits for the program to return
+    (`_nothing_pending`); the worker pool is closed by then, cache entries are written
+    with renames, and atexit handlers (anyone's: a sitecustomize's, logging's) run here.
     """
     if code is None:
         code = 0
     elif not isinstance(code, int):
         sys.stderr.write(f"{code}\n")
         code = 1
+    import atexit
+
+    run_exitfuncs = getattr(atexit, "_run_exitfuncs", None)
+    if run_exitfuncs is None:  # not CPython: exit the ordinary way
+        sys.exit(code)
     try:
         sys.stdout.flush()
         sys.stderr.flush()
     except (OSError, ValueError):
         # The reader went away (`trainlint . | head`): let Python's usual exit deal with it.
-        return
+        sys.exit(code)
+    run_exitfuncs()
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except (OSError, ValueError):
+        pass
     os._exit(code)

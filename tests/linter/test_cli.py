@@ -506,3 +506,23 @@ def test_runner_reads_files_lazily_and_keeps_order():
     outs = list(runner.iter_outcomes(tasks(50), jobs=2, most=50))
     assert [o.display for o in outs] == [f"f{i}.py" for i in range(50)]
     assert [bool(o.findings) for o in outs] == [i % 7 == 0 for i in range(50)]
+
+
+def test_profiler_gets_its_profile_and_exit_handlers_run(tmp_path):
+    # The CLI ends with a fast exit (os._exit) only when nothing waits for it: under
+    # cProfile the profile is written after the program returns, so it must return.
+    write(tmp_path / "bad.py", SYNTAX_ERROR)
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    p = subprocess.run([sys.executable, "-m", "cProfile", "-o", "out.prof", "-m", "trainlint", "bad.py", "--no-cache"],
+                       cwd=tmp_path, capture_output=True, text=True, env=env)
+    assert "TL000" in p.stdout, p.stderr  # (cProfile swallows the program's exit code)
+    import pstats
+
+    stats = pstats.Stats(str(tmp_path / "out.prof"))
+    assert any(func[2] == "run_check" for func in stats.stats)  # the profile saw the CLI run
+    # atexit handlers run before the fast exit, and the exit code survives it.
+    code = ("import atexit, sys\natexit.register(lambda: print('handler ran'))\n"
+            "sys.argv = ['trainlint', 'bad.py', '--no-cache', '-q']\nfrom trainlint.cli import main\nmain()\n")
+    p = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, env=env)
+    assert p.returncode == 1, p.stderr
+    assert p.stdout.endswith("handler ran\n") and p.stdout.startswith("bad.py:1:11: TL000")
