@@ -44,6 +44,18 @@ class _DefaultCheckGroup(click.Group):
             args = ["check", *args]
         return super().parse_args(ctx, args)
 
+    def format_help(self, ctx, formatter):
+        # `trainlint --help` shows check's options too: `trainlint PATH` is how most run it.
+        super().format_help(ctx, formatter)
+        check_cmd = self.commands.get("check")
+        if check_cmd is None:
+            return
+        sub = click.Context(check_cmd, info_name="check", parent=ctx)
+        options = [p for p in check_cmd.get_params(sub) if isinstance(p, click.Option) and p.name != "help"]
+        records = [r for r in (p.get_help_record(sub) for p in options) if r]
+        with formatter.section("Options of check (trainlint [check] [OPTIONS] [PATHS]...)"):
+            formatter.write_dl(records)
+
 
 @click.group(
     cls=_DefaultCheckGroup,
@@ -69,6 +81,9 @@ def cli(ctx: click.Context) -> None:
 @click.option("--per-file-ignores", multiple=True, metavar="GLOB:CODES", help="Rules to leave out for matching files, e.g. 'tests/*:TL101,TL2 nb/*.ipynb:TL4'.")
 @click.option("--exclude", multiple=True, metavar="GLOBS", help="Files and folders to skip (.gitignore-style globs, comma-separated); replaces the configuration's `exclude`.")
 @click.option("--output-format", "--format", "output_format", type=click.Choice(OUTPUT_FORMATS), help="Output format (default: text).")
+@click.option("--show-source/--no-show-source", default=None, help="Text output: show the source line, with carets, under each finding (default: yes, as ruff's full output).")
+@click.option("--output-file", "-o", metavar="FILE", help="Write the report (or --diff) to this file instead of standard output.")
+@click.option("--color", type=click.Choice(["auto", "always", "never"]), default="auto", show_default=True, help="Colour the text output: auto colours on a terminal unless NO_COLOR is set (FORCE_COLOR forces it).")
 @click.option("--fix/--no-fix", default=None, help="Apply safe fixes, report what is left.")
 @click.option("--unsafe-fixes/--no-unsafe-fixes", default=None, help="With --fix or --diff: apply unsafe fixes too.")
 @click.option("--diff", is_flag=True, help="Print the fixes as a unified diff, write nothing (exit 1 if there are any).")
@@ -128,6 +143,7 @@ def _settings(opts: dict, paths: Sequence[str]):
         force_exclude=opts["force_exclude"],
         respect_gitignore=opts["respect_gitignore"],
         output_format=opts["output_format"],
+        show_source=opts["show_source"],
         fix=opts["fix"],
         unsafe_fixes=opts["unsafe_fixes"],
         cache_dir=opts["cache_dir"],
@@ -154,9 +170,69 @@ def _unified_diff(label: str, old: str, new: str) -> str:
     return "".join(difflib.unified_diff(lines(old), lines(new), fromfile=label, tofile=label))
 
 
-def _report(findings, settings, opts, fixed: int, fix_mode, err: bool = False) -> None:
+def _use_color(choice: str, stream) -> bool:
+    """`--color`: always/never as said; auto colours a terminal unless NO_COLOR is set.
+
+    NO_COLOR (no-color.org) and FORCE_COLOR count when set to a non-empty value; an
+    explicit `--color always/never` wins over both.
+    """
+    if choice != "auto":
+        return choice == "always"
+    if os.environ.get("NO_COLOR"):
+        return False
+    if os.environ.get("FORCE_COLOR"):
+        return True
+    if stream is None or os.environ.get("TERM") == "dumb":
+        return False
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+class _Output:
+    """Where the report (or the diff) goes: a stream, or `--output-file`, written at the end."""
+
+    def __init__(self, path: Optional[str]):
+        self.path = path
+        self.parts: List[str] = []
+
+    def stream(self, err: bool):
+        """The stream written to (None for the file): decides `--color auto`."""
+        if self.path:
+            return None
+        return sys.stderr if err else sys.stdout
+
+    def write(self, text: str, err: bool = False, color: bool = False) -> None:
+        if self.path:
+            self.parts.append(text)
+        elif text:
+            click.echo(text, nl=False, err=err, color=color)
+
+    def close(self) -> bool:
+        """Write the file; False (after saying why) when it cannot be written."""
+        if not self.path:
+            return True
+        try:
+            target = Path(self.path)
+            if target.parent != Path(""):
+                target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text("".join(self.parts), encoding="utf-8")
+        except OSError as exc:
+            _error(f"{self.path}: cannot write the output file: {exc.strerror or exc}")
+            return False
+        return True
+
+
+def _report(findings, settings, opts, fixed: int, fix_mode, output: "_Output", err: bool = False, contents=None) -> None:
     from trainlint.report import Summary, render
 
+    color = settings.output_format == "text" and _use_color(opts["color"], output.stream(err))
+    sources = None
+    if settings.output_format == "text" and settings.show_source and findings and not opts["statistics"]:
+        from trainlint.report.source import SourceLines
+
+        sources = SourceLines(contents)
     summary = Summary(
         fixed=fixed,
         fix_mode=bool(fix_mode),
@@ -164,10 +240,11 @@ def _report(findings, settings, opts, fixed: int, fix_mode, err: bool = False) -
         statistics=opts["statistics"],
         quiet=opts["quiet"],
         root=Path.cwd(),
+        show_source=settings.show_source,
+        sources=sources,
+        color=color,
     )
-    out = render(settings.output_format, findings, summary)
-    if out:
-        click.echo(out, nl=False, err=err)
+    output.write(render(settings.output_format, findings, summary), err=err, color=color)
     if settings.output_format != "text" and fixed and not opts["quiet"]:
         click.echo(f"Fixed {fixed} finding{'s' if fixed != 1 else ''}.", err=True)
 
@@ -186,10 +263,20 @@ def _check_usage(opts: dict) -> None:
         raise ConfigError("--fix and --diff cannot be used together (--diff shows the fixes without writing them)")
     if opts["stdin_filename"] and opts["paths"] and "-" not in opts["paths"]:
         raise ConfigError("--stdin-filename names the code read from standard input: give '-' as the path (or no path)")
+    if opts["output_file"] and os.path.isdir(opts["output_file"]):
+        raise ConfigError(f"--output-file: {opts['output_file']} is a folder")
 
 
 def _run_check(**opts) -> int:
     _check_usage(opts)
+    output = _Output(opts["output_file"])
+    code = _lint_paths(opts, output)
+    if not output.close():
+        return EXIT_ERROR
+    return code
+
+
+def _lint_paths(opts: dict, output: "_Output") -> int:
     paths = list(opts["paths"])
     if not paths:
         paths = ["-"] if opts["stdin_filename"] else ["."]
@@ -200,7 +287,7 @@ def _run_check(**opts) -> int:
     settings = _settings(opts, config_paths)
     fix_mode = _fix_mode(settings, opts["diff"])
     if use_stdin:
-        return _run_stdin(settings, opts, fix_mode)
+        return _run_stdin(settings, opts, fix_mode, output)
 
     from trainlint.discovery import discover
     from trainlint.finding import Finding
@@ -231,10 +318,12 @@ def _run_check(**opts) -> int:
         from trainlint.cache import Cache
 
         cache = Cache(settings.cache_dir)
-    outcomes = lint_files(found.files, settings, cache, fix_mode)
+    with _progress(len(found.files), opts) as progress:
+        outcomes = lint_files(found.files, settings, cache, fix_mode, progress)
 
     fixed = 0
     diffs: List[str] = []
+    unwritten = {}  # report path -> fixed content that could not be written (the findings' text)
     for out in outcomes:
         if out.error:
             _error(f"{out.display}: internal error: {out.error}")
@@ -252,13 +341,14 @@ def _run_check(**opts) -> int:
         except OSError as exc:
             _error(f"{out.display}: cannot write fixes: {exc.strerror or exc}")
             errors = True
+            unwritten[out.display] = out.new_content
             continue
         cache_written(cache, out)
     if cache is not None:
         cache.prune()
 
     if opts["diff"]:
-        click.echo("".join(diffs), nl=False)
+        output.write("".join(diffs))
         if not opts["quiet"]:
             n = sum(o.fixed for o in outcomes if o.new_content is not None)
             click.echo(f"Would fix {n} finding{'s' if n != 1 else ''}." if n else "No fixes available.", err=True)
@@ -266,8 +356,42 @@ def _run_check(**opts) -> int:
 
     findings = sorted((f for o in outcomes for f in o.findings), key=Finding.sort_key)
     if outcomes or settings.output_format != "text" or not errors:
-        _report(findings, settings, opts, fixed, fix_mode)
+        _report(findings, settings, opts, fixed, fix_mode, output, contents=unwritten)
     return _exit_code(bool(findings), opts, errors)
+
+
+# A progress bar is worth its noise only on runs that take a while.
+PROGRESS_MIN_FILES = 100
+
+
+def _progress(total: int, opts: dict):
+    """A progress bar on stderr (click's, already a dependency) for big runs on a terminal.
+
+    Yields a callback `done(n)`: n files finished so far. Never on a pipe or a CI log,
+    never with --quiet; the report itself is not written until the bar is finished.
+    """
+    import contextlib
+
+    stderr = sys.stderr
+    try:
+        on_terminal = stderr.isatty()
+    except (AttributeError, ValueError):
+        on_terminal = False
+    if total < PROGRESS_MIN_FILES or opts["quiet"] or not on_terminal:
+        return contextlib.nullcontext(None)
+
+    @contextlib.contextmanager
+    def bar():
+        with click.progressbar(length=total, label="Linting", file=stderr, show_pos=True, show_eta=True,
+                               color=_use_color(opts["color"], stderr)) as pb:
+            def done(n: int) -> None:
+                if n > pb.pos:
+                    pb.update(n - pb.pos)
+
+            yield done
+            done(total)
+
+    return bar()
 
 
 def _nothing_to_lint(found, settings, explicit: bool, quiet: bool) -> bool:
@@ -302,7 +426,7 @@ def _count(n: int, one: str, many: Optional[str] = None) -> str:
     return f"{n} {one if n == 1 else (many or one + 's')}"
 
 
-def _run_stdin(settings, opts, fix_mode: Optional[str]) -> int:
+def _run_stdin(settings, opts, fix_mode: Optional[str], output: "_Output") -> int:
     from trainlint.discovery import Excluder, kind_of, rel_to
     from trainlint.runner import Task, lint_task
 
@@ -326,15 +450,16 @@ def _run_stdin(settings, opts, fix_mode: Optional[str]) -> int:
     if out.warning and not opts["quiet"]:
         _warn(out.warning)
     if opts["diff"]:
-        click.echo("".join(_unified_diff(label, old, new) for label, old, new in out.changes), nl=False)
+        output.write("".join(_unified_diff(label, old, new) for label, old, new in out.changes))
         return _exit_code(out.new_content is not None, opts, False)
     if fix_mode:
         # Like ruff: the fixed source goes to stdout, the report to stderr.
-        stdout.write(out.new_content if out.new_content is not None else content)
+        fixed_content = out.new_content if out.new_content is not None else content
+        stdout.write(fixed_content)
         stdout.flush()
-        _report(out.findings, settings, opts, out.fixed, fix_mode, err=True)
+        _report(out.findings, settings, opts, out.fixed, fix_mode, output, err=True, contents={display: fixed_content})
     else:
-        _report(out.findings, settings, opts, 0, fix_mode)
+        _report(out.findings, settings, opts, 0, fix_mode, output, contents={display: content})
     return _exit_code(bool(out.findings), opts, False)
 
 

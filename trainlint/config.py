@@ -35,6 +35,7 @@ _KEYS = {
     "force-exclude": "bool",
     "respect-gitignore": "bool",
     "output-format": "format",
+    "show-source": "bool",
     "fix": "bool",
     "unsafe-fixes": "bool",
     "cache-dir": "str",
@@ -209,6 +210,7 @@ class CliOptions:
     force_exclude: Optional[bool] = None
     respect_gitignore: Optional[bool] = None
     output_format: Optional[str] = None
+    show_source: Optional[bool] = None
     fix: Optional[bool] = None
     unsafe_fixes: Optional[bool] = None
     cache_dir: Optional[str] = None
@@ -227,6 +229,7 @@ class Settings:
     force_exclude: bool
     respect_gitignore: bool
     output_format: str
+    show_source: bool
     fix: bool
     unsafe_fixes: bool
     cache_dir: Path
@@ -308,6 +311,8 @@ def resolve(config: FileConfig, cli: CliOptions) -> Settings:
             cli.respect_gitignore if cli.respect_gitignore is not None else config.get("respect-gitignore", True)
         ),
         output_format=cli.output_format or str(config.get("output-format", "text")),
+        # On by default, as ruff's `full` output: a finding is read faster beside its code.
+        show_source=bool(cli.show_source if cli.show_source is not None else config.get("show-source", True)),
         fix=bool(cli.fix if cli.fix is not None else config.get("fix", False)),
         unsafe_fixes=bool(cli.unsafe_fixes if cli.unsafe_fixes is not None else config.get("unsafe-fixes", False)),
         cache_dir=cache_dir,

@@ -82,7 +82,7 @@ def test_syntax_error_among_good_files_others_still_linted(run_cli, tmp_path, te
     write(tmp_path / "a.py", "flagme()\n")
     write(tmp_path / "b.py", SYNTAX_ERROR)
     write(tmp_path / "c.py", "x = 1\nflagme()\n")
-    r = run_cli(".", "--select", "TL000,TL990")
+    r = run_cli(".", "--select", "TL000,TL990", "--no-show-source")
     assert r.exit_code == 1
     assert r.stdout.splitlines()[:3] == [
         "a.py:1:1: TL990 [test-flag-me] flagme() called, use fixed()",
@@ -272,7 +272,13 @@ def test_quiet_prints_findings_only(run_cli, tmp_path):
     write(tmp_path / "bad.py", SYNTAX_ERROR)
     write(tmp_path / "ok.py", "x = 1\n")
     r = run_cli(".", "-q")
-    assert r.stdout.splitlines() == ["bad.py:1:11: TL000 [syntax-error] file does not parse: expected ':'"]
+    # The findings (with their source, the default) and no summary line.
+    assert r.stdout.splitlines() == [
+        "bad.py:1:11: TL000 [syntax-error] file does not parse: expected ':'",
+        "  |", "1 | for x in y", "  |           ^", "  |", "",
+    ]
+    assert run_cli(".", "-q", "--no-show-source").stdout == (
+        "bad.py:1:11: TL000 [syntax-error] file does not parse: expected ':'\n")
     assert run_cli("ok.py", "--quiet").stdout == ""
 
 
@@ -367,7 +373,10 @@ def test_fix_writes_safe_fixes_and_reports_the_rest(run_cli, tmp_path, test_rule
     r = run_cli("a.py", "--fix")
     assert p.read_text() == "# keep me\nfixed()  # and me\nunsafeme()\n"
     assert stat.S_IMODE(p.stat().st_mode) == 0o754
-    assert r.stdout.splitlines() == ["a.py:3:1: TL992 [test-unsafe] unsafeme() called", "Found 2 findings (1 fixed, 1 remaining)."]
+    # The source shown is the fixed file's.
+    assert r.stdout.splitlines() == ["a.py:3:1: TL992 [test-unsafe] unsafeme() called",
+                                     "  |", "3 | unsafeme()", "  | ^^^^^^^^^^", "  |", "",
+                                     "Found 2 findings (1 fixed, 1 remaining)."]
     assert r.exit_code == 1
     assert not [x for x in tmp_path.iterdir() if x.name.endswith(".tmp")]
 
@@ -526,3 +535,14 @@ def test_profiler_gets_its_profile_and_exit_handlers_run(tmp_path):
     p = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, env=env)
     assert p.returncode == 1, p.stderr
     assert p.stdout.endswith("handler ran\n") and p.stdout.startswith("bad.py:1:11: TL000")
+
+
+def test_help_lists_every_option(run_cli):
+    from trainlint.cli import check
+
+    top, sub = run_cli("--help").stdout, run_cli("check", "--help").stdout
+    options = [o for p in check.params if p.param_type_name == "option" for o in (*p.opts, *p.secondary_opts)]
+    assert {"--no-respect-gitignore", "--show-source", "--no-show-source", "-o", "--output-file", "--color"} <= set(options)
+    for opt in options:
+        assert opt in sub, opt
+        assert opt in top, opt

@@ -182,3 +182,131 @@ def test_report_modules_are_imported_only_when_used(tmp_path):
     )
     p = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True)
     assert p.returncode == 0, p.stderr
+
+
+# -- text output: source, colour, output file ---------------------------------------------
+
+
+def test_show_source_python_notebook_and_stdin(run_cli, tmp_path, test_rules):
+    (tmp_path / "t.py").write_text("if x:\n\ty = flagme(1,\n\t    2)\n")
+    r = run_cli("t.py", "--no-cache")
+    # A tab before the span stays a tab; a span over several lines is underlined to the line's end.
+    assert r.stdout.splitlines()[:6] == [
+        "t.py:2:6: TL990 [test-flag-me] flagme() called, use fixed()",
+        "  |", "2 | \ty = flagme(1,", "  | \t    ^^^^^^^^^", "  |", "",
+    ]
+    nb = {"cells": [{"cell_type": "markdown", "metadata": {}, "source": ["# t"]},
+                    {"cell_type": "code", "metadata": {}, "execution_count": None, "outputs": [],
+                     "source": ["%matplotlib inline\n", "a = 1\n", "b = flagme()"]}],
+          "metadata": {"language_info": {"name": "python"}}, "nbformat": 4, "nbformat_minor": 5}
+    (tmp_path / "nb.ipynb").write_text(json.dumps(nb, indent=1))
+    r = run_cli("nb.ipynb", "--no-cache")
+    assert r.stdout.splitlines()[:5] == [
+        "nb.ipynb:cell 2:line 3:5: TL990 [test-flag-me] flagme() called, use fixed()",
+        "  |", "3 | b = flagme()", "  |     ^^^^^^^^", "  |",
+    ]
+    r = run_cli("-", "--stdin-filename", "in.py", input="x = 1\nflagme()\n")
+    assert "2 | flagme()\n  | ^^^^^^^^\n" in r.stdout
+    # Off on the command line, or in the configuration.
+    assert "|" not in run_cli("t.py", "--no-show-source").stdout
+    (tmp_path / "pyproject.toml").write_text("[tool.trainlint]\nshow-source = false\n")
+    assert "|" not in run_cli("t.py").stdout
+    assert "| \ty = flagme" in run_cli("t.py", "--show-source").stdout
+
+
+def test_output_file(run_cli, tmp_path, test_rules):
+    (tmp_path / "a.py").write_text("flagme()\n")
+    r = run_cli("a.py", "-o", "reports/out.json", "--format", "json")
+    assert r.exit_code == 1 and r.stdout == ""
+    [f] = json.loads((tmp_path / "reports" / "out.json").read_text())
+    assert f["code"] == "TL990"
+    r = run_cli("a.py", "--output-file", "out.txt", "--color", "always")
+    assert r.stdout == ""
+    text = (tmp_path / "out.txt").read_text()
+    assert click_unstyle(text).startswith("a.py:1:1: TL990") and "\x1b[" in text  # `always` means always
+    assert "\x1b[" not in (run_cli("a.py", "-o", "out2.txt"), (tmp_path / "out2.txt").read_text())[1]
+    # --diff goes to the file too.
+    run_cli("a.py", "--diff", "-o", "fix.diff")
+    assert "+fixed()" in (tmp_path / "fix.diff").read_text()
+    (tmp_path / "ro").mkdir()
+    r = run_cli("a.py", "-o", "ro")
+    assert r.exit_code == 2 and len(r.stderr.splitlines()) == 1
+
+
+def test_color_choice_and_environment(run_cli, tmp_path, test_rules, monkeypatch):
+    (tmp_path / "a.py").write_text("flagme()\n")
+    monkeypatch.delenv("NO_COLOR", raising=False)
+    monkeypatch.delenv("FORCE_COLOR", raising=False)
+    assert "\x1b[" not in run_cli("a.py").stdout  # not a terminal
+    always = run_cli("a.py", "--color", "always").stdout
+    assert "\x1b[31m\x1b[1mTL990" not in always and "\x1b[" in always  # warnings are yellow
+    assert "\x1b[33m\x1b[1mTL990\x1b[0m" in always
+    assert click_unstyle(always) == run_cli("a.py", "--color", "never").stdout
+    monkeypatch.setenv("FORCE_COLOR", "1")
+    assert "\x1b[" in run_cli("a.py").stdout
+    monkeypatch.setenv("NO_COLOR", "1")
+    assert "\x1b[" not in run_cli("a.py").stdout
+    assert "\x1b[" in run_cli("a.py", "--color", "always").stdout
+    # Machine formats never get colour.
+    assert "\x1b[" not in run_cli("a.py", "--color", "always", "--format", "json").stdout
+
+
+def click_unstyle(text: str) -> str:
+    import click
+
+    return click.unstyle(text)
+
+
+def _run_on_terminal(args, cwd, env_extra=None):
+    """Run the real CLI with stdout AND stderr on a pseudo-terminal; (exit code, what the terminal got)."""
+    pty = pytest.importorskip("pty")
+    import os
+    import select
+    import subprocess
+    import sys
+
+    master, slave = pty.openpty()
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2]), "TERM": "xterm", **(env_extra or {})}
+    env.pop("NO_COLOR", None) if "NO_COLOR" not in (env_extra or {}) else None
+    env.pop("FORCE_COLOR", None)
+    p = subprocess.Popen([sys.executable, "-m", "trainlint", *args], cwd=cwd, stdin=subprocess.DEVNULL,
+                         stdout=slave, stderr=slave, env=env)
+    os.close(slave)
+    chunks = []
+    while True:
+        ready, _, _ = select.select([master], [], [], 60)
+        if not ready:
+            break
+        try:
+            data = os.read(master, 65536)
+        except OSError:  # the child closed the terminal
+            break
+        if not data:
+            break
+        chunks.append(data)
+    os.close(master)
+    return p.wait(timeout=60), b"".join(chunks).decode("utf-8", "replace")
+
+
+@pytest.mark.slow
+def test_terminal_gets_colour_and_a_progress_bar(tmp_path):
+    for i in range(120):
+        (tmp_path / f"m{i:03}.py").write_text("for x in y\n" if i == 7 else "x = 1\n")
+    code, seen = _run_on_terminal([".", "--no-cache", "-j", "1"], tmp_path)
+    assert code == 1
+    assert "Linting" in seen and "120/120" in seen  # the bar, finished
+    assert "\x1b[1mm007.py:1:11\x1b[0m" in seen  # colour on a terminal by default
+    code, seen = _run_on_terminal([".", "--no-cache", "-j", "1"], tmp_path, {"NO_COLOR": "1"})
+    assert "\x1b[1m" not in seen and "m007.py:1:11: TL000" in seen
+    # Few files, or --quiet: no bar.
+    code, seen = _run_on_terminal(["m007.py", "m008.py", "--no-cache"], tmp_path)
+    assert "Linting" not in seen
+    code, seen = _run_on_terminal([".", "--no-cache", "-q", "-j", "1"], tmp_path)
+    assert "Linting" not in seen
+
+
+def test_no_progress_bar_off_a_terminal(run_cli, tmp_path):
+    for i in range(120):
+        (tmp_path / f"m{i:03}.py").write_text("x = 1\n")
+    r = run_cli(".", "--no-cache", "-j", "1")
+    assert r.exit_code == 0 and r.stderr == ""
