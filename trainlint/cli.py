@@ -87,6 +87,7 @@ def cli(ctx: click.Context) -> None:
 @click.option("--fix/--no-fix", default=None, help="Apply safe fixes, report what is left.")
 @click.option("--unsafe-fixes/--no-unsafe-fixes", default=None, help="With --fix or --diff: apply unsafe fixes too.")
 @click.option("--diff", is_flag=True, help="Print the fixes as a unified diff, write nothing (exit 1 if there are any).")
+@click.option("--add-noqa", is_flag=True, help="Write `# noqa: CODE` on each line with findings (adopting the linter on old code); report nothing.")
 @click.option("--exit-zero", is_flag=True, help="Exit 0 even when there are findings.")
 @click.option("--statistics", is_flag=True, help="Print counts per rule instead of the findings.")
 @click.option("--no-cache", is_flag=True, help="Neither read nor write the cache.")
@@ -263,6 +264,10 @@ def _check_usage(opts: dict) -> None:
         raise ConfigError("--fix and --diff cannot be used together (--diff shows the fixes without writing them)")
     if opts["stdin_filename"] and opts["paths"] and "-" not in opts["paths"]:
         raise ConfigError("--stdin-filename names the code read from standard input: give '-' as the path (or no path)")
+    if opts["add_noqa"] and (opts["fix"] or opts["diff"]):
+        raise ConfigError(f"--add-noqa cannot be used with {'--fix' if opts['fix'] else '--diff'}")
+    if opts["add_noqa"] and ("-" in opts["paths"] or (opts["stdin_filename"] and not opts["paths"])):
+        raise ConfigError("--add-noqa writes files: it cannot read standard input")
     if opts["output_file"] and os.path.isdir(opts["output_file"]):
         raise ConfigError(f"--output-file: {opts['output_file']} is a folder")
 
@@ -285,7 +290,7 @@ def _lint_paths(opts: dict, output: "_Output") -> int:
     use_stdin = paths == ["-"]
     config_paths = [opts["stdin_filename"] or "."] if use_stdin else paths
     settings = _settings(opts, config_paths)
-    fix_mode = _fix_mode(settings, opts["diff"])
+    fix_mode = None if opts["add_noqa"] else _fix_mode(settings, opts["diff"])
     if use_stdin:
         return _run_stdin(settings, opts, fix_mode, output)
 
@@ -320,6 +325,11 @@ def _lint_paths(opts: dict, output: "_Output") -> int:
         cache = Cache(settings.cache_dir)
     with _progress(len(found.files), opts) as progress:
         outcomes = lint_files(found.files, settings, cache, fix_mode, progress)
+
+    if opts["add_noqa"]:
+        if cache is not None:
+            cache.prune()
+        return _exit_code(False, opts, _add_noqa(outcomes, opts) or errors)
 
     fixed = 0
     diffs: List[str] = []
@@ -358,6 +368,41 @@ def _lint_paths(opts: dict, output: "_Output") -> int:
     if outcomes or settings.output_format != "text" or not errors:
         _report(findings, settings, opts, fixed, fix_mode, output, contents=unwritten)
     return _exit_code(bool(findings), opts, errors)
+
+
+def _add_noqa(outcomes, opts) -> bool:
+    """`--add-noqa`: write the directives, say how many; True if a file could not be written."""
+    from trainlint.noqa import add_to_notebook, add_to_python
+    from trainlint.runner import write_atomic
+
+    failed = False
+    added = files = 0
+    for out in outcomes:
+        if out.error:
+            _error(f"{out.display}: internal error: {out.error}")
+            failed = True
+            continue
+        if not out.findings or out.path is None:
+            continue
+        try:
+            content = out.path.read_bytes()
+            add = add_to_notebook if out.kind == "notebook" else add_to_python
+            new, n = add(content, out.findings)
+            if new is None:
+                continue
+            write_atomic(out.path, new)
+        except OSError as exc:
+            _error(f"{out.display}: cannot add noqa directives: {exc.strerror or exc}")
+            failed = True
+            continue
+        except ValueError as exc:  # a notebook whose cells cannot be written back
+            _warn(f"{out.display}: noqa directives not added: {exc}")
+            continue
+        added, files = added + n, files + 1
+    if not opts["quiet"]:
+        where = f" to {_count(files, 'file')}" if files else ""
+        click.echo(f"Added {_count(added, 'noqa directive')}{where}.", err=True)
+    return failed
 
 
 # A progress bar is worth its noise only on runs that take a while.

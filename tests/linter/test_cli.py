@@ -542,7 +542,8 @@ def test_help_lists_every_option(run_cli):
 
     top, sub = run_cli("--help").stdout, run_cli("check", "--help").stdout
     options = [o for p in check.params if p.param_type_name == "option" for o in (*p.opts, *p.secondary_opts)]
-    assert {"--no-respect-gitignore", "--show-source", "--no-show-source", "-o", "--output-file", "--color"} <= set(options)
+    assert {"--no-respect-gitignore", "--show-source", "--no-show-source", "-o", "--output-file", "--color",
+            "--add-noqa"} <= set(options)
     for opt in options:
         assert opt in sub, opt
         assert opt in top, opt
