@@ -127,7 +127,8 @@ def test_sarif_has_what_github_code_scanning_needs(sample, tmp_path, monkeypatch
     assert loc["artifactLocation"] == {"uri": "train.py", "uriBaseId": "%SRCROOT%"}
     assert loc["region"] == {"startLine": 12, "startColumn": 9, "endLine": 12, "endColumn": 30}
     assert nb["locations"][0]["physicalLocation"]["artifactLocation"]["uri"] == "sub%20dir/nb.ipynb"
-    assert nb["message"]["text"].startswith("cell 3: ") and nb["properties"] == {"cell": 3} and nb["level"] == "note"
+    assert nb["message"]["text"].startswith("cell 3, line 4: ") and nb["level"] == "note"
+    assert nb["properties"] == {"cell": 3, "cellLine": 4, "cellColumn": 1}
     assert syntax["level"] == "error"
     assert run["originalUriBaseIds"]["%SRCROOT%"]["uri"] == tmp_path.as_uri() + "/"
 
@@ -140,6 +141,72 @@ def test_sarif_from_the_cli_validates(run_cli, tmp_path, sarif_validator, test_r
     log = json.loads(r.stdout)
     assert not list(sarif_validator.iter_errors(log))
     assert [res["ruleId"] for res in log["runs"][0]["results"]] == ["TL990", "TL000"]
+
+
+def _notebook(cells, as_list=True) -> str:
+    """A notebook as Jupyter writes it: json.dumps(indent=1), non-ASCII kept, a final newline."""
+    out = []
+    for kind, src in cells:
+        cell = {"cell_type": kind, "metadata": {}, "source": src.splitlines(keepends=True) if as_list else src}
+        if kind == "code":
+            cell.update(execution_count=None, outputs=[])
+        out.append(cell)
+    nb = {"cells": out, "metadata": {"kernelspec": {"language": "python", "name": "python3"}},
+          "nbformat": 4, "nbformat_minor": 5}
+    return json.dumps(nb, indent=1, ensure_ascii=False) + "\n"
+
+
+@pytest.mark.parametrize("as_list", [True, False], ids=["source-as-lines", "source-as-one-string"])
+def test_sarif_notebook_regions_point_into_the_ipynb_json(run_cli, tmp_path, sarif_validator, test_rules, as_list):
+    cells = [
+        ("markdown", "# Training\nflagme() in markdown is not code\n"),
+        ("code", "import torch\n"),
+        # Escapes before the call on its line (a quote, a tab, a non-ASCII letter) shift
+        # the JSON columns away from the cell's.
+        ("code", "%matplotlib inline\nx = 1\ns = \"é\\t\"; y = flagme()\nif x:\n    z = flagme(1,\n               2)"),
+    ]
+    raw = _notebook(cells, as_list)
+    (tmp_path / "nb.ipynb").write_text(raw, encoding="utf-8")
+    r = run_cli("nb.ipynb", "--format", "sarif", "--no-cache", "--select", "TL990")
+    log = json.loads(r.stdout)
+    assert not list(sarif_validator.iter_errors(log))
+    first, second = log["runs"][0]["results"]
+    assert first["properties"] == {"cell": 3, "cellLine": 3, "cellColumn": 16}
+    assert first["message"]["text"].startswith("cell 3, line 3: flagme()")
+    json_lines = raw.splitlines()
+
+    def span(region):
+        line = json_lines[region["startLine"] - 1]
+        assert region["endLine"] == region["startLine"]
+        return line[region["startColumn"] - 1 : region["endColumn"] - 1]
+
+    r1 = first["locations"][0]["physicalLocation"]["region"]
+    r2 = second["locations"][0]["physicalLocation"]["region"]
+    assert span(r1) == "flagme()"
+    if as_list:
+        # One JSON line per source line: the region is the line holding `s = "é\t"; y = flagme()`.
+        assert json_lines[r1["startLine"] - 1] == '    "s = \\"é\\\\t\\"; y = flagme()\\n",'
+        # A call over two source lines spans two JSON lines, ending after `2)`.
+        assert r2["endLine"] == r2["startLine"] + 1
+        assert json_lines[r2["startLine"] - 1][r2["startColumn"] - 1:].startswith("flagme(1,")
+        assert json_lines[r2["endLine"] - 1][: r2["endColumn"] - 1].endswith("2)")
+    else:
+        # One JSON string for the whole cell: the region sits inside that one line.
+        assert r1["startLine"] == r2["startLine"] == r2["endLine"]
+        line = json_lines[r2["startLine"] - 1]
+        assert line[r2["startColumn"] - 1 : r2["endColumn"] - 1] == "flagme(1,\\n               2)"
+
+
+def test_ipynb_positions_handle_escapes_and_surrogates():
+    from trainlint.report.ipynb_positions import load
+
+    raw = '{"cells": [{"cell_type": "code", "source": ["a = \\"\\ud83d\\ude00\\u00e9\\"; b = 1\\n", "c = 2"]}]}'
+    pos = load(raw)
+    # cell 1 line 1 column 11 is `b`: after `a = "😀é"; ` (the emoji and é written as escapes)
+    assert raw[pos.position(1, 1, 11)[1] - 1] == "b"
+    assert raw[pos.position(1, 2, 1)[1] - 1] == "c"
+    assert pos.position(1, 3, 1) is None and pos.position(2, 1, 1) is None
+    assert load("{not json") is None
 
 
 # -- github ----------------------------------------------------------------------------
@@ -157,6 +224,13 @@ def test_github_annotations(sample):
         "TL991 cell 3, line 4, column 1: infome() called: 50%25 sure, really"
     )
     assert lines[2].startswith("::error file=b.py,line=1,col=11,")
+
+
+def test_github_multi_line_findings_omit_columns():
+    f = finding(line=3, column=5, end_line=6, end_column=2)
+    assert render("github", [f], Summary()).startswith("::warning file=train.py,line=3,endLine=6,title=")
+    one = render("github", [finding(line=3, column=5, end_line=3, end_column=9)], Summary())
+    assert "line=3,col=5,endLine=3,endColumn=9," in one
 
 
 def test_github_escaping():
