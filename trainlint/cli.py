@@ -518,9 +518,12 @@ def rule_command(code: str) -> None:
     if rule is None:
         _error(f"unknown rule code {code!r} (`trainlint rules` lists them)")
         sys.exit(EXIT_ERROR)
+    doc = rule_doc(rule)
     fixable = rule.fixable or "no"
+    if rule.fixable and "\n## Fix\n" in f"\n{doc}\n":
+        fixable += " (when: see *Fix* below)"
     click.echo(f"{rule.code} {rule.name}\n\nSeverity: {rule.severity}. Fixable: {fixable}. On by default: yes.\n")
-    click.echo(rule_doc(rule) or "(no documentation)")
+    click.echo(doc or "(no documentation)")
 
 
 @cli.command("rules")

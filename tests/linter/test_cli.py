@@ -62,6 +62,13 @@ def test_rule_prints_docs(run_cli, test_rules):
     assert "\n## Why is this bad?\n" in r.stdout
 
 
+def test_rule_says_when_its_fix_applies(run_cli):
+    out = run_cli("rule", "TL201").stdout
+    assert "Fixable: unsafe (when: see *Fix* below)." in out
+    fix = out.split("\n## Fix\n", 1)[1]
+    assert "only use" in fix and "without a fix" in fix
+
+
 def test_rule_unknown_code(run_cli):
     r = run_cli("rule", "TL999")
     assert r.exit_code == 2
