@@ -584,7 +584,6 @@ def _nothing_pending(caller) -> bool:
     monitoring = getattr(sys, "monitoring", None)  # Python 3.12+: cProfile and coverage use it
     if monitoring is not None and any(monitoring.get_tool(i) is not None for i in range(6)):
         return False
-    import runpy
     import threading
 
     if any(t is not threading.main_thread() and not t.daemon for t in threading.enumerate()):
@@ -594,7 +593,8 @@ def _nothing_pending(caller) -> bool:
         return False
     frame = frame.f_back
     while frame is not None:
-        if frame.f_code.co_filename != runpy.__file__:
+        # By module name: runpy's code is frozen into the interpreter (co_filename "<frozen runpy>").
+        if frame.f_globals.get("__name__") != "runpy":
             return False
         frame = frame.f_back
     return True

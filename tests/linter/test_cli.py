@@ -536,6 +536,20 @@ def test_profiler_gets_its_profile_and_exit_handlers_run(tmp_path):
 
     stats = pstats.Stats(str(tmp_path / "out.prof"))
     assert any(func[2] == "run_check" for func in stats.stats)  # the profile saw the CLI run
+    # `python -m trainlint` itself does take the fast exit (spied on through sitecustomize).
+    spy = tmp_path / "spy"
+    spy.mkdir()
+    (spy / "sitecustomize.py").write_text(
+        "import os, sys\n_real = os._exit\n"
+        "def _spy(code):\n    sys.stderr.write('fast exit\\n'); sys.stderr.flush(); _real(code)\n"
+        "os._exit = _spy\n")
+    spy_env = {**env, "PYTHONPATH": os.pathsep.join([str(spy), env["PYTHONPATH"]])}
+    p = subprocess.run([sys.executable, "-m", "trainlint", "bad.py", "--no-cache", "-q"], cwd=tmp_path,
+                       capture_output=True, text=True, env=spy_env)
+    assert p.returncode == 1 and p.stderr == "fast exit\n"
+    p = subprocess.run([sys.executable, "-m", "cProfile", "-o", "out2.prof", "-m", "trainlint", "bad.py", "--no-cache", "-q"],
+                       cwd=tmp_path, capture_output=True, text=True, env=spy_env)
+    assert "fast exit" not in p.stderr and (tmp_path / "out2.prof").exists()
     # atexit handlers run before the fast exit, and the exit code survives it.
     code = ("import atexit, sys\natexit.register(lambda: print('handler ran'))\n"
             "sys.argv = ['trainlint', 'bad.py', '--no-cache', '-q']\nfrom trainlint.cli import main\nmain()\n")
