@@ -19,7 +19,7 @@ from trainlint.finding import Edit, Fix, Finding
 from trainlint.precheck import applicable
 from trainlint.registry import SyntaxErrorRule, all_rules, rule_codes
 from trainlint.rules.base import Replacement, Rule
-from trainlint.suppression import file_disabled_codes, noqa_codes, suppressed
+from trainlint.suppression import NoqaLines, file_disabled_codes, suppressed
 
 if TYPE_CHECKING:  # pragma: no cover
     import libcst as cst
@@ -149,7 +149,7 @@ def lint_text(
         return result
 
     positions = MetadataWrapper(module, unsafe_skip_copy=True).resolve(PositionProvider)
-    lines = text.splitlines()
+    noqa = NoqaLines(text)
     seen = set()
     applied: List[Replacement] = []
     for rule, rep in reports:
@@ -161,8 +161,7 @@ def lint_text(
         if key in seen:
             continue
         seen.add(key)
-        line_text = lines[start.line - 1] if 0 < start.line <= len(lines) else ""
-        if suppressed(rule.code, noqa_codes(line_text)):
+        if suppressed(rule.code, noqa.codes(start.line)):
             continue
         finding_fix = None
         if rep.fix is not None:

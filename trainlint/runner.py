@@ -19,7 +19,7 @@ import stat
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Deque, FrozenSet, Iterable, Iterator, List, Optional, Tuple
+from typing import TYPE_CHECKING, Callable, Deque, FrozenSet, Iterable, Iterator, List, Optional, Tuple
 
 from trainlint.finding import Finding
 
@@ -226,8 +226,12 @@ def lint_files(
     settings: "Settings",
     cache: Optional["Cache"],
     fix_mode: Optional[str] = None,
+    progress: Optional[Callable[[int], None]] = None,
 ) -> List[Outcome]:
-    """One outcome per file, in the order of `files`."""
+    """One outcome per file, in the order of `files`.
+
+    `progress(n)`: called in this thread as results come, n = files finished so far.
+    """
     from trainlint.discovery import rel_to
 
     outcomes: List[Optional[Outcome]] = [None] * len(files)
@@ -261,6 +265,10 @@ def lint_files(
         # A fixed file is cached under its new content once written (see `cache_written`).
         if cache is not None and key is not None and out.error is None and out.new_content is None:
             cache.put(key, out.findings)
+        if progress is not None:
+            progress(i + 1)  # results come in order: every file before this one is done
+    if progress is not None:
+        progress(len(files))
     return [o for o in outcomes if o is not None]
 
 
