@@ -235,6 +235,9 @@ CATALOGUE: Dict[str, Precheck] = {
     "TL202": Precheck(
         (sub("binary_cross_entropy_with_logits", "BCEWithLogitsLoss"),), (isub("sigmoid", "expit"),), needs_torch=True
     ),
+    # NLL loss fed the output of a Linear/convolution layer (`Linear`, `F.linear`, `Conv2d`)
+    # or of a softmax
+    "TL205": Precheck((sub("nll_loss", "NLLLoss"),), (isub("linear", "conv", "softmax"),), needs_torch=True),
     # `log(softmax(x))` / `log(sigmoid(x))`, or `exp(x) / exp(x).sum()`
     "TL203": Precheck(
         needs_torch=True,
