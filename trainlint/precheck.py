@@ -238,6 +238,12 @@ CATALOGUE: Dict[str, Precheck] = {
     # NLL loss fed the output of a Linear/convolution layer (`Linear`, `F.linear`, `Conv2d`)
     # or of a softmax
     "TL205": Precheck((sub("nll_loss", "NLLLoss"),), (isub("linear", "conv", "softmax"),), needs_torch=True),
+    # BCE (not with logits: a necessary condition only) fed a Linear/convolution layer's output
+    "TL206": Precheck((sub("binary_cross_entropy", "BCELoss"),), (isub("linear", "conv"),), needs_torch=True),
+    # a ReLU (`relu`, `ReLU`, `relu6`) or dropout output into a loss that takes logits
+    "TL207": Precheck(
+        (sub("cross_entropy", "CrossEntropyLoss", "BCEWithLogitsLoss"),), (isub("relu", "dropout"),), needs_torch=True
+    ),
     # `log(softmax(x))` / `log(sigmoid(x))`, or `exp(x) / exp(x).sum()`
     "TL203": Precheck(
         needs_torch=True,
