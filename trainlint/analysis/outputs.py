@@ -119,7 +119,9 @@ def _final(ctx: FileContext, expr: cst.BaseExpression, at: Site, depth: int) -> 
         return _final(ctx, expr.args[0].value, at, depth + 1)
     if isinstance(func, cst.Attribute) and q is None:
         name = func.attr.value
-        if name in _METHODS:
+        # `x.softmax(1)` is the tensor method; `self.softmax(x)` is a layer of the model
+        # (often `nn.LogSoftmax()` kept under that name), followed below.
+        if name in _METHODS and not _is_self(func.value):
             return Output(_METHODS[name], f"`.{name}(...)`", frozenset({id(expr)}))
         if name in _SHAPE_METHODS:
             return _final(ctx, func.value, at, depth + 1)
@@ -130,6 +132,10 @@ def _final(ctx: FileContext, expr: cst.BaseExpression, at: Site, depth: int) -> 
     if isinstance(func, (cst.Name, cst.Attribute)) and q is None:
         return _called(ctx, func, at, depth)
     return None
+
+
+def _is_self(expr: cst.BaseExpression) -> bool:
+    return isinstance(expr, cst.Name) and expr.value == "self"
 
 
 def _followed(ctx: FileContext, expr: cst.BaseExpression, at: Site):

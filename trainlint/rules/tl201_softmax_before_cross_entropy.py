@@ -90,6 +90,19 @@ class SoftmaxBeforeCrossEntropy(Rule):
         out = head(out)
         loss = F.cross_entropy(out, y)
         """,
+        """
+        import torch.nn as nn
+        # a layer named `softmax` that is a LogSoftmax (harmless before cross-entropy)
+        class RNN(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.out = nn.Linear(128, 10)
+                self.softmax = nn.LogSoftmax(dim=1)
+            def forward(self, x):
+                return self.softmax(self.out(x))
+        rnn = RNN()
+        loss = nn.CrossEntropyLoss()(rnn(x), y)
+        """,
     )
     INVALID = (
         """

@@ -112,6 +112,26 @@ class NllLossOnRawLogits(Rule):
         net = Net()
         loss = F.nll_loss(net(x), y)
         """,
+        """
+        import torch
+        import torch.nn as nn
+        # a LogSoftmax layer kept under the name `softmax`
+        class RNN(nn.Module):
+            def __init__(self, n_in, n_hidden, n_out):
+                super().__init__()
+                self.i2h = nn.Linear(n_in + n_hidden, n_hidden)
+                self.i2o = nn.Linear(n_in + n_hidden, n_out)
+                self.softmax = nn.LogSoftmax(dim=1)
+            def forward(self, x, hidden):
+                combined = torch.cat((x, hidden), 1)
+                hidden = self.i2h(combined)
+                output = self.softmax(self.i2o(combined))
+                return output, hidden
+        rnn = RNN(57, 128, 18)
+        criterion = nn.NLLLoss()
+        output, hidden = rnn(line[0], hidden)
+        loss = criterion(output, category)
+        """,
     )
     INVALID = (
         """
