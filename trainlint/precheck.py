@@ -229,6 +229,9 @@ CATALOGUE: Dict[str, Precheck] = {
     "TL107": Precheck((isub("sched", "swalr", "warmup"),), _STEP, needs_torch=True),
     # backward on a loss computed under no_grad/inference_mode/set_grad_enabled(False)
     "TL108": Precheck((sub("no_grad", "inference_mode", "set_grad_enabled"),), _BACKWARD, needs_torch=True),
+    # a backpropagated loss built from cut outputs (`.detach()`, `.data`, `.item()`,
+    # `.tolist()`, `.numpy()`, `float(out)`, a copy with `torch.tensor(out)`)
+    "TL109": Precheck(_BACKWARD, (word("detach", "data", "item", "tolist", "numpy", "float", "tensor"),), needs_torch=True),
     # softmax output (`softmax`, `Softmax`, `Softmax2d`) into cross-entropy
     "TL201": Precheck((sub("cross_entropy", "CrossEntropyLoss"),), (isub("softmax"),), needs_torch=True),
     # sigmoid output (`sigmoid`, `Sigmoid`, `torch.special.expit`) into a with-logits loss
