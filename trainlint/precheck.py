@@ -232,6 +232,8 @@ CATALOGUE: Dict[str, Precheck] = {
     # a backpropagated loss built from cut outputs (`.detach()`, `.data`, `.item()`,
     # `.tolist()`, `.numpy()`, `float(out)`, a copy with `torch.tensor(out)`)
     "TL109": Precheck(_BACKWARD, (word("detach", "data", "item", "tolist", "numpy", "float", "tensor"),), needs_torch=True),
+    # a step whose gradients are cleared (`zero_grad()`, `p.grad = None`) before any backward
+    "TL110": Precheck(_BACKWARD, _STEP, (sub("grad"),), needs_torch=True),
     # softmax output (`softmax`, `Softmax`, `Softmax2d`) into cross-entropy
     "TL201": Precheck((sub("cross_entropy", "CrossEntropyLoss"),), (isub("softmax"),), needs_torch=True),
     # sigmoid output (`sigmoid`, `Sigmoid`, `torch.special.expit`) into a with-logits loss
