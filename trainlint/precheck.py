@@ -249,6 +249,11 @@ CATALOGUE: Dict[str, Precheck] = {
     "TL207": Precheck(
         (sub("cross_entropy", "CrossEntropyLoss", "BCEWithLogitsLoss"),), (isub("relu", "dropout"),), needs_torch=True
     ),
+    # raw scores of a with-logits model cut at 0.5 (`> 0.5`, `.gt(.5)`) or rounded
+    "TL208": Precheck(
+        (sub("binary_cross_entropy_with_logits", "BCEWithLogitsLoss"),), (sub(".5", "round"),), (isub("linear", "conv"),),
+        needs_torch=True,
+    ),
     # `log(softmax(x))` / `log(sigmoid(x))`, or `exp(x) / exp(x).sum()`
     "TL203": Precheck(
         needs_torch=True,
