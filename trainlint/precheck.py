@@ -286,6 +286,8 @@ CATALOGUE: Dict[str, Precheck] = {
     # `Adam(..., lr=0.1)`
     "TL502": Precheck((sub("Adam"),), needs_torch=True, skips_test_files=True),
     "TL503": Precheck((_requires_grad_typo,), needs_torch=True),
+    # weight decay (`weight_decay=`, or AdamW's default) over a model with normalisation layers
+    "TL504": Precheck((sub("weight_decay", "AdamW"),), (isub("norm"),), needs_torch=True, skips_test_files=True),
     # `torch.save(...)` of a checkpoint without the optimizer
     "TL601": Precheck((word("save"),), needs_torch=True, skips_test_files=True),
     # `torch.load(...)` without `weights_only=True`
