@@ -23,6 +23,7 @@ import libcst as cst
 
 from trainlint.analysis.context import FileContext
 from trainlint.analysis.facts import Site
+from trainlint.analysis.inputs import _constructor_arguments
 from trainlint.analysis.names import dotted
 
 LOGITS, LOG_SOFTMAX, SOFTMAX, SIGMOID, LOG_SIGMOID, RELU, DROPOUT = (
@@ -67,6 +68,10 @@ _SHAPE_METHODS = {
     "contiguous", "permute", "transpose", "flatten", "clone", "view_as", "reshape_as", "t",
 }
 _SHAPE_FUNCS = {"torch.squeeze", "torch.flatten", "torch.reshape", "torch.unsqueeze", "torch.transpose", "torch.permute"}
+# A mean keeps the kind too: the mean of scores is a score, of probabilities a probability,
+# of ReLU outputs non-negative (a bag's instance scores averaged, a sequence pooled).
+_KEEPING_METHODS = _SHAPE_METHODS | {"mean"}
+_KEEPING_FUNCS = _SHAPE_FUNCS | {"torch.mean"}
 _MAX_DEPTH = 14
 
 
@@ -115,7 +120,7 @@ def _final(ctx: FileContext, expr: cst.BaseExpression, at: Site, depth: int) -> 
     q = ctx.qualname(func)
     if q in _FUNCS:
         return Output(_FUNCS[q], f"`{_code(ctx, func)}(...)`", frozenset({id(expr)}))
-    if q in _SHAPE_FUNCS and expr.args and expr.args[0].keyword is None and not expr.args[0].star:
+    if q in _KEEPING_FUNCS and expr.args and expr.args[0].keyword is None and not expr.args[0].star:
         return _final(ctx, expr.args[0].value, at, depth + 1)
     if isinstance(func, cst.Attribute) and q is None:
         name = func.attr.value
@@ -123,7 +128,7 @@ def _final(ctx: FileContext, expr: cst.BaseExpression, at: Site, depth: int) -> 
         # (often `nn.LogSoftmax()` kept under that name), followed below.
         if name in _METHODS and not _is_self(func.value):
             return Output(_METHODS[name], f"`.{name}(...)`", frozenset({id(expr)}))
-        if name in _SHAPE_METHODS:
+        if name in _KEEPING_METHODS:
             return _final(ctx, func.value, at, depth + 1)
         if name == "forward":
             return _called(ctx, func.value, at, depth)
@@ -218,7 +223,25 @@ def _called(ctx: FileContext, func: cst.BaseExpression, at: Site, depth: int) ->
     cands = ctx.constructions(func, at)
     if not cands or any(v is func for v, _ in cands):
         return None
-    return _agree([_module_output(ctx, v, s, depth + 1) for v, s in cands])
+    found = []
+    for v, s in cands:
+        passed = _passed_to_constructor(ctx, v, s)
+        if passed:
+            found += [_module_output(ctx, pv, ps, depth + 1) for a, asite in passed for pv, ps in ctx.constructions(a, asite)]
+        else:
+            found.append(_module_output(ctx, v, s, depth + 1))
+    return _agree(found)
+
+
+def _passed_to_constructor(ctx: FileContext, value: cst.BaseExpression, site: Site):
+    """For a parameter of `__init__` that no assignment gives a value (`self.backbone =
+    backbone`): the arguments `Model(backbone=...)` calls in the module pass for it."""
+    fn = site.function
+    if not isinstance(value, cst.Name) or fn is None or fn.name != "__init__" or value.value not in fn.params:
+        return []
+    if ctx.reaching(value.value, site):
+        return []
+    return _constructor_arguments(ctx, fn, value.value)
 
 
 def _module_output(ctx: FileContext, value: cst.BaseExpression, site: Site, depth: int) -> Optional[Output]:

@@ -149,6 +149,38 @@ class ThresholdRawLogits(Rule):
             scores = net(x)
             return scores.ge(0.5).int()  # !
         """,
+        """
+        import torch
+        import torch.nn as nn
+        # multiple-instance learning: a backbone passed in, instance scores averaged
+        class InstanceNet(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.fc1 = nn.Linear(512, 128)
+                self.fc2 = nn.Linear(128, 1)
+            def forward(self, x):
+                return self.fc2(torch.relu(self.fc1(x)))
+        class BagModel(nn.Module):
+            def __init__(self, instance_model):
+                super().__init__()
+                self.instance_model = instance_model
+            def forward(self, x):
+                b, n, d = x.size()
+                x = self.instance_model(x.view(-1, d)).view(b, n)
+                return torch.mean(x, dim=1)
+        def train(model, loader, criterion):
+            for x, y in loader:
+                loss = criterion(model(x), y.float())
+                loss.backward()
+        def evaluate(model, loader):
+            with torch.no_grad():
+                for x, y in loader:
+                    preds = torch.round(model(x))  # !
+        if __name__ == "__main__":
+            model = BagModel(InstanceNet())
+            train(model, train_loader, nn.BCEWithLogitsLoss())
+            evaluate(model, val_loader)
+        """,
     )
 
     def check(self, ctx) -> Iterator[Report]:
@@ -159,9 +191,10 @@ class ThresholdRawLogits(Rule):
             out = final_output(ctx, value, site)
             if out is None or out.kind != LOGITS or not (out.origins & trained):
                 continue
+            verb = "rounds raw scores (a cut at 0.5)" if _is_round(ctx, how) else "cuts raw scores at 0.5"
             yield Report(
                 how,
-                f"`{snippet(ctx, how)}` thresholds raw scores (from {out.why}) at 0.5, but this model "
+                f"`{snippet(ctx, how)}` {verb} (from {out.why}), but this model "
                 f"is trained with a with-logits loss: p = 0.5 is a score of 0, so this predicts "
                 f"positive only above p ≈ 0.62. Use `> 0`, or `torch.sigmoid(...) > 0.5`.",
             )
@@ -198,6 +231,12 @@ class ThresholdRawLogits(Rule):
                 found = _threshold(ctx, node)
                 if found is not None:
                     yield (found, node), site
+
+
+def _is_round(ctx, node: cst.CSTNode) -> bool:
+    if not isinstance(node, cst.Call):
+        return False
+    return ctx.qualname(node.func) in _ROUND or (isinstance(node.func, cst.Attribute) and node.func.attr.value == "round")
 
 
 def _threshold(ctx, node: cst.CSTNode) -> Optional[cst.BaseExpression]:
