@@ -211,6 +211,11 @@ def _callee_function(ctx: FileContext, func: cst.BaseExpression, at: Site):
 
 def _called(ctx: FileContext, func: cst.BaseExpression, at: Site, depth: int) -> Optional[Output]:
     """`func(...)`: a helper or method of this module, or a module instance."""
+    # A model calling itself inside its own methods: `self(x)`, `self.__call__(x)`.
+    if _is_self(func) or (isinstance(func, cst.Attribute) and func.attr.value == "__call__" and _is_self(func.value)):
+        cls = ctx.method_class(at.function)
+        forward = ctx.method(cls, "forward") if cls is not None else None
+        return _returns(ctx, forward, depth) if forward is not None else None
     if isinstance(func, cst.Name) and ctx.class_named(func.value) is None:
         fn = ctx.function_named(func.value, at.function)
         if fn is not None:

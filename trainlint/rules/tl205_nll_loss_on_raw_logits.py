@@ -188,6 +188,31 @@ class NllLossOnRawLogits(Rule):
         output, hidden = rnn(x, hidden)
         loss = loss_fn(output.view(-1, 5000), y.view(-1))  # !
         """,
+        """
+        import torch
+        from torch import nn
+        # a model that trains itself, with the loss attached from outside (after a real
+        # text-classification repository: softmax probabilities into NLLLoss)
+        class TextCNN(nn.Module):
+            def __init__(self, vocab, n_classes):
+                super().__init__()
+                self.embeddings = nn.Embedding(vocab, 300)
+                self.fc = nn.Linear(300, n_classes)
+                self.softmax = nn.Softmax(dim=1)
+            def forward(self, x):
+                return self.softmax(self.fc(self.embeddings(x).mean(1)))
+            def add_loss_op(self, loss_op):
+                self.loss_op = loss_op
+            def run_epoch(self, iterator):
+                for batch in iterator:
+                    y_pred = self.__call__(batch.text)
+                    loss = self.loss_op(y_pred, batch.label)  # !
+                    loss.backward()
+
+        model = TextCNN(20000, 4)
+        model.add_loss_op(nn.NLLLoss())
+        model.run_epoch(train_iterator)
+        """,
     )
 
     def check(self, ctx) -> Iterator[Report]:
@@ -200,14 +225,15 @@ class NllLossOnRawLogits(Rule):
                 continue
             text = snippet(ctx, inp)
             if out.kind == LOGITS:
-                what = f"`{text}` is raw scores (from {out.why}), not log-probabilities"
+                what = (f"`{text}` is raw scores (from {out.why}), not log-probabilities: NLL loss only "
+                        f"takes `-input[target]`, so it falls without bound as the target score grows")
             else:
-                what = f"`{text}` is softmax probabilities (from {out.why}), not log-probabilities"
+                what = (f"`{text}` is softmax probabilities (from {out.why}), not log-probabilities: NLL "
+                        f"loss becomes `-p[target]`, always negative, with gradients that vanish for "
+                        f"confident mistakes")
             yield Report(
                 inp,
-                f"{what}: NLL loss only takes `-input[target]`, so it can fall without bound "
-                f"(or maximise p instead of log p). Apply `log_softmax(..., dim=1)` first, or use "
-                f"`cross_entropy` on the raw logits.",
+                f"{what}. Apply `log_softmax(..., dim=1)` first (or use `cross_entropy` on the raw logits).",
             )
 
 
