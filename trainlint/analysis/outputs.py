@@ -16,8 +16,9 @@ same model can be recognised as such.
 from __future__ import annotations
 
 import re
+import weakref
 from dataclasses import dataclass
-from typing import FrozenSet, Optional
+from typing import FrozenSet, Optional, Set
 
 import libcst as cst
 
@@ -73,6 +74,8 @@ _SHAPE_FUNCS = {"torch.squeeze", "torch.flatten", "torch.reshape", "torch.unsque
 _KEEPING_METHODS = _SHAPE_METHODS | {"mean"}
 _KEEPING_FUNCS = _SHAPE_FUNCS | {"torch.mean"}
 _MAX_DEPTH = 14
+# Per file: attribute names assigned on something other than `self` (see _replaced_from_outside).
+_OUTSIDE_ATTRS: "weakref.WeakKeyDictionary[FileContext, Set[str]]" = weakref.WeakKeyDictionary()
 
 
 @dataclass(frozen=True)
@@ -111,7 +114,7 @@ def _final(ctx: FileContext, expr: cst.BaseExpression, at: Site, depth: int) -> 
     if isinstance(expr, cst.Attribute):
         if ctx.qualname(expr) is not None:
             return None
-        if isinstance(expr.value, cst.Name) and expr.value.value == "self":
+        if isinstance(expr.value, cst.Name) and expr.value.value == "self" and not _replaced_from_outside(ctx, expr.attr.value):
             return _agree([_final(ctx, v, s, depth + 1) for v, s in _followed(ctx, expr, at)])
         return None
     if not isinstance(expr, cst.Call):
@@ -137,6 +140,20 @@ def _final(ctx: FileContext, expr: cst.BaseExpression, at: Site, depth: int) -> 
     if isinstance(func, (cst.Name, cst.Attribute)) and q is None:
         return _called(ctx, func, at, depth)
     return None
+
+
+def _replaced_from_outside(ctx: FileContext, attr: str) -> bool:
+    """`model.fc = nn.Sequential(...)` somewhere in the module (a head swapped after the
+    model was built): the class's own `self.fc` is not what runs."""
+    cache = _OUTSIDE_ATTRS.get(ctx)
+    if cache is None:
+        cache = set()
+        for a in ctx.facts.assigns:
+            for t in a.targets:
+                if isinstance(t, cst.Attribute) and not _is_self(t.value):
+                    cache.add(t.attr.value)
+        _OUTSIDE_ATTRS[ctx] = cache
+    return attr in cache
 
 
 def _is_self(expr: cst.BaseExpression) -> bool:
@@ -225,6 +242,8 @@ def _called(ctx: FileContext, func: cst.BaseExpression, at: Site, depth: int) ->
         fn = ctx.method(cls, func.attr.value) if cls is not None else None
         if fn is not None:
             return _returns(ctx, fn, depth)
+    if isinstance(func, cst.Attribute) and _is_self(func.value) and _replaced_from_outside(ctx, func.attr.value):
+        return None
     cands = ctx.constructions(func, at)
     if not cands or any(v is func for v, _ in cands):
         return None

@@ -80,6 +80,20 @@ class BceLossOnRawLogits(Rule):
         model = models.resnet18(num_classes=1)
         loss = nn.BCELoss()(model(x), y)
         """,
+        """
+        import torch.nn as nn
+        # the head is swapped for one that ends in a sigmoid after the model is built
+        class Net(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.body = nn.Linear(64, 32)
+                self.fc = nn.Linear(32, 1)
+            def forward(self, x):
+                return self.fc(self.body(x))
+        model = Net()
+        model.fc = nn.Sequential(nn.Linear(32, 1), nn.Sigmoid())
+        loss = nn.BCELoss()(model(x), y)
+        """,
     )
     INVALID = (
         """
