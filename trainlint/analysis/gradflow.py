@@ -164,6 +164,8 @@ def _name(ctx: FileContext, name: cst.Name, at: Site, depth: int) -> Flow:
             out = out | _flow(ctx, site.value, site, depth + 1) | _name(ctx, name, site, depth + 1)
         elif site.op == "=":
             value = site.value if site.value is not None else site.whole_value
+            if isinstance(value, (cst.List, cst.Dict, cst.Set, cst.ListComp, cst.DictComp, cst.SetComp)):
+                return _UNKNOWN  # a container filled later (`outs.append(model(x))`)
             out = out | _flow(ctx, value, site, depth + 1)
         else:
             return _UNKNOWN
@@ -214,6 +216,8 @@ def _call(ctx: FileContext, call: cst.Call, at: Site, depth: int) -> Flow:
         return _UNKNOWN if _requires_grad(call) else _DATA
     if q in ("torch.nn.Parameter", "torch.nn.parameter.Parameter"):
         return _UNKNOWN
+    if q == "torch.autograd.Variable":  # a no-op wrapper since PyTorch 0.4
+        return _combine(ctx, args[:1], at, depth)
     if q is not None and (q.startswith("numpy.") or q.startswith("np.")):
         inner = _combine(ctx, args, at, depth)
         return _cut(inner, call) if inner.kind != UNKNOWN else _UNKNOWN

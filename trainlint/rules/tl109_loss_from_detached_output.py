@@ -106,6 +106,17 @@ class LossFromDetachedOutput(Rule):
         """,
         """
         import torch
+        import torch.nn.functional as F
+        # outputs collected in a list: what the list holds is not followed
+        outs = []
+        for x in chunks:
+            outs.append(model(x))
+        target = teacher(batch).detach()
+        loss = F.mse_loss(torch.cat(outs), target)
+        loss.backward()
+        """,
+        """
+        import torch
         # a branch detaches only in one configuration: not every path is cut
         for x, y in loader:
             out = model(x)
