@@ -191,7 +191,7 @@ class ThresholdRawLogits(Rule):
             out = final_output(ctx, value, site)
             if out is None or out.kind != LOGITS or not (out.origins & trained):
                 continue
-            verb = "rounds raw scores (a cut at 0.5)" if _is_round(ctx, how) else "cuts raw scores at 0.5"
+            verb = "rounds raw scores, a cut at 0.5," if _is_round(ctx, how) else "cuts raw scores at 0.5"
             yield Report(
                 how,
                 f"`{snippet(ctx, how)}` {verb} (from {out.why}), but this model "
