@@ -18,14 +18,16 @@ cut.
 from __future__ import annotations
 
 import re
+import weakref
 from dataclasses import dataclass
-from typing import Optional
+from typing import List, Optional, Set
 
 import libcst as cst
 
 from trainlint.analysis.context import FileContext
-from trainlint.analysis.facts import Site
+from trainlint.analysis.facts import AssignSite, Block, Site, walk
 from trainlint.analysis.names import dotted
+from trainlint.analysis.torch_api import is_optimizer_qualname
 
 DATA, CUT, MODEL, UNKNOWN = 0, 1, 2, 3
 _MAX_DEPTH = 12
@@ -48,7 +50,7 @@ _LEAF_CONSTRUCTORS = re.compile(
 _REBUILD = {"torch.tensor", "torch.from_numpy"}
 _LOSS_MODULE = re.compile(r"^torch\.nn\.(modules\.loss\.)?\w+Loss$")
 # Parameters named like labels hold data.
-_LABEL_PARAM = re.compile(r"^(y|ys|y_true|target|targets|label|labels|gt|truth|ground_truth|y_batch|batch_y|tgt|batch)$")
+_LABEL_PARAM = re.compile(r"^(y|ys|y_true|target|targets|label|labels|gt|truth|ground_truth|y_batch|batch_y|tgt|batch|rewards?)$")
 # A loss function passed around by name: `criterion(out, y)` in a `train(model, criterion)`.
 _LOSS_NAME = re.compile(r"(^|_)(criterion|loss_fn|loss_func|loss_function|lossfn)$", re.I)
 _DATA_ITER = re.compile(r"(loader|dataloader|(^|_)dl$|batches|dataset|(^|_)data$|(^|_)ds$)", re.I)
@@ -89,11 +91,11 @@ def _combine(ctx, exprs, at, depth) -> Flow:
 
 
 def _cut(inner: Flow, node: cst.CSTNode) -> Flow:
-    """A cut of `inner`: model outputs become CUT; unknown values stay unknown (we cannot
-    say a model was cut off), data stays data."""
+    """A cut of `inner`: a model output becomes CUT (the claim the rule reports); anything
+    else carries no gradient afterwards either, but no model was shown to be cut off: DATA."""
     if inner.kind == MODEL:
         return Flow(CUT, node)
-    return inner
+    return inner if inner.kind == CUT else _DATA
 
 
 def _flow(ctx: FileContext, expr: cst.BaseExpression, at: Site, depth: int) -> Flow:
@@ -152,12 +154,15 @@ def _name(ctx: FileContext, name: cst.Name, at: Site, depth: int) -> Flow:
             for arg, site in args:
                 out = out | _flow(ctx, arg, site, depth + 1)
             return out
-        return _UNKNOWN
+        # Never bound in this file (a constant from `from config import *`, a builtin):
+        # not a tensor that carries a gradient.
+        return _DATA if _never_bound(ctx, name.value) else _UNKNOWN
+    if sites[0].function is at.function:
+        sites = _reaching_paths(ctx, name.value, at)
+        if sites is None:
+            return _UNKNOWN  # assigned on some paths only: another value may reach the use
     out = _DATA
     for site in sites:
-        # An assignment under an `if` the use is not under: another value may reach the use.
-        if site.function is at.function and any(b not in at.ifs for b in site.ifs):
-            return _UNKNOWN
         if site.op == "for":
             out = out | (_DATA if _iterates_data(ctx, site.whole_value, site) else _UNKNOWN)
         elif site.op in ("+=", "-=", "*=", "/="):
@@ -172,6 +177,64 @@ def _name(ctx: FileContext, name: cst.Name, at: Site, depth: int) -> Flow:
         if out.kind == UNKNOWN:
             return out
     return out
+
+
+def _reaching_paths(ctx: FileContext, name: str, at: Site) -> Optional[List[AssignSite]]:
+    """Every assignment of `name` in the use's function that may reach the use: back to the
+    nearest one that is not under an `if` the use is not under, or the branches of one
+    `if`/`elif`/`else` chain that all assign it. None when some path may carry a value from
+    before (a parameter, an enclosing scope) or the branches cannot be read."""
+    earlier = [a for a in ctx.facts.assigns if a.function is at.function and a.order < at.order
+               and any(isinstance(t, cst.Name) and t.value == name for t in a.targets)]
+    found: List[AssignSite] = []
+    for a in reversed(earlier):
+        found.append(a)
+        extra = [b for b in a.ifs if b not in at.ifs]
+        if not extra:
+            return found
+    # No unconditional assignment: the branches of one if/elif/else chain must all assign it
+    # (directly in each branch, not under a further `if`).
+    heads = set()
+    covered = set()
+    branches: set = set()
+    for a in found:
+        extra = [b for b in a.ifs if b not in at.ifs]
+        chain = _chain_of(ctx, extra[0]) if len(extra) == 1 else None
+        if chain is None:
+            return None
+        heads.add(chain[0])
+        branches = chain[1]
+        covered.add(id(extra[0].node))
+    return found if len(heads) == 1 and branches <= covered else None
+
+
+def _chain_of(ctx: FileContext, block: Block):
+    """(id of the first `if`, ids of every branch) of the if/elif/else chain that `block` is
+    a branch of, when that chain ends in `else`; None otherwise."""
+    best: Optional[list] = None
+    for b in ctx.facts.blocks:
+        if b.kind != "if" or b.function is not block.function:
+            continue
+        ids, node = [], b.node
+        while isinstance(node, cst.If):
+            ids.append(id(node))
+            node = node.orelse
+        if not isinstance(node, cst.Else):
+            continue
+        ids.append(id(node))
+        # An `elif` starts a shorter chain of its own: the longest one is the whole chain.
+        if id(block.node) in ids and (best is None or len(ids) > len(best)):
+            best = ids
+    return (best[0], set(best)) if best else None
+
+
+def _never_bound(ctx: FileContext, name: str) -> bool:
+    if name in ctx.facts.lambda_params or f"{name} :=" in ctx.text or f"{name}:=" in ctx.text:
+        return False
+    for a in ctx.facts.assigns:
+        if any(isinstance(t, cst.Name) and t.value == name for t in a.targets):
+            return False
+    return not any(name in f.params for f in ctx.facts.functions) and f"global {name}" not in ctx.text
 
 
 def _iterates_data(ctx: FileContext, it: Optional[cst.BaseExpression], at: Site) -> bool:
@@ -237,11 +300,33 @@ def _call(ctx: FileContext, call: cst.Call, at: Site, depth: int) -> Flow:
         return _combine(ctx, args, at, depth)  # `nn.MSELoss()(a, b)`
     site = ctx.call_site(call)
     if site is not None:
-        if ctx.training.is_model_call(site):
+        if ctx.training.is_model_call(site) or (dotted(func) or "?") in _optimized(ctx):
             return Flow(MODEL)
         if isinstance(func, (cst.Name, cst.Attribute)) and q is None and _is_loss_module(ctx, func, site):
             return _combine(ctx, args, at, depth)
     return _UNKNOWN
+
+
+_OPTIMIZED: "weakref.WeakKeyDictionary[FileContext, Set[str]]" = weakref.WeakKeyDictionary()
+
+
+def _optimized(ctx: FileContext) -> Set[str]:
+    """Names whose `.parameters()` an optimizer is built from (`self.Q` in
+    `Adam(self.Q.parameters())`): calling them runs a trained model."""
+    found = _OPTIMIZED.get(ctx)
+    if found is None:
+        found = set()
+        for c in ctx.facts.calls:
+            if not is_optimizer_qualname(c.qualname):
+                continue
+            for a in c.node.args:  # type: ignore[attr-defined]
+                for node in walk(a.value):
+                    if isinstance(node, cst.Call) and isinstance(node.func, cst.Attribute) and node.func.attr.value == "parameters":
+                        name = dotted(node.func.value)
+                        if name:
+                            found.add(name)
+        _OPTIMIZED[ctx] = found
+    return found
 
 
 def _is_loss_module(ctx: FileContext, func: cst.BaseExpression, at: Site) -> bool:

@@ -117,6 +117,15 @@ class LossFromDetachedOutput(Rule):
         """,
         """
         import torch
+        # a fallback for models that return a plain number: the rebuild is conditional
+        for batch in train_loader:
+            loss = model(**batch)
+            if not isinstance(loss, torch.Tensor):
+                loss = torch.tensor(loss, requires_grad=True)
+            loss.backward()
+        """,
+        """
+        import torch
         # a branch detaches only in one configuration: not every path is cut
         for x, y in loader:
             out = model(x)
@@ -160,6 +169,29 @@ class LossFromDetachedOutput(Rule):
                 out = self.model(x).data  # !
                 loss = self.criterion(out, y)
                 loss.backward()
+        """,
+        """
+        import torch
+        import torch.optim as optim
+        from config import *
+        # a DQN agent (after a real repository): the summed loss is copied into a new leaf
+        class Agent:
+            def __init__(self, q_net):
+                self.Q = q_net
+                self.optimizer = optim.Adam(self.Q.parameters(), lr=1e-4)
+            def train(self, states, actions, rewards, next_states):
+                loss = 0
+                for i in range(batch):
+                    if dones[i]:
+                        y = rewards[i]
+                    else:
+                        y = rewards[i] + gamma * torch.max(self.target_Q(next_states[i])).item()
+                    loss += (y - self.Q(states[i])[actions[i]]) ** 2
+                loss /= batch
+                loss = torch.tensor(loss, requires_grad=True)  # !
+                self.optimizer.zero_grad()
+                loss.backward()
+                self.optimizer.step()
         """,
         """
         import numpy as np
