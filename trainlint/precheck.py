@@ -230,8 +230,12 @@ CATALOGUE: Dict[str, Precheck] = {
     # backward on a loss computed under no_grad/inference_mode/set_grad_enabled(False)
     "TL108": Precheck((sub("no_grad", "inference_mode", "set_grad_enabled"),), _BACKWARD, needs_torch=True),
     # a backpropagated loss built from cut outputs (`.detach()`, `.data`, `.item()`,
-    # `.tolist()`, `.numpy()`, `float(out)`, a copy with `torch.tensor(out)`)
-    "TL109": Precheck(_BACKWARD, (word("detach", "data", "item", "tolist", "numpy", "float", "tensor"),), needs_torch=True),
+    # `.tolist()`, `.numpy()`, `float(out)`, a copy with `torch.tensor(out)`), or a loss given
+    # `requires_grad` (`loss.requires_grad = True`, `loss.requires_grad_()`)
+    "TL109": Precheck(
+        _BACKWARD, (word("detach", "data", "item", "tolist", "numpy", "float", "tensor", "requires_grad", "requires_grad_"),),
+        needs_torch=True,
+    ),
     # a step whose gradients are cleared (`zero_grad()`, `p.grad = None`) before any backward
     "TL110": Precheck(_BACKWARD, _STEP, (sub("grad"),), needs_torch=True),
     # softmax output (`softmax`, `Softmax`, `Softmax2d`) into cross-entropy

@@ -339,3 +339,27 @@ def _is_loss_module(ctx: FileContext, func: cst.BaseExpression, at: Site) -> boo
         return bool(_LOSS_NAME.search((dotted(func) or "").rsplit(".", 1)[-1]))
     return all(isinstance(v, cst.Call) and _LOSS_MODULE.match(ctx.qualname(v.func) or "") for v, _ in cands)
 
+
+
+_LOSS_FUNC = re.compile(r"^torch\.nn\.functional\.(\w*loss\w*|\w*entropy\w*|kl_div|\w*_embedding_loss)$")
+
+
+def computed_loss(ctx: FileContext, expr: cst.BaseExpression, at: Site) -> bool:
+    """`expr` holds a computed loss: built from a model's output (attached or cut), or by a
+    loss function (`F.mse_loss`, a `torch.nn.*Loss` module, a `criterion`) — not a tensor
+    made fresh (`torch.randn(1)` in a test)."""
+    if gradient_source(ctx, expr, at).kind in (MODEL, CUT):
+        return True
+    for value, site in ctx.resolve(expr, at):
+        if value is expr:
+            continue
+        for node in walk(value):
+            if not isinstance(node, cst.Call):
+                continue
+            if _LOSS_FUNC.match(ctx.qualname(node.func) or ""):
+                return True
+            if isinstance(node.func, cst.Call) and _LOSS_MODULE.match(ctx.qualname(node.func.func) or ""):
+                return True
+            if isinstance(node.func, (cst.Name, cst.Attribute)) and ctx.qualname(node.func) is None and _is_loss_module(ctx, node.func, site):
+                return True
+    return False

@@ -2,7 +2,10 @@ from __future__ import annotations
 
 from typing import Iterator
 
-from trainlint.analysis.gradflow import CUT, gradient_source
+import libcst as cst
+
+from trainlint.analysis.gradflow import CUT, computed_loss, gradient_source
+from trainlint.analysis.names import dotted
 from trainlint.analysis.training import BACKWARD
 from trainlint.analysis.values import snippet
 from trainlint.rules.base import Report, Rule
@@ -117,6 +120,19 @@ class LossFromDetachedOutput(Rule):
         """,
         """
         import torch
+        # a synthetic leaf standing in for a loss (a framework test), and an input that
+        # needs gradients (an adversarial example)
+        def training_step(self, batch, batch_idx):
+            loss = torch.randn(1)
+            loss.requires_grad = True
+            loss.backward()
+            x_adv = batch.clone()
+            x_adv.requires_grad = True
+            adv_loss = F.cross_entropy(model(x_adv), y)
+            adv_loss.backward()
+        """,
+        """
+        import torch
         # a fallback for models that return a plain number: the rebuild is conditional
         for batch in train_loader:
             loss = model(**batch)
@@ -194,6 +210,33 @@ class LossFromDetachedOutput(Rule):
                 self.optimizer.step()
         """,
         """
+        import torch
+        import torch.nn as nn
+        import torch.nn.functional as F
+        # generate() returns token ids: no graph; setting requires_grad hides the error
+        loss_fct = nn.CrossEntropyLoss()
+        for epoch in range(3):
+            for batch, label in data:
+                optimizer.zero_grad()
+                outputs = lora_model.generate(**batch, max_new_tokens=190)
+                outputs = F.softmax(outputs.float(), dim=-1)
+                loss = loss_fct(outputs, label)
+                loss.requires_grad = True  # !
+                loss.backward()
+                optimizer.step()
+        """,
+        """
+        import torch
+        import torch.nn.functional as F
+        class PseudoLabeller:
+            def update(self, loader):
+                for batch in loader:
+                    preds = self.model(batch.x).argmax(1).float()
+                    loss = F.mse_loss(preds, batch.y)
+                    loss.requires_grad_()  # !
+                    loss.backward()
+        """,
+        """
         import numpy as np
         import torch
         for x, y in loader:
@@ -225,6 +268,46 @@ class LossFromDetachedOutput(Rule):
                 f"parameters never change). Compute the loss from the attached output; use "
                 f"`.item()`/`.detach()` only for logging.",
             )
+        yield from self._requires_grad_on_loss(ctx, tr)
+
+    def _requires_grad_on_loss(self, ctx, tr) -> Iterator[Report]:
+        """`loss.requires_grad = True` (or `loss.requires_grad_()`) before `loss.backward()`:
+        PyTorch allows it only on a leaf, so the loss has no graph back to the model."""
+        backwards = {}
+        for call in ctx.facts.calls:
+            if any(e.kind == BACKWARD for e in tr.site_events(call)):
+                loss = tr.backward_loss(call)
+                name = dotted(loss) if loss is not None else None
+                if name:
+                    backwards.setdefault((id(call.function), name), []).append(call)
+        for site, target in _requires_grad_sets(ctx):
+            name = dotted(target)
+            later = [b for b in backwards.get((id(site.function), name), []) if b.order > site.order]
+            if not later or not computed_loss(ctx, target, site):
+                continue
+            yield Report(
+                site.node,
+                f"`{snippet(ctx, site.node)}` only works on a tensor with no autograd graph: this loss is "
+                f"not connected to the model, so `{snippet(ctx, later[0].node)}` gives its parameters no "
+                f"gradient. Find where the graph is cut (`.item()`, `.detach()`, `torch.tensor(...)`, "
+                f"`argmax`, `generate()`) and compute the loss from the model's output.",
+            )
+
+
+def _requires_grad_sets(ctx):
+    """(site, tensor) for `x.requires_grad = True` and `x.requires_grad_()` / `(True)`."""
+    for a in ctx.facts.assigns:
+        if a.op != "=" or len(a.targets) != 1 or not (isinstance(a.value, cst.Name) and a.value.value == "True"):
+            continue
+        t = a.targets[0]
+        if isinstance(t, cst.Attribute) and t.attr.value == "requires_grad" and dotted(t.value):
+            yield a, t.value
+    for c in ctx.facts.calls:
+        if c.attr != "requires_grad_" or c.receiver is None or not dotted(c.receiver):
+            continue
+        args = c.node.args
+        if not args or (len(args) == 1 and isinstance(args[0].value, cst.Name) and args[0].value.value == "True"):
+            yield c, c.receiver
 
 
 RULE = LossFromDetachedOutput
