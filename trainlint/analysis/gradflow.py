@@ -362,4 +362,8 @@ def computed_loss(ctx: FileContext, expr: cst.BaseExpression, at: Site) -> bool:
                 return True
             if isinstance(node.func, (cst.Name, cst.Attribute)) and ctx.qualname(node.func) is None and _is_loss_module(ctx, node.func, site):
                 return True
+            call = ctx.call_site(node)
+            fn = ctx.callee(call) if call is not None else None
+            if fn is not None and "loss" in fn.name.lower():  # `self._actor_loss(...)`
+                return True
     return False
