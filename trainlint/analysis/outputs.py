@@ -181,6 +181,8 @@ def _name(ctx: FileContext, name: cst.Name, at: Site, depth: int) -> Optional[Ou
             return None
         if site.value is None:
             return _unpacked(ctx, name, site, depth)
+        # One step at a time, so that each name on the way gets the check above.
+        return _final(ctx, site.value, site, depth + 1)
     return _agree([_final(ctx, v, s, depth + 1) for v, s in _followed(ctx, name, at)])
 
 

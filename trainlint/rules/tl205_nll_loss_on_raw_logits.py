@@ -113,6 +113,17 @@ class NllLossOnRawLogits(Rule):
         loss = F.nll_loss(net(x), y)
         """,
         """
+        import torch.nn as nn
+        import torch.nn.functional as F
+        # raw scores only on one branch; the name is copied before the loss
+        head = nn.Linear(128, 10)
+        out = F.log_softmax(head(h), dim=1)
+        if debug_raw:
+            out = head(h)
+        scores = out
+        loss = F.nll_loss(scores, y)
+        """,
+        """
         import torch
         import torch.nn as nn
         # a LogSoftmax layer kept under the name `softmax`
