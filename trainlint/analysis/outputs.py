@@ -115,7 +115,11 @@ def _final(ctx: FileContext, expr: cst.BaseExpression, at: Site, depth: int) -> 
         if ctx.qualname(expr) is not None:
             return None
         if isinstance(expr.value, cst.Name) and expr.value.value == "self" and not _replaced_from_outside(ctx, expr.attr.value):
-            return _agree([_final(ctx, v, s, depth + 1) for v, s in _followed(ctx, expr, at)])
+            # Every `self.x = ...` of the class, each followed one step at a time.
+            sites = [a for a in ctx.self_attr_values(expr.attr.value, at) if a.op == "="]
+            if not sites or any(a.value is None for a in sites):
+                return None
+            return _agree([_final(ctx, a.value, a, depth + 1) for a in sites])
         return None
     if not isinstance(expr, cst.Call):
         return None
