@@ -111,12 +111,13 @@ def _flow(ctx: FileContext, expr: cst.BaseExpression, at: Site, depth: int) -> F
         if expr.attr.value == "data":
             return _cut(_flow(ctx, expr.value, at, depth + 1), expr)
         if isinstance(expr.value, cst.Name) and expr.value.value == "self":
-            cands = ctx.resolve(expr, at)
-            if not cands or any(v is expr for v, _ in cands):
+            # Every `self.x = ...` of the class, each followed one step at a time.
+            sites = [a for a in ctx.self_attr_values(expr.attr.value, at) if a.op == "="]
+            if not sites or any(a.value is None for a in sites):
                 return _UNKNOWN
             out = _DATA
-            for v, s in cands:
-                out = out | _flow(ctx, v, s, depth + 1)
+            for a in sites:
+                out = out | _flow(ctx, a.value, a, depth + 1)
             return out
         return _flow(ctx, expr.value, at, depth + 1)  # `outputs.logits`, `batch.label`
     if isinstance(expr, cst.Subscript):
