@@ -24,7 +24,7 @@ import libcst as cst
 
 from trainlint.analysis.context import FileContext
 from trainlint.analysis.facts import Site
-from trainlint.analysis.inputs import _constructor_arguments
+from trainlint.analysis.inputs import constructor_arguments
 from trainlint.analysis.names import dotted
 
 LOGITS, LOG_SOFTMAX, SOFTMAX, SIGMOID, LOG_SIGMOID, RELU, DROPOUT = (
@@ -271,7 +271,7 @@ def _passed_to_constructor(ctx: FileContext, value: cst.BaseExpression, site: Si
         return []
     if ctx.reaching(value.value, site):
         return []
-    return _constructor_arguments(ctx, fn, value.value)
+    return constructor_arguments(ctx, fn, value.value)
 
 
 def _module_output(ctx: FileContext, value: cst.BaseExpression, site: Site, depth: int) -> Optional[Output]:
