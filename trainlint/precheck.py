@@ -229,11 +229,34 @@ CATALOGUE: Dict[str, Precheck] = {
     "TL107": Precheck((isub("sched", "swalr", "warmup"),), _STEP, needs_torch=True),
     # backward on a loss computed under no_grad/inference_mode/set_grad_enabled(False)
     "TL108": Precheck((sub("no_grad", "inference_mode", "set_grad_enabled"),), _BACKWARD, needs_torch=True),
+    # a backpropagated loss built from cut outputs (`.detach()`, `.data`, `.item()`,
+    # `.tolist()`, `.numpy()`, `float(out)`, a copy with `torch.tensor(out)`), or a loss given
+    # `requires_grad` (`loss.requires_grad = True`, `loss.requires_grad_()`)
+    "TL109": Precheck(
+        _BACKWARD, (word("detach", "data", "item", "tolist", "numpy", "float", "tensor", "requires_grad", "requires_grad_"),),
+        needs_torch=True,
+    ),
+    # a step whose gradients are cleared (`zero_grad()`, `p.grad = None`) before any backward
+    "TL110": Precheck(_BACKWARD, _STEP, (sub("grad"),), needs_torch=True),
     # softmax output (`softmax`, `Softmax`, `Softmax2d`) into cross-entropy
     "TL201": Precheck((sub("cross_entropy", "CrossEntropyLoss"),), (isub("softmax"),), needs_torch=True),
     # sigmoid output (`sigmoid`, `Sigmoid`, `torch.special.expit`) into a with-logits loss
     "TL202": Precheck(
         (sub("binary_cross_entropy_with_logits", "BCEWithLogitsLoss"),), (isub("sigmoid", "expit"),), needs_torch=True
+    ),
+    # NLL loss fed the output of a Linear/convolution layer (`Linear`, `F.linear`, `Conv2d`)
+    # or of a softmax
+    "TL205": Precheck((sub("nll_loss", "NLLLoss"),), (isub("linear", "conv", "softmax"),), needs_torch=True),
+    # BCE (not with logits: a necessary condition only) fed a Linear/convolution layer's output
+    "TL206": Precheck((sub("binary_cross_entropy", "BCELoss"),), (isub("linear", "conv"),), needs_torch=True),
+    # a ReLU (`relu`, `ReLU`, `relu6`) or dropout output into a loss that takes logits
+    "TL207": Precheck(
+        (sub("cross_entropy", "CrossEntropyLoss", "BCEWithLogitsLoss"),), (isub("relu", "dropout"),), needs_torch=True
+    ),
+    # raw scores of a with-logits model cut at 0.5 (`> 0.5`, `.gt(.5)`) or rounded
+    "TL208": Precheck(
+        (sub("binary_cross_entropy_with_logits", "BCEWithLogitsLoss"),), (sub(".5", "round"),), (isub("linear", "conv"),),
+        needs_torch=True,
     ),
     # `log(softmax(x))` / `log(sigmoid(x))`, or `exp(x) / exp(x).sum()`
     "TL203": Precheck(
@@ -267,6 +290,8 @@ CATALOGUE: Dict[str, Precheck] = {
     # `Adam(..., lr=0.1)`
     "TL502": Precheck((sub("Adam"),), needs_torch=True, skips_test_files=True),
     "TL503": Precheck((_requires_grad_typo,), needs_torch=True),
+    # weight decay (`weight_decay=`, or AdamW's default) over a model with normalisation layers
+    "TL504": Precheck((sub("weight_decay", "AdamW"),), (isub("norm"),), needs_torch=True, skips_test_files=True),
     # `torch.save(...)` of a checkpoint without the optimizer
     "TL601": Precheck((word("save"),), needs_torch=True, skips_test_files=True),
     # `torch.load(...)` without `weights_only=True`

@@ -84,6 +84,10 @@ class FileContext:
         return self._by_function(self.facts.calls)
 
     @cached_property
+    def _calls_by_node(self) -> Dict[int, CallSite]:
+        return {id(c.node): c for c in self.facts.calls}
+
+    @cached_property
     def _returns_by_function(self) -> Dict[int, List[ReturnSite]]:
         return self._by_function(self.facts.returns)
 
@@ -127,6 +131,10 @@ class FileContext:
     def calls_in(self, function: Optional[FunctionInfo]) -> List[CallSite]:
         """Calls whose innermost enclosing function is `function` (None: module level)."""
         return self._calls_by_function.get(id(function), [])
+
+    def call_site(self, node: cst.CSTNode) -> Optional[CallSite]:
+        """The recorded site of a call node (its function, loops, order)."""
+        return self._calls_by_node.get(id(node))
 
     def returns_of(self, function: FunctionInfo) -> List[ReturnSite]:
         return self._returns_by_function.get(id(function), [])

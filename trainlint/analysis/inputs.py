@@ -192,3 +192,9 @@ def _value_is_parsed_args(ctx: FileContext, value: cst.BaseExpression, site: Sit
                 r.value is not None and _value_is_parsed_args(ctx, r.value, r, depth + 1) for r in ctx.returns_of(fn)
             )
     return False
+
+
+def constructor_arguments(ctx: FileContext, function: FunctionInfo, name: str):
+    """For `__init__`'s parameter `name`: (argument, call site) for what the module's
+    `ClassName(...)` calls pass (shared with analysis/outputs.py)."""
+    return _constructor_arguments(ctx, function, name)

@@ -57,7 +57,9 @@ def source_of(ctx: FileContext, expr: cst.BaseExpression, at: Site, kind: Output
     if q in kind.funcs:
         return f"`{ctx.module.code_for_node(func)}(...)`"
     if isinstance(func, cst.Attribute):
-        if func.attr.value == kind.method and q is None:
+        # `self.softmax(x)` is a layer kept under that name (often `nn.LogSoftmax()`), not
+        # the tensor method: it is followed as a module below.
+        if func.attr.value == kind.method and q is None and not (isinstance(func.value, cst.Name) and func.value.value == "self"):
             return f"`.{kind.method}(...)`"
         if func.attr.value in _SHAPE_METHODS and q is None:
             return source_of(ctx, func.value, at, kind, depth + 1)

@@ -2,33 +2,10 @@ from __future__ import annotations
 
 from typing import Iterator, Optional
 
-import libcst as cst
-
+from trainlint.analysis.losses import is_loss_call
 from trainlint.analysis.torch_api import CROSS_ENTROPY_FUNCS, CROSS_ENTROPY_MODULES
 from trainlint.analysis.values import SOFTMAX, activation_input, activation_through_name, snippet, source_of
 from trainlint.rules.base import Replacement, Report, Rule
-
-
-def is_loss_call(ctx, call, funcs, modules) -> bool:
-    """`F.cross_entropy(...)`, `nn.CrossEntropyLoss()(...)` or `criterion(...)` with
-    `criterion` (a name, `self.` attribute or parameter) built from the loss class."""
-    if call.qualname in funcs:
-        return True
-    func = call.func
-    if isinstance(func, cst.Call):
-        return ctx.qualname(func.func) in modules
-    if call.qualname is not None or not isinstance(func, (cst.Name, cst.Attribute)):
-        return False
-    cands = ctx.constructions(func, call)
-    if not cands:
-        return False
-    for value, _ in cands:
-        if isinstance(value, cst.Call):
-            if ctx.qualname(value.func) not in modules:
-                return False
-        elif ctx.qualname(value) not in funcs:  # `loss_fn = F.cross_entropy`
-            return False
-    return True
 
 
 class SoftmaxBeforeCrossEntropy(Rule):
@@ -123,6 +100,19 @@ class SoftmaxBeforeCrossEntropy(Rule):
         p = F.softmax(out, dim=1)
         out = head(out)
         loss = F.cross_entropy(out, y)
+        """,
+        """
+        import torch.nn as nn
+        # a layer named `softmax` that is a LogSoftmax (harmless before cross-entropy)
+        class RNN(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.out = nn.Linear(128, 10)
+                self.softmax = nn.LogSoftmax(dim=1)
+            def forward(self, x):
+                return self.softmax(self.out(x))
+        rnn = RNN()
+        loss = nn.CrossEntropyLoss()(rnn(x), y)
         """,
     )
     # Softmax through a variable: fixed (unsafe) only where the variable just carries the
