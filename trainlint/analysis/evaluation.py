@@ -5,6 +5,9 @@ An evaluation pass is either
   calls `backward()`/`step()` (Lightning's `*_step` hooks and pytest `test_*` functions
   are not: the framework sets the modes), or
 - a loop over a validation/test loader that runs a model and never trains.
+A function that only feeds the model synthetic tensors (`net(torch.randn(1, 3, 32, 32))`
+to print the output's shape) is a smoke test, not an evaluation pass: it reads no held-out
+data and computes no metric over it, so its modes change nothing anyone reads.
 Modes are read from the pass itself, from what runs before it in its function, and from
 the function's same-module callers.
 """
@@ -32,6 +35,18 @@ EVAL_FUNCTION_NAME = re.compile(
 EVAL_DATA_NAME = re.compile(r"(^|_)(val|valid|validation|test|testing|eval|evaluation|dev|holdout)(_|$|loader|dl|data|set|ds|iter)", re.I)
 FRAMEWORK_HOOK = re.compile(r"^(validation|test|predict|val)_step$|_epoch_end$|^on_", re.I)
 PLAIN_BASES = {"?.object", "?.ABC", "?.Generic", "?.Protocol", "?.NamedTuple", "?.dict", "?.list"}
+# Tensor factories whose output is made-up data, not a sample of any data set.
+SYNTHETIC_TENSORS = {
+    f"torch.{n}"
+    for n in (
+        "randn", "rand", "randint", "randn_like", "rand_like", "randint_like", "zeros", "ones", "empty",
+        "full", "zeros_like", "ones_like", "empty_like", "full_like", "arange", "linspace", "eye", "randperm",
+    )
+}
+# Converters: made-up data only when what they convert is (`torch.tensor([[1.0, 2.0]])`, not
+# `torch.Tensor(obs)`).
+TENSOR_CONVERTERS = {f"torch.{n}" for n in ("tensor", "Tensor", "FloatTensor", "LongTensor", "as_tensor", "from_numpy")}
+_MODULE_METHODS = {"load_state_dict", "eval", "train", "parameters", "named_parameters", "state_dict", "modules", "apply"}
 _NEEDS_GRAD = {"grad", "backward", "requires_grad_", "enable_grad", "generate", "jacobian", "hessian", "vjp", "jvp"}
 
 
@@ -73,9 +88,11 @@ class Evaluation:
             if any(id(p) in eval_functions for p in ctx.enclosing_function_chain(fn.parent)):
                 continue
             calls = self._all_calls(fn)
-            model_calls = [c for c in calls if self.tr.is_model_call(c)]
+            model_calls = self._forward_calls(calls)
             if not model_calls or self._trains(self.tr.function_events(fn)) or self._needs_grad(calls):
                 continue
+            if all(self.feeds_synthetic_data(c) for c in model_calls):
+                continue  # a shape smoke test: `y = net(torch.randn(1, 3, 32, 32)); print(y.size())`
             eval_functions.add(id(fn))
             out.append(EvalPass("function", fn.node.name, fn, None, model_calls[0], f"`{fn.name}()`"))
         eval_loops: List[Block] = []
@@ -90,12 +107,66 @@ class Evaluation:
                 continue  # nested inside an evaluation loop already reported
             eval_loops.append(loop)
             calls = ctx.calls_within(loop)
-            model_calls = [c for c in calls if self.tr.is_model_call(c)]
+            model_calls = self._forward_calls(calls)
             if not model_calls or self._trains(self.tr.all_events(loop)) or self._needs_grad(calls):
                 continue
             it = ctx.module.code_for_node(loop.iter)  # type: ignore[arg-type]
             out.append(EvalPass("loop", loop.node, loop.function, loop, model_calls[0], f"the loop over `{it}`"))
         return out
+
+    def _forward_calls(self, calls: List[CallSite]) -> List[CallSite]:
+        """The model calls among `calls` that run a forward pass. `model = Model(envs).to(dev)`
+        followed by `model(obs)` constructs the model (a class passed in as a parameter
+        looks like a model by name): a call whose result is a name later called as a model,
+        or used as a module, is a construction, not a forward."""
+        model_calls = [c for c in calls if self.tr.is_model_call(c)]
+        modules = {self.tr.model_key(c) for c in model_calls}
+        # ... or a name that module-only methods are called on (`agent.load_state_dict(...)`).
+        modules.update(dotted(c.receiver) for c in calls if c.attr in _MODULE_METHODS and c.receiver is not None)
+        constructed = set()
+        for a in self.ctx.facts.assigns:
+            if a.op != "=" or a.value is None or not any(isinstance(t, cst.Name) and t.value in modules for t in a.targets):
+                continue
+            inner = self.ctx.unwrap_model(a.value)
+            if isinstance(inner, cst.Call):
+                constructed.add(id(inner))
+        return [c for c in model_calls if id(c.node) not in constructed]
+
+    def feeds_synthetic_data(self, call: CallSite) -> bool:
+        """Every input of the model call is made-up data: a tensor factory (`torch.randn`,
+        `torch.zeros`, ...), followed through local assignments and tensor methods
+        (`.to(device)`, `.unsqueeze(0)`), or a literal."""
+        args = [a.value for a in call.node.args]  # type: ignore[attr-defined]
+        return bool(args) and all(self._synthetic(v, call, 0) for v in args)
+
+    def _synthetic(self, expr: cst.BaseExpression, at: Site, depth: int) -> bool:
+        if depth > 6:
+            return False
+        if isinstance(expr, (cst.Integer, cst.Float)):
+            return True
+        if isinstance(expr, cst.Name) and expr.value in ("True", "False", "None"):
+            return True
+        if isinstance(expr, (cst.Tuple, cst.List)):
+            return bool(expr.elements) and all(self._synthetic(e.value, at, depth + 1) for e in expr.elements)
+        if isinstance(expr, cst.BinaryOperation):
+            return self._synthetic(expr.left, at, depth + 1) and self._synthetic(expr.right, at, depth + 1)
+        if isinstance(expr, cst.UnaryOperation):
+            return self._synthetic(expr.expression, at, depth + 1)
+        if isinstance(expr, cst.Call):
+            q = self.ctx.qualname(expr.func)
+            if q in SYNTHETIC_TENSORS:
+                return True
+            if q in TENSOR_CONVERTERS:
+                return bool(expr.args) and all(self._synthetic(a.value, at, depth + 1) for a in expr.args if a.keyword is None)
+            # A tensor method on made-up data is still made-up data: `.to(device)`, `.view(...)`.
+            f = expr.func
+            return isinstance(f, cst.Attribute) and self._synthetic(f.value, at, depth + 1)
+        if isinstance(expr, cst.Name):
+            values = self.ctx.resolve(expr, at)
+            return bool(values) and all(
+                v is not expr and self._synthetic(v, site, depth + 1) for v, site in values
+            )
+        return False
 
     def _called_while_training(self, fn: FunctionInfo) -> bool:
         """A same-module caller trains around it (`infer()` used by the training step)."""
@@ -275,6 +346,14 @@ class Evaluation:
             cls = self.ctx.class_named(call.func.value)
             if cls is not None:
                 return self._class_has_mode_layers(cls, seen)
+            factory = self.ctx.function_named(call.func.value)
+            if factory is not None and factory.name not in seen:
+                # `def ResNet18(): return ResNet(BasicBlock, [2, 2, 2, 2])`: what it returns.
+                seen.add(factory.name)
+                returns = [r.value for r in self.ctx.returns_of(factory)]
+                return not returns or any(
+                    not isinstance(v, cst.Call) or self._construction_has_mode_layers(v, seen) for v in returns
+                )
         return True
 
     def _class_has_mode_layers(self, cls: ClassInfo, seen: set) -> bool:
