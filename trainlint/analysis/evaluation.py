@@ -2,8 +2,8 @@
 
 An evaluation pass is either
 - a function named like evaluate/validate/test/predict/infer that runs a model and never
-  calls `backward()`/`step()` (Lightning's `*_step` hooks and pytest `test_*` functions
-  are not: the framework sets the modes), or
+  calls `backward()`/`step()` (Lightning's `*_step` hooks are not, and pytest modules are
+  skipped: the framework sets the modes), or
 - a loop over a validation/test loader that runs a model and never trains.
 A function that only feeds the model synthetic tensors (`net(torch.randn(1, 3, 32, 32))`
 to print the output's shape) is a smoke test, not an evaluation pass: it reads no held-out
@@ -81,8 +81,6 @@ class Evaluation:
                 continue
             if fn.cls is not None and self.tr.is_module_class(fn.cls):
                 continue  # the model's own method (`predict()` inside forward): not a pass
-            if fn.name.startswith("test_") and ctx.imports_test_framework:
-                continue  # a pytest/unittest test: the test sets up what it needs
             if self._called_while_training(fn):
                 continue
             if any(id(p) in eval_functions for p in ctx.enclosing_function_chain(fn.parent)):
