@@ -23,7 +23,7 @@ from typing import List, Optional
 import libcst as cst
 
 from trainlint.analysis.context import FileContext
-from trainlint.analysis.facts import Block, CallSite, ClassInfo, FunctionInfo, Site, walk
+from trainlint.analysis.facts import Block, CallSite, ClassInfo, FunctionInfo, Site, iter_children, walk
 from trainlint.analysis.names import dotted, expression_facts
 from trainlint.analysis.torch_api import MODE_DEPENDENT_LAYER, SET_GRAD_ENABLED
 from trainlint.analysis.training import BACKWARD, EVAL, MODE, STEP, TRAIN
@@ -45,7 +45,14 @@ SYNTHETIC_TENSORS = {
 }
 # Converters: made-up data only when what they convert is (`torch.tensor([[1.0, 2.0]])`, not
 # `torch.Tensor(obs)`).
-TENSOR_CONVERTERS = {f"torch.{n}" for n in ("tensor", "Tensor", "FloatTensor", "LongTensor", "as_tensor", "from_numpy")}
+TENSOR_CONVERTERS = {
+    *(f"torch.{n}" for n in ("tensor", "Tensor", "FloatTensor", "LongTensor", "as_tensor", "from_numpy")),
+    "torch.autograd.Variable",  # pre-0.4 code: `Variable(torch.randn(1, 3, 32, 32))`
+    "torch.autograd.variable.Variable",
+}
+# Where a smoke test looks at a model's output: its shape, printed, asserted.
+_INSPECTING_ATTRS = {"size", "shape", "dtype", "device", "ndim", "dim", "numel"}
+_INSPECTING_CALLS = {"print", "len", "type", "isinstance"}
 _MODULE_METHODS = {"load_state_dict", "eval", "train", "parameters", "named_parameters", "state_dict", "modules", "apply"}
 _NEEDS_GRAD = {"grad", "backward", "requires_grad_", "enable_grad", "generate", "jacobian", "hessian", "vjp", "jvp"}
 
@@ -62,6 +69,36 @@ class EvalPass:
     @property
     def start(self) -> int:
         return self.loop.start if self.loop is not None else self.function.start  # type: ignore[union-attr]
+
+
+def _outputs_only_inspected(fn: FunctionInfo, model_calls: List[CallSite]) -> bool:
+    """The model's outputs are only looked at -- printed, their shape read, asserted -- not
+    scored: a metric over noise fed to a generator (`fid(G(z))`) is an evaluation."""
+    calls = {id(c.node) for c in model_calls}
+    assigned, names = set(), set()
+    for node in walk(fn.node.body):
+        if isinstance(node, cst.Assign) and id(node.value) in calls:
+            targets = [t.target for t in node.targets]
+            if all(isinstance(t, cst.Name) for t in targets):
+                assigned.add(id(node.value))
+                names.update(t.value for t in targets)  # type: ignore[union-attr]
+
+    def fine(node: cst.CSTNode, inspecting: bool) -> bool:
+        if id(node) in calls:
+            return inspecting or id(node) in assigned
+        if isinstance(node, cst.Name):
+            return inspecting or node.value not in names
+        if isinstance(node, cst.Assign):
+            return fine(node.value, inspecting)  # the targets are bindings, not uses
+        if isinstance(node, cst.Attribute) and node.attr.value in _INSPECTING_ATTRS:
+            return fine(node.value, True)
+        if isinstance(node, cst.Call) and isinstance(node.func, cst.Name) and node.func.value in _INSPECTING_CALLS:
+            return all(fine(a.value, True) for a in node.args)
+        if isinstance(node, cst.Assert):
+            return fine(node.test, True) and (node.msg is None or fine(node.msg, True))
+        return all(fine(child, inspecting) for child in iter_children(node))
+
+    return fine(fn.node.body, False)
 
 
 class Evaluation:
@@ -89,7 +126,7 @@ class Evaluation:
             model_calls = self._forward_calls(calls)
             if not model_calls or self._trains(self.tr.function_events(fn)) or self._needs_grad(calls):
                 continue
-            if all(self.feeds_synthetic_data(c) for c in model_calls):
+            if all(self.feeds_synthetic_data(c) for c in model_calls) and _outputs_only_inspected(fn, model_calls):
                 continue  # a shape smoke test: `y = net(torch.randn(1, 3, 32, 32)); print(y.size())`
             eval_functions.add(id(fn))
             out.append(EvalPass("function", fn.node.name, fn, None, model_calls[0], f"`{fn.name}()`"))

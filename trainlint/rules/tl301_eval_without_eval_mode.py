@@ -156,12 +156,16 @@ class EvalWithoutEvalMode(Rule):
             def forward(self, x):
                 return self.bn(self.conv(x))
 
-        # a shape smoke test: made-up input, nothing measured
+        # shape smoke tests: made-up input, the output's shape looked at, nothing measured
         def test():
             net = Net()
             x = torch.randn(2, 3, 32, 32).to("cpu")
             y = net(x)
             print(y.size())
+
+        def test_net():
+            net = Net()
+            assert net(torch.zeros(1, 3, 8, 8)).shape == (1, 8, 6, 6), "bad shape"
         """,
         """
         import torch
@@ -189,6 +193,16 @@ class EvalWithoutEvalMode(Rule):
         """,
     )
     INVALID = (
+        """
+        import torch
+        from torch.autograd import Variable
+        # near-miss of a smoke test: noise is a generator's real input, and it is scored
+        @torch.no_grad()
+        def evaluate_generator(netG):  # !
+            z = Variable(torch.randn(64, 100, 1, 1))
+            fake = netG(z)
+            return inception_score(fake)
+        """,
         """
         import torch
         # near-miss of a smoke test: the input is held-out data converted to a tensor
