@@ -63,7 +63,7 @@ class HighAdamLearningRate(Rule):
     learning rate itself, whatever the gradients' magnitude. Its default is 1e-3 and most
     models train with 1e-4 to 3e-3; at 0.01 and above training often diverges, oscillates or
     settles far from the minimum. A value copied from SGD (where 0.1 is usual) is a common
-    cause. Files that use `OneCycleLR`/`CyclicLR` (which overwrite the rate) and test files are
+    cause. Files that use `OneCycleLR`/`CyclicLR` (which overwrite the rate) and test modules are
     not reported.
 
     Where it applies: supervised and self-supervised training, at 0.01 and above. A file that
