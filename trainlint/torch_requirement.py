@@ -306,8 +306,11 @@ _cache: Dict[str, TorchPin] = {}
 def torch_pin_for(path: str) -> TorchPin:
     """The torch pin that governs the file at `path` (a file name, relative to the current
     folder or absolute; "-" for standard input: the current folder)."""
-    folder = os.getcwd() if path in ("-", "") else os.path.dirname(os.path.abspath(path))
-    return _pin_of(folder)
+    try:
+        folder = os.getcwd() if path in ("-", "") else os.path.dirname(os.path.abspath(path))
+        return _pin_of(folder)
+    except (OSError, ValueError):  # a vanished current folder, a path with a NUL byte
+        return UNKNOWN
 
 
 def _pin_of(folder: str) -> TorchPin:
