@@ -287,7 +287,10 @@ def _folder_pin(folder: str) -> Optional[TorchPin]:
         for req in reqs:
             state = _requirement_state(req)
             if state is not None:
-                states.append((state, f"{name.replace(os.sep, '/')}: {req.split(';', 1)[0].strip()}"))
+                shown = req.split(";", 1)[0].strip()
+                if shown.lower() == "torch":
+                    shown = "torch, no version"
+                states.append((state, f"{name.replace(os.sep, '/')}: {shown}"))
         py = _python_state(python)
         if py is not None:
             python_states.append((py, f"{name}: requires-python {python}"))
