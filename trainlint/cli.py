@@ -291,6 +291,9 @@ def _lint_paths(opts: dict, output: "_Output") -> int:
     config_paths = [opts["stdin_filename"] or "."] if use_stdin else paths
     settings = _settings(opts, config_paths)
     fix_mode = None if opts["add_noqa"] else _fix_mode(settings, opts["diff"])
+    from trainlint import torch_requirement
+
+    torch_requirement.clear_cache()  # metadata is read afresh on every run (an in-process caller may edit it)
     if use_stdin:
         return _run_stdin(settings, opts, fix_mode, output)
 

@@ -194,7 +194,7 @@ def lint_text(
                 end_column=end.column + 1,
                 code=rule.code,
                 name=rule.name,
-                severity=rule.severity,
+                severity=rep.severity if rep.severity in rule.severities else rule.severity,
                 message=rep.message,
                 fix=finding_fix,
             )

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Deque, FrozenSet, Iterable, Iterator, List, Optional, Tuple
 
 from trainlint.finding import Finding
+from trainlint.torch_requirement import cache_key_part
 
 if TYPE_CHECKING:  # pragma: no cover
     from trainlint.cache import Cache
@@ -250,7 +251,7 @@ def lint_files(
             selected = settings.selected_for(rel_to(sf.path, settings.root) or sf.path.name)
             key = None
             if cache is not None:
-                key = cache.key(content, sf.display, sf.kind, selected)
+                key = cache.key(content, sf.display, sf.kind, selected, cache_key_part(str(sf.path), selected))
                 hit = cache.get(key, sf.display)
                 if hit is not None and not (fix_mode and _has_applicable_fix(hit, fix_mode)):
                     outcomes[i] = Outcome(sf.display, hit, cached=True, path=sf.path, kind=sf.kind, selected=selected)
@@ -275,7 +276,8 @@ def lint_files(
 def cache_written(cache: Optional["Cache"], out: Outcome) -> None:
     """After a fix was written: the remaining findings are the new content's result."""
     if cache is not None and out.new_content is not None and out.error is None and out.warning is None:
-        key = cache.key(out.new_content, out.display, out.kind, out.selected)
+        project = cache_key_part(str(out.path), out.selected) if out.path is not None else ""
+        key = cache.key(out.new_content, out.display, out.kind, out.selected, project)
         cache.put(key, out.findings)
 
 

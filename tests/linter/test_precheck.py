@@ -11,7 +11,7 @@ import textwrap
 import pytest
 
 from trainlint.engine import lint_text
-from trainlint.precheck import CATALOGUE, applicable, is_test_path
+from trainlint.precheck import CATALOGUE, applicable
 
 
 def passes(code, src, path="train.py"):
@@ -121,13 +121,15 @@ def test_spellings_a_text_needle_could_miss_still_reach_the_rule(code, src):
     assert with_precheck == lint_text(src, "train.py", precheck=False).findings
 
 
-def test_rules_that_skip_test_files_skip_them_by_path():
+def test_no_entry_skips_a_file_by_its_name():
+    """Test modules are told apart by content after parsing (a `test_*.py` script is linted):
+    a name alone never lets the pre-check skip a file, so it cannot disagree with the parse."""
     src = "import torch\nfrom torch.utils.data import DataLoader\nloader = DataLoader(train_set)\n"
-    assert passes("TL401", src, "pkg/train.py")
-    assert passes("TL401", src, "test.py")   # usually the script that evaluates a checkpoint
-    for path in ("tests/test_data.py", "pkg/test_loader.py", "loader_test.py", "conftest.py", "pkg/tests.py"):
-        assert is_test_path(path)
-        assert not passes("TL401", src, path)
+    for path in ("pkg/train.py", "test.py", "tests/test_data.py", "pkg/test_loader.py", "loader_test.py", "conftest.py"):
+        assert passes("TL401", src, path)
+    pytest_module = "import pytest\n" + src
+    for path in ("tests/test_data.py", "train.py"):
+        assert lint_text(pytest_module, path).findings == lint_text(pytest_module, path, precheck=False).findings == []
 
 
 def test_codes_outside_the_catalogue_always_apply():

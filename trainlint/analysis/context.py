@@ -112,13 +112,12 @@ class FileContext:
         return bool(roots & TORCH_ROOTS)
 
     @cached_property
-    def imports_test_framework(self) -> bool:
-        roots = {q.split(".", 1)[0] for q in self.imports.alias.values()}
-        return bool(roots & {"pytest", "unittest", "hypothesis"})
-
-    @cached_property
     def is_test_file(self) -> bool:
-        return precheck.is_test_path(self.path)
+        """A pytest/unittest module, judged by its content (see analysis/pytest_modules.py):
+        the rules that exempt tests skip it; a script named `test_*.py` is linted."""
+        from trainlint.analysis.pytest_modules import is_test_module
+
+        return is_test_module(self)
 
     @cached_property
     def loops(self) -> List[Block]:
