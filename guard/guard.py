@@ -161,9 +161,11 @@ class TrainingGuard:
         self._sharded = is_sharded(self.root)   # FSDP: each rank holds a shard
         self._history = History()
         self._events: List[Dict[str, Any]] = []
+        self.notes: List[str] = []   # what the guard could not measure, shown by report()
         self._event_index: Dict[tuple, int] = {}
         self.step = 0                 # optimizer steps seen so far
         self._entered = self._active = False
+        self._on_meta = False         # parameters on the meta device: nothing to measure yet
         self._handles: list = []
         self._probe: Optional[ActivationProbe] = None
         self._first_forward: list = []   # distributed: first-forward findings, agreed at step 0
@@ -299,6 +301,7 @@ class TrainingGuard:
             raise RuntimeError("a TrainingGuard is entered once; create a new one per run")
         self._entered = True
         self._collect_params()
+        self._on_meta = self._meta_note()
         # Checks on entry run before any hook exists: raising here leaves nothing behind.
         for name in ("init", "update"):
             check = self._checks[name]
@@ -328,6 +331,32 @@ class TrainingGuard:
         return False
 
     # ----------------------------------------------------------------- set-up
+    def _meta_note(self) -> bool:
+        """Parameters on the meta device hold no data: nothing about them can be
+        measured. Say so once (report()), and measure nothing per step until the
+        model is materialised in place (the same parameter objects, e.g. ``to_empty()``
+        with ``torch.__future__.set_swap_module_params_on_conversion(True)``)."""
+        meta = [n for n, p in self.root.named_parameters() if p.is_meta]
+        if not meta:
+            return False
+        more = f" (and {len(meta) - 3} more)" if len(meta) > 3 else ""
+        self.notes.append(
+            f"{len(meta)} parameter(s) on the meta device (no data yet): "
+            f"{', '.join(meta[:3])}{more}. The init check skipped them, and steps taken "
+            "while they are on the meta device are not measured. Materialise the model "
+            "(to_empty() and an initialisation, or a checkpoint) before entering the guard "
+            "for the full checks.")
+        return True
+
+    def _still_on_meta(self) -> bool:
+        """While the model is on the meta device: True. Once it has been materialised in
+        place (the same parameter objects), set up the device-dependent state again."""
+        if any(p.is_meta for p in self._params):
+            return True
+        self._on_meta = False
+        self._collect_params()
+        return False
+
     def _collect_params(self) -> None:
         names = {id(p): n for n, p in self.root.named_parameters()}
         sparse = {id(p) for m in self.root.modules()
@@ -425,6 +454,9 @@ class TrainingGuard:
 
     def _pre_step(self, optimizer, args, kwargs):
         step = self.step
+        if self._on_meta and self._still_on_meta():
+            self._take_loss()   # nothing on the meta device can be read back: count the step
+            return None
         loss = self._take_loss()
         rec = _Step(step, loss, self._lrs())
         if step == 0 and self._decisions.collective and self._checks["init"].mode != "off":
@@ -684,6 +716,8 @@ class TrainingGuard:
     def _read_back(self, final: bool = False, emit: bool = True) -> None:
         """Bring the pending per-step tensors to the host (one transfer per kind)
         and let the checks judge them."""
+        if self._on_meta:
+            return   # nothing was measured; judging "no gradient in N steps" would be wrong
         recs, self._pending = self._pending, []
         ups, self._pending_updates = self._pending_updates, []
         if not recs and not ups and not final:
@@ -801,7 +835,7 @@ class TrainingGuard:
 
     def _nonfinite_params(self) -> List[str]:
         """Parameters holding NaN/Inf now (one fused pass, at read-back only)."""
-        if not self._params:
+        if not self._params or self._on_meta:
             return []
         # Max-abs norm: unlike the L2 norm it cannot overflow on large finite values.
         params = self._local_params()

@@ -86,6 +86,7 @@ def summary(guard) -> Dict[str, Any]:
         "early_stopping": {"stopped": es.stopped, "best_metric": es.best, "calls": es.calls,
                            "best_call": es.best_call, "restored": es.restored},
         "events": list(guard._events),
+        "notes": list(guard.notes),
     }
 
 
@@ -132,12 +133,16 @@ def format_report(guard) -> str:
             lines.append(f"  ... {len(layers) - _MAX_LAYERS} more in to_json()")
     checks = ", ".join(f"{n}={c.mode}" for n, c in guard._checks.items())
     lines.append(f"checks: {checks}")
+    for note in s["notes"]:
+        lines.append(f"note: {note}")
     if s["events"]:
         lines.append(f"findings ({len(s['events'])}):")
         for e in s["events"]:
             where = f" step {e['step']}" if e["step"] is not None else ""
             lines.append(f"  [{e['action']}] {e['check']}/{e['cause']}{where}"
                          f"{' x%d' % e['count'] if e['count'] > 1 else ''}: {e['message']}")
+    elif s["notes"]:
+        lines.append("findings: none (but see the notes: not everything could be measured)")
     else:
         lines.append("findings: none -- the run looks healthy")
     return "\n".join(lines)
