@@ -13,7 +13,8 @@ How it stays out of the way
   tensors to a list. Every ``check_every`` steps (and at exit) the list is
   read back in one go and the checks judge the numbers.
 * The costly measurements (parameter movement for the update check) are
-  sampled, and use a fixed set of at most 32 elements per parameter tensor.
+  sampled, and use a fixed set of at most 32 elements per parameter tensor,
+  picked at random once (seeded) so that they spread over rows and columns.
 
 When the guard must skip or refuse an update
 --------------------------------------------
@@ -59,6 +60,23 @@ from .window import UpdateSample, Window, nanmedian
 
 _UNSET = object()
 _SAMPLE_ELEMENTS = 32   # elements per tensor read to measure parameter movement
+
+
+def _sample_indices(numel: int, gen: torch.Generator) -> torch.Tensor:
+    """Up to ``_SAMPLE_ELEMENTS`` distinct flat indices of a tensor, a seeded random
+    pick. A regular stride can fall into the tensor's layout: for Linear(784, 128)
+    the stride numel/32 is a multiple of the row length, so every sample lies in
+    input column 0 -- a pixel that is always 0 on MNIST, whose weights never move
+    -- and a stride made coprime with the row only walks along the first columns.
+    A random pick spreads over rows and columns (and channels, kernel positions)."""
+    if numel <= _SAMPLE_ELEMENTS:
+        return torch.arange(numel)
+    if numel <= 64 * _SAMPLE_ELEMENTS:
+        pick = torch.randperm(numel, generator=gen)[:_SAMPLE_ELEMENTS]
+    else:   # no permutation of a huge tensor: draw twice as many, keep the distinct
+        distinct = torch.unique(torch.randint(numel, (2 * _SAMPLE_ELEMENTS,), generator=gen))
+        pick = distinct[torch.randperm(len(distinct), generator=gen)[:_SAMPLE_ELEMENTS]]
+    return pick.sort().values
 
 
 _INTERNAL_DIRS = (os.path.dirname(os.path.abspath(__file__)),
@@ -666,10 +684,9 @@ class TrainingGuard:
         if not params:
             return
         if self._sample_idx is None:
-            # Fixed, evenly spread elements: a small constant per tensor.
-            self._sample_idx = [
-                torch.arange(min(p.numel(), _SAMPLE_ELEMENTS), device=p.device)
-                * max(1, p.numel() // _SAMPLE_ELEMENTS) for p in params]
+            # A fixed set of elements per tensor, a small constant: picked once.
+            gen = torch.Generator().manual_seed(0)
+            self._sample_idx = [_sample_indices(p.numel(), gen).to(p.device) for p in params]
         before = [torch.take(p, i) for p, i in zip(params, self._sample_idx)]
         # Whole-tensor norms (a full pass over the weights) only while the update
         # check still has a parameter it has not seen move.
