@@ -410,6 +410,12 @@ class TrainingGuard:
                 self._gate = "device"
             else:
                 self._gate = "host" if finite == "skip" else "deferred"
+        # A "raise" gradient-norm check is exact (it raises before the update of the
+        # exploding step) where reading the norm costs nothing: CPU tensors, or
+        # check_every=1 (a read every step anyway). On an accelerator it is judged at
+        # the read-back, like everything else: no per-step sync.
+        host_free = (on_cpu and self._force_gate in (None, "host")) or self.check_every == 1
+        self._exact_norm = self._checks["gradient-norm"].mode == "raise" and host_free
         self._sample_every = max(2, self.check_every // 5)
         self.needs_full_norms = True   # cleared by the update check once all params moved
         self._sticky = None
@@ -497,11 +503,27 @@ class TrainingGuard:
                 rec.per, rec.total, rec.present = observed[1]
             if self._gate is not None:
                 self._gate_step(optimizer, rec, loss)
+            if self._exact_norm and not rec.host_skipped and self._exploding_now(rec):
+                # Judged now, before the update is applied: the error names this step
+                # and the parameters are still those of the last step.
+                self._pending.append(rec)
+                self._read_back()   # raises ExplodingGradientError
+                return None
             if self._checks["update"].mode != "off" and \
                     (step < 2 or step % self._sample_every == 0):
                 self._snapshot_before(step)
         self._pending.append(rec)
         return None
+
+    def _exploding_now(self, rec) -> bool:
+        """The step's global norm is finite and above the exploding threshold (a host
+        read: only where it is free, see ``_exact_norm``)."""
+        if rec.total is None:
+            return False
+        if rec.scaler_inf is not None and bool(rec.scaler_inf.item()):
+            return False   # a GradScaler overflow: skipped by the scaler, not an explosion
+        norm = rec.total.item()
+        return math.isfinite(norm) and norm > self._checks["gradient-norm"].opt["exploding"]
 
     def _measure(self, optimizer):
         """(this rank's gradients, (per-parameter norms, global norm, indices of the
