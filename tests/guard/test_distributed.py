@@ -377,12 +377,12 @@ def test_nan_on_one_rank_all_ranks_raise_at_the_same_step(world, where):
         assert _same(outs, "steps") == 6
 
 
-
 def test_exploding_gradient_on_one_rank_all_ranks_raise_before_the_update():
     a, b = run_ranks("scenario_exploding_one_rank")
     assert a["raised"] == b["raised"] == "ExplodingGradientError"
     assert a["step"] == b["step"] == 2 and a["steps"] == b["steps"] == 3
     assert a["checksum"] == b["checksum"]
+
 
 @pytest.mark.parametrize("world", [2, 3])
 def test_nan_on_one_rank_all_ranks_skip_the_same_step_and_go_on(world):
