@@ -279,9 +279,11 @@ class TrainingGuard:
         """
         value = float(metric.detach().float().mean()) if isinstance(metric, torch.Tensor) \
             else float(metric)
-        stop = self._decisions.host_any(self._early.update(value, self.root))
+        last_step = self.step - 1 if self.step else None
+        stop = self._decisions.host_any(self._early.update(value, self.root, last_step))
         if stop and not self._early.stopped:
             self._early.stopped = True
+            self._early.stop_step = last_step
             if self._early.restore_best:
                 self._early.restore(self.root)
                 if not self._sharded:   # DDP replicas: rank 0's best weights everywhere
@@ -304,14 +306,18 @@ class TrainingGuard:
             self._read_back()
         to_json(self, path)
 
-    def plot(self, path) -> None:
-        """Plot loss, gradient norm and update ratio to ``path`` (needs matplotlib)."""
+    def plot(self, path):
+        """Plot loss, gradient norm (before and after clipping) and update ratio to
+        ``path`` (needs matplotlib), with the findings, skipped steps and early
+        stopping marked; returns the matplotlib ``Figure`` (``None`` on ranks other
+        than 0 under ``torch.distributed``)."""
         if not self._decisions.is_writer:
-            return
+            return None
         from .plot import plot_history
         if self._active and not self._decisions.collective:
             self._read_back()
-        plot_history(self._history, path)
+        return plot_history(self._history, path, events=self._events, early=self._early,
+                            max_grad_norm=self.max_grad_norm)
 
     # ------------------------------------------------------------ enter / exit
     def __enter__(self) -> "TrainingGuard":

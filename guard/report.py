@@ -84,7 +84,8 @@ def summary(guard) -> Dict[str, Any]:
         "grad_norm_median": sorted(gn)[len(gn) // 2] if gn else None,
         "grad_norm_max": max(gn) if gn else None,
         "early_stopping": {"stopped": es.stopped, "best_metric": es.best, "calls": es.calls,
-                           "best_call": es.best_call, "restored": es.restored},
+                           "best_call": es.best_call, "restored": es.restored,
+                           "best_step": es.best_step, "stop_step": es.stop_step},
         "events": list(guard._events),
         "notes": list(guard.notes),
     }
