@@ -7,13 +7,15 @@ robust to single bad batches -- never on single batch losses:
   its best (by a margin that matters on the loss's scale), or, after the run had
   learned, above the loss it started from, or above ``worse_than_start`` x the
   loss before training (a blow-up the run never recovered from);
-* no-progress -- for ``window`` steps the best smoothed loss has not improved by
-  ``min_improvement`` (relative) and it is still above half the starting loss:
-  the run has not learned anything yet. A run that has learned and then
-  plateaus is healthy and is not reported.
-* chance      -- the same, with a classification loss (cross-entropy, BCE) still
-  at the value of an untrained model (``log C``): the model predicts no better
-  than chance (labels shuffled or misaligned, dead units after a blow-up).
+* no-progress -- for ``window`` steps the smoothed loss has not improved by
+  ``min_improvement`` (relative to its value at the last improvement) and it is
+  still above half the starting loss: the run has not learned anything yet. A
+  run that has learned and then plateaus is healthy and is not reported.
+* chance      -- ``window`` steps after the first smoothed value, a
+  classification loss (cross-entropy, BCE) has never been clearly below the
+  value of an untrained model (``chance`` x ``log C``): the model predicts no
+  better than chance (labels shuffled or misaligned, dead units after a
+  blow-up). It takes the place of no-progress.
 
 The loss *before training* is not only the first smoothed value: a blow-up in
 the first 25 steps would become the baseline. It is also taken from the very
@@ -53,7 +55,7 @@ class DivergenceCheck(Check):
         "window": 200,           # steps without progress
         "min_improvement": 0.01,
         "early": 5,              # first losses whose median may serve as the start
-        "chance": 0.95,          # best smoothed >= chance x log C: no better than chance
+        "chance": 0.97,          # best smoothed >= chance x log C: no better than chance
     }
 
     def __init__(self, mode, options, guard):
@@ -71,6 +73,8 @@ class DivergenceCheck(Check):
         self.start_from = None       # which losses gave `start`, for the messages
         self.peak = None             # (loss, step): the largest single finite loss
         self._last_improvement = 0
+        self._ref = math.inf          # the smoothed loss at the last improvement
+        self._first_smoothed = 0      # the step of the first smoothed value
         self._done = set()
 
     # ---------------------------------------------------------------- start
@@ -128,19 +132,30 @@ class DivergenceCheck(Check):
                 # the first window must not become the reference.
                 if self.start < sm:
                     self.best, self.best_step = self.start, self._first[0]
+                # Progress is counted from the first smoothed value.
+                self._ref, self._last_improvement = sm, step
+                self._first_smoothed = step
             self._n_smoothed += 1
             self.smoothed = sm
-            if self.best == math.inf or \
-                    sm < self.best - self.opt["min_improvement"] * abs(self.best):
-                self._last_improvement = step
+            # An improvement: min_improvement below the value at the last improvement
+            # (not below the running best, which a slow steady decrease drags along so
+            # that no single step ever improves on it by 1 %).
+            if sm < self._ref - self.opt["min_improvement"] * abs(self._ref):
+                self._ref, self._last_improvement = sm, step
             if sm < self.best:
                 self.best, self.best_step = sm, step
             if "diverging" not in self._done and self._n_smoothed >= self.opt["min_steps"]:
                 finding = self._diverging(step, sm)
                 if finding is not None:
                     findings.append(finding)
-            if "no-progress" not in self._done and self.start is not None and self.start > 0 \
-                    and step - self._last_improvement >= self.opt["window"] \
+            if "no-progress" in self._done:
+                continue
+            if step - self._first_smoothed >= self.opt["window"] and self._at_chance(sm):
+                # Judged on its own: labels the model cannot learn (shuffled) still let it
+                # memorise a little, so its loss creeps down by more than 1 % now and then.
+                self._done.add("no-progress")
+                findings.append(self._chance(step, sm))
+            elif self.start > 0 and step - self._last_improvement >= self.opt["window"] \
                     and self.best > 0.5 * self.start:
                 self._done.add("no-progress")
                 # Still far above the start after a reported divergence: that finding
@@ -149,6 +164,13 @@ class DivergenceCheck(Check):
                         * self.start):
                     findings.append(self._no_progress(step, sm))
         return findings
+
+    def _at_chance(self, sm: float) -> bool:
+        """Never clearly below the untrained loss of a classifier (``log C``), and not
+        far above it now (far above is a divergence, not chance)."""
+        untrained = untrained_loss(getattr(self.guard, "_loss_meta", None))
+        return bool(untrained) and self.best >= self.opt["chance"] * untrained and \
+            sm <= 1.25 * untrained
 
     def _diverging(self, step: int, sm: float) -> Optional[Finding]:
         gap = sm - self.best
@@ -188,30 +210,29 @@ class DivergenceCheck(Check):
             "(maximising the loss); with Adam try a smaller lr or a larger eps.",
             step=step)
 
-    def _no_progress(self, step: int, sm: float) -> Finding:
-        untrained = untrained_loss(getattr(self.guard, "_loss_meta", None))
-        blew_up = self._blew_up()
-        if blew_up:
+    def _lr_advice(self) -> str:
+        if self._blew_up():
             # A blow-up followed by a flat loss: the step was too large (dead units,
             # saturated logits); a larger learning rate would make it worse.
-            lr_advice = ("the learning rate is too high: lower it (run guard.lr_find) or add "
-                         "warm-up, clip gradients (max_grad_norm)")
-        else:
-            lr_advice = "check the learning rate (run guard.lr_find)"
-        # At chance: never clearly below the untrained loss, and not far above it now
-        # (far above is a divergence, not chance).
-        if untrained and self.best >= self.opt["chance"] * untrained and \
-                sm <= 1.25 * untrained:
-            meta = self.guard._loss_meta
-            return Finding(
-                "chance",
-                f"no better than chance: after {step + 1} steps the smoothed loss ({sm:.4g} at "
-                f"step {step}; best {self.best:.4g}) is still the loss of an untrained model, "
-                f"{meta['detail']} with {meta['kind']}: the model predicts no better than "
-                f"chance.{self._blow_up_note()} Remedies: check that labels match their inputs "
-                "(shuffled or misaligned labels, a wrong target column, augmentation that "
-                f"destroys the signal); {lr_advice}; check that the optimizer holds the "
-                "model's parameters and that gradients reach them.", step=step)
+            return ("the learning rate is too high: lower it (run guard.lr_find) or add "
+                    "warm-up, clip gradients (max_grad_norm)")
+        return "check the learning rate (run guard.lr_find)"
+
+    def _chance(self, step: int, sm: float) -> Finding:
+        meta = self.guard._loss_meta
+        return Finding(
+            "chance",
+            f"no better than chance: after {step + 1} steps the smoothed loss ({sm:.4g} at "
+            f"step {step}; best {self.best:.4g}) is still the loss of an untrained model, "
+            f"{meta['detail']} with {meta['kind']}: the model predicts no better than "
+            f"chance.{self._blow_up_note()} Remedies: check that labels match their inputs "
+            "(shuffled or misaligned labels, a wrong target column, augmentation that "
+            f"destroys the signal); {self._lr_advice()}; check that the optimizer holds the "
+            "model's parameters and that gradients reach them.", step=step)
+
+    def _no_progress(self, step: int, sm: float) -> Finding:
+        blew_up = self._blew_up()
+        lr_advice = self._lr_advice()
         return Finding(
             "no-progress",
             f"no progress: the smoothed loss ({sm:.4g} at step {step}) has not "

@@ -199,3 +199,24 @@ def test_a_plateau_above_chance_without_log_c_is_still_no_progress():
     g, rec = _run_with_losses(losses, mode="warn")
     (w,) = guard_warnings(rec)
     assert w.cause == "no-progress" and "blew up" not in str(w)
+
+
+def test_a_slow_steady_decrease_is_progress():
+    """0.05 % per step: no single step improves on the running best by 1 %, yet the loss
+    falls by 10 % every 200 steps -- that is progress, not a stalled run."""
+    losses = [2.0 * 0.9995 ** i for i in range(450)]
+    g, rec = _run_with_losses(losses, mode="warn")
+    assert guard_warnings(rec) == []
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_a_small_learning_rate_that_learns_slowly_is_not_chance(seed):
+    """Adam lr=1e-4 on real labels: 300 steps take the loss only ~6 % below log 10, but it
+    keeps falling: neither 'no better than chance' nor 'no progress'."""
+    torch.manual_seed(seed)
+    x, y = data("digits", n=1797, seed=seed)
+    model = nn.Sequential(nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 10))
+    g, rec, _ = train(model, torch.optim.Adam(model.parameters(), 1e-4), x, y, steps=300,
+                      seed=seed)
+    assert guard_warnings(rec) == [], [str(w) for w in guard_warnings(rec)]
+    assert g.history[-1]["loss"] < 0.97 * math.log(10)
