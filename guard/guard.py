@@ -511,7 +511,9 @@ class TrainingGuard:
                 self._gate_step(optimizer, rec, loss)
             if self._exact_norm and not rec.host_skipped and self._exploding_now(rec):
                 # Judged now, before the update is applied: the error names this step
-                # and the parameters are still those of the last step.
+                # and the parameters are still those of the last step. The optimizer
+                # gets back what the gate lent it (found_inf), as after a step.
+                self._restore_step_state()
                 self._pending.append(rec)
                 self._read_back()   # raises ExplodingGradientError
                 return None
