@@ -46,6 +46,10 @@ class History:
             return list(self._lr)
         return [_opt(v) for v in self._cols[name]]
 
+    def recent_lrs(self, n: int) -> List[Any]:
+        """The learning rates of the last ``n`` steps (cheap: no full column copy)."""
+        return self._lr[-n:]
+
     def records(self) -> List[Dict[str, Any]]:
         out = []
         for i in range(len(self)):

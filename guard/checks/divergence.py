@@ -150,20 +150,34 @@ class DivergenceCheck(Check):
                     findings.append(finding)
             if "no-progress" in self._done:
                 continue
-            if step - self._first_smoothed >= self.opt["window"] and self._at_chance(sm):
-                # Judged on its own: labels the model cannot learn (shuffled) still let it
-                # memorise a little, so its loss creeps down by more than 1 % now and then.
-                self._done.add("no-progress")
+            # Judged on its own: labels the model cannot learn (shuffled) still let it
+            # memorise a little, so its loss creeps down by more than 1 % now and then.
+            chance = step - self._first_smoothed >= self.opt["window"] and self._at_chance(sm)
+            stalled = self.start > 0 and step - self._last_improvement >= self.opt["window"] \
+                and self.best > 0.5 * self.start
+            if not (chance or stalled) or self._warming_up():
+                continue   # during a warm-up the steps may still be tiny: no verdict yet
+            self._done.add("no-progress")
+            if chance:
                 findings.append(self._chance(step, sm))
-            elif self.start > 0 and step - self._last_improvement >= self.opt["window"] \
-                    and self.best > 0.5 * self.start:
-                self._done.add("no-progress")
+            else:
                 # Still far above the start after a reported divergence: that finding
                 # already says it all.
                 if not ("diverging" in self._done and sm > self.opt["worse_than_start"]
                         * self.start):
                     findings.append(self._no_progress(step, sm))
         return findings
+
+    def _warming_up(self) -> bool:
+        """The learning rate rose over the last ``smooth`` steps: a warm-up is still under
+        way, and a loss near log C may only mean the steps are still tiny."""
+        def top(lr):
+            vals = lr if isinstance(lr, (list, tuple)) else [lr]
+            vals = [float(v) for v in vals if isinstance(v, (int, float))]
+            return max(vals) if vals else None
+        lrs = [top(lr) for lr in self.guard._history.recent_lrs(int(self.opt["smooth"]))]
+        lrs = [v for v in lrs if v is not None]
+        return len(lrs) >= 2 and lrs[-1] > lrs[0] * (1 + 1e-6)
 
     def _at_chance(self, sm: float) -> bool:
         """Never clearly below the untrained loss of a classifier (``log C``), and not

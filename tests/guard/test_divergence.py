@@ -220,3 +220,28 @@ def test_a_small_learning_rate_that_learns_slowly_is_not_chance(seed):
                       seed=seed)
     assert guard_warnings(rec) == [], [str(w) for w in guard_warnings(rec)]
     assert g.history[-1]["loss"] < 0.97 * math.log(10)
+
+
+def test_chance_waits_while_the_learning_rate_warms_up():
+    """Shuffled labels, but a linear warm-up over 1000 steps is still under way at step
+    260: a loss near log C may only mean the steps are still tiny -- no verdict yet."""
+    torch.manual_seed(0)
+    x, y = data("digits", n=1797, seed=0)
+    y = y[torch.randperm(len(y))]
+    model = nn.Sequential(nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 10))
+    opt = torch.optim.Adam(model.parameters(), 1e-3)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / 1000))
+    g, rec, _ = train(model, opt, x, y, steps=260, batch=64, scheduler=sched)
+    assert guard_warnings(rec) == [], [str(w) for w in guard_warnings(rec)]
+
+
+def test_chance_is_named_once_the_warm_up_is_over():
+    torch.manual_seed(0)
+    x, y = data("digits", n=1797, seed=0)
+    y = y[torch.randperm(len(y))]
+    model = nn.Sequential(nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 10))
+    opt = torch.optim.Adam(model.parameters(), 1e-3)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / 250))
+    g, rec, _ = train(model, opt, x, y, steps=330, batch=64, scheduler=sched)
+    (w,) = guard_warnings(rec)
+    assert w.cause == "chance" and w.step >= 250
