@@ -503,9 +503,9 @@ def _context(root: Path, f: Finding, around: int) -> str:
     return "\n".join(f"{'>' if i + 1 == f.line else ' '}{i + 1:5d}| {src[i]}" for i in range(lo, hi))
 
 
-def report(cmp: Comparison, roots: Dict[str, Path], show: str, around: int, out=sys.stdout) -> None:
+def report(cmp: Comparison, roots: Dict[str, Path], show: str, around: int, out=None) -> None:
     def p(*a):
-        print(*a, file=out)
+        print(*a, file=out or sys.stdout)
 
     new_by_rule = Counter(f.code for f in cmp.new)
     gone_by_rule = Counter(r.code for r in cmp.vanished)
