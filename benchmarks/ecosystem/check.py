@@ -593,7 +593,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         except (subprocess.CalledProcessError, OSError, RuntimeError) as exc:
             print(f"check.py: error: cannot get {e.name} ({e.source}@{e.pin}): {exc}", file=sys.stderr)
             return 2
-        found = lint(e, root, trainlint, args.rules, args.jobs)
+        try:
+            found = lint(e, root, trainlint, args.rules, args.jobs)
+        except (RuntimeError, OSError, ValueError) as exc:  # trainlint failed or printed no JSON
+            print(f"check.py: error: {exc}", file=sys.stderr)
+            return 2
         roots[e.name] = root
         print(f"{e.name}: {note}; {len(found)} findings", file=sys.stderr)
         findings += found

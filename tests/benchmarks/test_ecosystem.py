@@ -221,3 +221,16 @@ def test_end_to_end_with_a_mirror_survives_a_line_shift(eco, tmp_path, capsys):
 def test_cache_inside_the_repository_is_refused(eco, capsys):
     assert eco.main(["--cache", str(ROOT / "benchmarks" / "ecosystem" / "cache")]) == 2
     assert "outside this repository" in capsys.readouterr().err
+
+
+def test_a_failing_linter_is_an_error_not_a_traceback(eco, tmp_path, capsys):
+    repo = tmp_path / "mirror" / "someone+proj" / "repo"
+    repo.mkdir(parents=True)
+    _git(repo, "init", "-q")
+    sha = _commit(repo, {"train.py": TRAIN})
+    corpus = tmp_path / "corpus.toml"
+    corpus.write_text(f'[[project]]\nname = "proj"\ngithub = "someone/proj"\ncommit = "{sha}"\n')
+    code = eco.main(["--cache", str(tmp_path / "cache"), "--mirror", str(tmp_path / "mirror"), "--corpus", str(corpus),
+                     "--baseline", str(tmp_path / "b.tsv"), "--trainlint", f"{sys.executable} -c 'raise SystemExit(2)'"])
+    assert code == 2
+    assert "trainlint exited 2 on proj" in capsys.readouterr().err
