@@ -67,11 +67,14 @@ class Entry:
     subpaths: Tuple[str, ...] = ()
     package: str = "sdist"  # PyPI: "sdist" or "wheel"
     shape: str = ""
+    exclude: Tuple[str, ...] = ()  # files left out (paths in the project), e.g. ones a mirror lacks
+
 
     @property
     def stamp(self) -> str:
         sub = ",".join(self.subpaths)
-        return f"{self.kind}:{self.source}@{self.pin}:{self.package if self.kind == 'pypi' else ''}:{sub}"
+        left_out = ",".join(self.exclude)
+        return f"{self.kind}:{self.source}@{self.pin}:{self.package if self.kind == 'pypi' else ''}:{sub}:{left_out}"
 
 
 class CorpusError(ValueError):
@@ -90,21 +93,22 @@ def parse_corpus(data: dict) -> List[Entry]:
             raise CorpusError(f"project {name}: name used twice")
         seen.add(name)
         subpaths = tuple(raw.get("subpaths", ()))
-        if any(p.startswith("/") or ".." in Path(p).parts for p in subpaths):
-            raise CorpusError(f"project {name}: subpaths must stay inside the project")
+        exclude = tuple(raw.get("exclude", ()))
+        if any(p.startswith("/") or ".." in Path(p).parts for p in subpaths + exclude):
+            raise CorpusError(f"project {name}: subpaths and exclude must stay inside the project")
         if "github" in raw:
             sha = raw.get("commit", "")
             if not _SHA.match(sha):
                 raise CorpusError(f"project {name}: commit must be a full 40-hex sha, got {sha!r}")
             if not re.match(r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$", raw["github"]):
                 raise CorpusError(f"project {name}: github must be owner/repo")
-            entries.append(Entry(name, "github", raw["github"], sha, subpaths, shape=raw.get("shape", "")))
+            entries.append(Entry(name, "github", raw["github"], sha, subpaths, shape=raw.get("shape", ""), exclude=exclude))
         elif "pypi" in raw:
             version = raw.get("version", "")
             package = raw.get("package", "sdist")
             if not version or package not in ("sdist", "wheel"):
                 raise CorpusError(f"project {name}: pypi needs a version and package sdist|wheel")
-            entries.append(Entry(name, "pypi", raw["pypi"], version, subpaths, package, raw.get("shape", "")))
+            entries.append(Entry(name, "pypi", raw["pypi"], version, subpaths, package, raw.get("shape", ""), exclude))
         else:
             raise CorpusError(f"project {name}: needs `github` + `commit` or `pypi` + `version`")
     return entries
@@ -341,7 +345,7 @@ def _has_commit(git_dir: Path, sha: str) -> bool:
     return r.returncode == 0
 
 
-def export_tree(git_dir: Path, sha: str, dest: Path, subpaths: Sequence[str]) -> Tuple[int, int]:
+def export_tree(git_dir: Path, sha: str, dest: Path, subpaths: Sequence[str], exclude: Sequence[str] = ()) -> Tuple[int, int]:
     """Write the kept files of commit `sha` under `dest`; blobs absent from a partial mirror
     are skipped (and counted) rather than failing the whole export."""
     ls = _run(["git", "--git-dir", str(git_dir), "ls-tree", "-r", "-z", "--full-tree", sha, "--", *subpaths],
@@ -352,7 +356,7 @@ def export_tree(git_dir: Path, sha: str, dest: Path, subpaths: Sequence[str]) ->
             continue
         meta, path = item.split("\t", 1)
         mode, kind, obj = meta.split()
-        if kind == "blob" and mode != "120000" and _kept(path):
+        if kind == "blob" and mode != "120000" and _kept(path) and path not in exclude:
             blobs.append((obj, path))
     proc = subprocess.Popen(["git", "--git-dir", str(git_dir), "cat-file", "--batch"],
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE)
@@ -441,10 +445,12 @@ def materialise(entry: Entry, cache: Path, mirror: Optional[Path]) -> Tuple[Path
         if git_dir is None:
             git_dir = _fetch_github(entry, cache / ".git-objects")
         dest.mkdir(parents=True)
-        written, missing = export_tree(git_dir, entry.pin, dest, entry.subpaths)
+        written, missing = export_tree(git_dir, entry.pin, dest, entry.subpaths, entry.exclude)
         note = f"{written} files" + (f", {missing} absent from the mirror" if missing else "")
     else:
         _fetch_pypi(entry, cache / ".downloads", dest)
+        for rel in entry.exclude:
+            (dest / rel).unlink(missing_ok=True)
         note = f"{entry.source}=={entry.pin} ({entry.package})"
     marker.write_text(entry.stamp + "\n")
     return dest, note

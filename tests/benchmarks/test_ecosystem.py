@@ -234,3 +234,24 @@ def test_a_failing_linter_is_an_error_not_a_traceback(eco, tmp_path, capsys):
                      "--baseline", str(tmp_path / "b.tsv"), "--trainlint", f"{sys.executable} -c 'raise SystemExit(2)'"])
     assert code == 2
     assert "trainlint exited 2 on proj" in capsys.readouterr().err
+
+
+def test_exclude_leaves_files_out_and_a_changed_entry_is_exported_again(eco, tmp_path):
+    repo = tmp_path / "mirror" / "someone+proj" / "repo"
+    repo.mkdir(parents=True)
+    _git(repo, "init", "-q")
+    sha = _commit(repo, {"train.py": TRAIN, "big/notebook.ipynb": "{}", "requirements-dev.txt": "torch<2\n"})
+    data = {"project": [{"name": "proj", "github": "someone/proj", "commit": sha, "exclude": ["big/notebook.ipynb"]}]}
+    (entry,) = eco.parse_corpus(data)
+    cache = tmp_path / "cache"
+    root, note = eco.materialise(entry, cache, tmp_path / "mirror")
+    assert note == "2 files"
+    assert (root / "train.py").exists() and (root / "requirements-dev.txt").exists()
+    assert not (root / "big" / "notebook.ipynb").exists()
+    assert eco.materialise(entry, cache, tmp_path / "mirror")[1] == "cached"
+    # Without the exclude the stamp differs, so the files are exported again.
+    (entry,) = eco.parse_corpus({"project": [dict(data["project"][0], exclude=[])]})
+    root, note = eco.materialise(entry, cache, tmp_path / "mirror")
+    assert note == "3 files" and (root / "big" / "notebook.ipynb").exists()
+    with pytest.raises(eco.CorpusError):
+        eco.parse_corpus({"project": [dict(data["project"][0], exclude=["../x.py"])]})
