@@ -255,3 +255,12 @@ def test_exclude_leaves_files_out_and_a_changed_entry_is_exported_again(eco, tmp
     assert note == "3 files" and (root / "big" / "notebook.ipynb").exists()
     with pytest.raises(eco.CorpusError):
         eco.parse_corpus({"project": [dict(data["project"][0], exclude=["../x.py"])]})
+
+
+def test_rules_selection_names_the_codes_compared(eco):
+    seen = {"TL101", "TL102", "TL301", "TL602"}
+    assert eco._codes_of(None, seen) is None
+    assert eco._codes_of("ALL", seen) is None
+    assert eco._codes_of("TL1", seen) == {"TL101", "TL102"}
+    assert eco._codes_of("TL301,tl602", seen) == {"TL301", "TL602"}
+    assert eco._codes_of("TL503", seen) == {"TL503"}  # a rule with no finding yet: nothing of others vanishes
