@@ -79,11 +79,12 @@ class _Step:
     """What the pre-hook recorded for one step; tensors stay on the device."""
 
     __slots__ = ("step", "loss", "total", "applied", "per", "present", "bad", "scaler_inf",
-                 "gate", "host_checked", "host_bad", "host_skipped", "lr")
+                 "gate", "host_checked", "host_bad", "host_skipped", "lr", "spike")
 
     def __init__(self, step, loss, lr):
         self.step, self.loss, self.lr = step, loss, lr
         self.total = self.per = self.present = self.bad = self.scaler_inf = self.gate = None
+        self.spike = None     # on_spike="skip": the spike flag (device tensor or bool)
         self.applied = None   # the norm at the step, when `total` was observed before a clip
         self.host_checked = self.host_bad = self.host_skipped = False
 
@@ -131,7 +132,7 @@ class TrainingGuard:
                  clip_value: Optional[float] = None, patience: Optional[int] = None,
                  min_delta: float = 0.0, mode: str = "min", restore_best: bool = False,
                  on_nonfinite: str = "raise", checks: Optional[Mapping[str, Any]] = None,
-                 check_every: int = 50, process_group=None):
+                 check_every: int = 50, process_group=None, on_spike: str = "warn"):
         if not isinstance(model, nn.Module):
             raise TypeError("model must be an nn.Module")
         if not isinstance(optimizer, torch.optim.Optimizer):
@@ -144,6 +145,9 @@ class TrainingGuard:
         if on_nonfinite not in ("raise", "skip", "warn"):
             raise ValueError(f"on_nonfinite must be 'raise', 'skip' or 'warn', "
                              f"got {on_nonfinite!r}")
+        if on_spike not in ("warn", "skip", "raise", "off"):
+            raise ValueError(f"on_spike must be 'warn', 'skip', 'raise' or 'off', "
+                             f"got {on_spike!r}")
         self.model = model
         self.optimizer = optimizer
         self.loss_fn = loss_fn
@@ -155,7 +159,8 @@ class TrainingGuard:
         orig = getattr(model, "_orig_mod", None)
         self.root: nn.Module = orig if isinstance(orig, nn.Module) else model
         self._checks = {name: CHECKS[name](mode, opts, self)
-                        for name, (mode, opts) in parse_checks(checks, on_nonfinite).items()}
+                        for name, (mode, opts) in parse_checks(checks, on_nonfinite,
+                                                                on_spike).items()}
         self._early = EarlyStopping(patience, min_delta, mode, restore_best)
         self._decisions = make_decisions(process_group)
         self._sharded = is_sharded(self.root)   # FSDP: each rank holds a shard
@@ -201,7 +206,8 @@ class TrainingGuard:
         step's micro-batches), ``grad_norm`` (global, before clipping),
         ``applied_grad_norm`` (after clipping by norm), ``update_ratio`` (median
         over weight matrices, on sampled steps), ``nonfinite``, ``skipped`` (by
-        the guard), ``scaler_skipped`` (by a GradScaler) and ``lr``.
+        the guard), ``scaler_skipped`` (by a GradScaler), ``spike_skipped`` (by
+        ``on_spike="skip"``, also counted in ``skipped``) and ``lr``.
         Inside the ``with`` block, reading it first reads back pending steps
         (one host-device sync)."""
         if self._active and not self._decisions.collective:
@@ -354,7 +360,8 @@ class TrainingGuard:
         self._fused = bool(getattr(self.optimizer, "_step_supports_amp_scaling", False))
         on_cpu = all(d.type == "cpu" for d in devices)
         finite = self._checks["finite"].mode
-        if finite in ("raise", "skip"):
+        spike_skip = self._checks["spike"].mode == "skip"
+        if finite in ("raise", "skip") or spike_skip:
             if self._force_gate:
                 self._gate = self._force_gate
             elif on_cpu or self.check_every == 1:
@@ -362,7 +369,9 @@ class TrainingGuard:
             elif self._fused:
                 self._gate = "device"
             else:
-                self._gate = "host" if finite == "skip" else "deferred"
+                self._gate = "host" if finite == "skip" or spike_skip else "deferred"
+        if spike_skip:
+            self._checks["spike"].make_ring(self._device)
         self._sample_every = max(2, self.check_every // 5)
         self.needs_full_norms = True   # cleared by the update check once all params moved
         self._sticky = None
@@ -543,6 +552,10 @@ class TrainingGuard:
         return not math.isfinite(rec.total.item() * max(1.0, self._max_lr()))
 
     def _gate_step(self, optimizer, rec, loss) -> None:
+        ring = self._checks["spike"].ring
+        # on_spike="skip": every step's values enter the on-device ring (its slots are
+        # indexed by step), whatever else is decided below.
+        spike = ring.flag(self.step, loss, rec.total) if ring is not None else None
         if rec.total is None and loss is None:
             return
         if self._gate == "host":
@@ -551,10 +564,16 @@ class TrainingGuard:
             else:
                 is_bad = bool(self._decisions.device_any(self._nonfinite_flag(rec, loss)))
             rec.host_checked, rec.host_bad = True, is_bad
-            if not is_bad:
-                return
+            finite = self._checks["finite"].mode
+            if not (is_bad and finite in ("raise", "skip")):
+                if spike is None:
+                    return
+                # on_spike="skip": decided before the update, like a non-finite skip.
+                rec.spike = self._decisions.host_any(bool(spike))
+                if not rec.spike:
+                    return
             rec.host_skipped = True
-            if self._checks["finite"].mode == "raise":
+            if is_bad and finite == "raise":
                 # Read back now: the finite check names the step and the first
                 # offending parameter and raises before the update is applied.
                 self._pending.append(rec)
@@ -571,12 +590,16 @@ class TrainingGuard:
             bad = self._decisions.device_any(bad)
         rec.bad = bad
         if self._gate == "device":
-            flag = bad.float()
-            if self._checks["finite"].mode == "raise":
+            finite = self._checks["finite"].mode
+            flag = bad.float() if finite in ("raise", "skip") else torch.zeros_like(bad.float())
+            if finite == "raise":
                 # Latched: no update until the read-back raises.
                 self._sticky = flag if self._sticky is None else torch.maximum(self._sticky,
                                                                                 flag)
                 flag = self._sticky
+            if spike is not None:   # on_spike="skip": the spike joins the kernel's skip flag
+                rec.spike = self._decisions.device_any(spike)
+                flag = torch.maximum(flag, rec.spike.float())
             rec.gate = flag
             # A GradScaler may have set found_inf already: honour both, restore after.
             prev = getattr(optimizer, "found_inf", _UNSET)
@@ -693,9 +716,9 @@ class TrainingGuard:
             slots: Dict[int, Dict[str, int]] = {}
             for r in recs:
                 s = {}
-                for field in ("loss", "total", "applied", "bad", "scaler_inf", "gate"):
+                for field in ("loss", "total", "applied", "bad", "scaler_inf", "gate", "spike"):
                     t = getattr(r, field)
-                    if t is not None:
+                    if t is not None and isinstance(t, torch.Tensor):
                         s[field] = len(scalars)
                         scalars.append(t.detach().reshape(()).float().to(self._device))
                 slots[id(r)] = s
@@ -733,7 +756,7 @@ class TrainingGuard:
         self._sticky = None   # a latched "raise" gate is raised right below
         if emit:
             checks = [self._checks[name] for name in
-                      ("finite", "gradient-norm", "update", "divergence")
+                      ("finite", "gradient-norm", "spike", "update", "divergence")
                       if self._checks[name].mode != "off"]
             # Agreed between ranks all at once: one reduction per read-back.
             found = self._decisions.agree([check.on_window(window) for check in checks])
@@ -783,8 +806,11 @@ class TrainingGuard:
             w.nonfinite.append(bad)
             w.scaler_skipped.append(scaler)
             w.skipped.append(skipped)
+            spike = bool(v["spike"]) if "spike" in v else bool(r.spike)
+            w.spike.append(spike)
             index[r.step] = len(self._history)
-            self._history.append(r.step, loss, total, applied, None, bad, skipped, scaler, r.lr)
+            self._history.append(r.step, loss, total, applied, None, bad, skipped, scaler, r.lr,
+                                 spike=spike and skipped)
         return w, index
 
     def _layer_summary(self, w: Window) -> None:

@@ -18,7 +18,7 @@ class History:
     costs a few dozen bytes per step instead of one dict per step."""
 
     FIELDS = ("step", "loss", "grad_norm", "applied_grad_norm", "update_ratio")
-    FLAGS = ("nonfinite", "skipped", "scaler_skipped")
+    FLAGS = ("nonfinite", "skipped", "scaler_skipped", "spike_skipped")
 
     def __init__(self):
         self._cols = {f: array("d") for f in self.FIELDS}
@@ -26,10 +26,11 @@ class History:
         self._lr: List[Any] = []
 
     def append(self, step, loss, grad_norm, applied, ratio, nonfinite, skipped, scaler_skipped,
-               lr):
+               lr, spike=False):
         for f, v in zip(self.FIELDS, (step, loss, grad_norm, applied, ratio)):
             self._cols[f].append(_NAN if v is None else float(v))
-        for f, v in zip(self.FLAGS, (nonfinite, skipped, scaler_skipped)):
+        # spike_skipped: skipped by on_spike="skip" (also counted in `skipped`)
+        for f, v in zip(self.FLAGS, (nonfinite, skipped, scaler_skipped, spike)):
             self._flags[f].append(1 if v else 0)
         self._lr.append(lr)
 
@@ -75,6 +76,7 @@ def summary(guard) -> Dict[str, Any]:
         "world_size": getattr(guard._decisions, "world_size", 1),   # ranks (torch.distributed)
         "steps": len(h),
         "skipped_steps": sum(h.column("skipped")),
+        "spike_skipped_steps": sum(h.column("spike_skipped")),
         "scaler_skipped_steps": sum(h.column("scaler_skipped")),
         "nonfinite_steps": sum(h.column("nonfinite")),
         "clipped_steps": clipped,
@@ -110,7 +112,10 @@ def format_report(guard) -> str:
     if s["world_size"] > 1:
         lines.append(f"ranks: {s['world_size']} (torch.distributed; decisions agreed by all "
                      f"ranks; loss and history of rank {guard._decisions.rank})")
-    lines.append(f"steps: {s['steps']}  skipped (non-finite): {s['skipped_steps']}  "
+    spikes = (f"  skipped (spikes): {s['spike_skipped_steps']}"
+              if s["spike_skipped_steps"] else "")
+    lines.append(f"steps: {s['steps']}  skipped (non-finite): "
+                 f"{s['skipped_steps'] - s['spike_skipped_steps']}{spikes}  "
                  f"skipped by GradScaler: {s['scaler_skipped_steps']}  "
                  f"non-finite: {s['nonfinite_steps']}  clipped: {s['clipped_steps']}")
     lines.append(f"loss: first {_fmt(s['loss_first'])}  last {_fmt(s['loss_last'])}  "

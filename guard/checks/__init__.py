@@ -7,6 +7,7 @@ from .finite import FiniteCheck
 from .gradient_norm import GradientNormCheck
 from .init import InitCheck
 from .initial_loss import InitialLossCheck
+from .spike import SpikeCheck
 from .update import UpdateCheck
 
 CHECKS = {
@@ -14,6 +15,7 @@ CHECKS = {
     "initial-loss": InitialLossCheck,
     "finite": FiniteCheck,
     "gradient-norm": GradientNormCheck,
+    "spike": SpikeCheck,
     "update": UpdateCheck,
     "divergence": DivergenceCheck,
 }
