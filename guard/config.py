@@ -12,8 +12,9 @@ from typing import Any, Dict, Mapping, Optional, Tuple
 from .checks import CHECKS
 
 #: Defaults of the contract: ``finite`` raises (or follows ``on_nonfinite``),
-#: every other check warns.
+#: ``optimizer`` notes (``"info"``), every other check warns.
 DEFAULT_MODES = {name: "warn" for name in CHECKS}
+DEFAULT_MODES["optimizer"] = "info"   # recipe notes in report(), not warnings
 
 
 def parse_checks(checks: Optional[Mapping[str, Any]], on_nonfinite: str,

@@ -47,6 +47,7 @@ import torch
 from torch import nn
 
 from .checks import CHECKS
+from .checks.data import DataProbe
 from .checks.early_stopping import EarlyStopping
 from .checks.init import ActivationProbe
 from .checks.initial_loss import describe_loss_call
@@ -166,6 +167,8 @@ class TrainingGuard:
         self._sharded = is_sharded(self.root)   # FSDP: each rank holds a shard
         self._history = History()
         self._events: List[Dict[str, Any]] = []
+        self._notes: List[Dict[str, Any]] = []    # findings of checks in "info" mode
+        self._data_probe: Optional[DataProbe] = None
         self._event_index: Dict[tuple, int] = {}
         self.step = 0                 # optimizer steps seen so far
         self._entered = self._active = False
@@ -306,7 +309,7 @@ class TrainingGuard:
         self._entered = True
         self._collect_params()
         # Checks on entry run before any hook exists: raising here leaves nothing behind.
-        for name in ("init", "update"):
+        for name in ("init", "update", "optimizer"):
             check = self._checks[name]
             # FSDP: each rank holds shards, not the layers' weights -- no init statistics.
             if check.mode != "off" and not (self._sharded and name == "init"):
@@ -387,6 +390,9 @@ class TrainingGuard:
             init = self._checks["init"]
             ActivationProbe.saturation_at = init.opt["saturation_at"]
             self._probe = ActivationProbe(self.root, self.model, self._on_first_forward)
+        if self._checks["data"].mode != "off":
+            self._data_probe = DataProbe(self._checks["data"], self, self.model, self.root,
+                                         self.loss_fn)
 
     def _detach(self) -> None:
         self._active = False
@@ -396,6 +402,9 @@ class TrainingGuard:
         if self._probe is not None:
             self._probe.remove()
             self._probe = None
+        if self._data_probe is not None:
+            self._data_probe.remove()
+            self._data_probe = None
         self._restore_step_state()
 
     # ------------------------------------------------------------------ hooks
@@ -408,6 +417,14 @@ class TrainingGuard:
             self._first_forward = init.on_first_forward(records)
             return
         self._emit(init, init.on_first_forward(records))
+
+    def _data_findings(self, check, findings) -> None:
+        """Findings of the data check's hooks. Distributed: a hook may run on some ranks
+        only, so they wait for a step that every rank takes (see _pre_step)."""
+        if self._decisions.collective:
+            check.pending.extend(findings)
+        else:
+            self._emit(check, findings)
 
     def _on_loss(self, module, args, kwargs, output) -> None:
         # Validation passes (no_grad, or a loss without graph) are not training losses.
@@ -441,6 +458,10 @@ class TrainingGuard:
             self._emit(self._checks["init"], found)
         if step == 0 and loss is not None and self._loss_meta:
             self._initial_loss(loss)
+        data = self._checks["data"]
+        if self._decisions.collective and data.mode != "off" and step <= data.opt["batches"]:
+            found, data.pending = data.pending, []
+            self._emit(data, found)   # every rank, at the same steps
         with torch.no_grad():
             grads, measured = self._measure(optimizer)
             if measured is not None:
@@ -843,6 +864,10 @@ class TrainingGuard:
     def _emit(self, check, findings, agreed: bool = False) -> None:
         """The single exit of every finding: once per cause, by the check's mode."""
         for f in (findings if agreed else self._decisions.findings(findings)):
+            if check.mode == "info":   # a note for report() and to_json(), no warning
+                self._notes.append({"check": check.name, "cause": f.cause, "step": f.step,
+                                    "param": f.param, "message": f.message})
+                continue
             key = (check.name, f.cause)
             mode = "warn" if check.mode == "skip" else check.mode
             if key in self._event_index:

@@ -88,6 +88,7 @@ def summary(guard) -> Dict[str, Any]:
         "early_stopping": {"stopped": es.stopped, "best_metric": es.best, "calls": es.calls,
                            "best_call": es.best_call, "restored": es.restored},
         "events": list(guard._events),
+        "notes": list(guard._notes),   # checks in "info" mode (optimizer recipe notes)
     }
 
 
@@ -145,6 +146,10 @@ def format_report(guard) -> str:
                          f"{' x%d' % e['count'] if e['count'] > 1 else ''}: {e['message']}")
     else:
         lines.append("findings: none -- the run looks healthy")
+    if s["notes"]:
+        lines.append(f"notes ({len(s['notes'])}, info only):")
+        for n in s["notes"]:
+            lines.append(f"  [info] {n['check']}/{n['cause']}: {n['message']}")
     return "\n".join(lines)
 
 
