@@ -420,7 +420,8 @@ class TrainingGuard:
 
     def _data_findings(self, check, findings) -> None:
         """Findings of the data check's hooks. Distributed: a hook may run on some ranks
-        only, so they wait for a step that every rank takes (see _pre_step)."""
+        only, so they wait for the next read-back, which every rank takes and where the
+        findings of all checks are agreed in one collective."""
         if self._decisions.collective:
             check.pending.extend(findings)
         else:
@@ -458,10 +459,6 @@ class TrainingGuard:
             self._emit(self._checks["init"], found)
         if step == 0 and loss is not None and self._loss_meta:
             self._initial_loss(loss)
-        data = self._checks["data"]
-        if self._decisions.collective and data.mode != "off" and step <= data.opt["batches"]:
-            found, data.pending = data.pending, []
-            self._emit(data, found)   # every rank, at the same steps
         with torch.no_grad():
             grads, measured = self._measure(optimizer)
             if measured is not None:
@@ -777,7 +774,7 @@ class TrainingGuard:
         self._sticky = None   # a latched "raise" gate is raised right below
         if emit:
             checks = [self._checks[name] for name in
-                      ("finite", "gradient-norm", "spike", "update", "divergence")
+                      ("finite", "gradient-norm", "spike", "update", "divergence", "data")
                       if self._checks[name].mode != "off"]
             # Agreed between ranks all at once: one reduction per read-back.
             found = self._decisions.agree([check.on_window(window) for check in checks])

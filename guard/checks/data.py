@@ -99,6 +99,11 @@ class DataCheck(Check):
         super().__init__(mode, options, guard)
         self.pending: List[Finding] = []   # distributed: emitted at a step every rank takes
 
+    def on_window(self, window) -> List[Finding]:
+        """Distributed only: the hooks' findings, agreed with the read-back's."""
+        found, self.pending = self.pending, []
+        return found
+
     # -- the judgements (pure: host numbers in, findings out) ----------------------
     def judge_first_layer(self, step: int, layer: str, stats: Dict[str, float]) -> List[Finding]:
         mn, mx, mean, std, integral = (stats[k] for k in ("min", "max", "mean", "std",
