@@ -227,6 +227,7 @@ class DataProbe:
         self._inspected_steps = set()
         self._first_layer_done = set()                # steps whose first layer was seen
         self._bn_reported = False
+        self._blank = False   # a blank batch is the same every step: one finding is enough
         self._handles.append(outer.register_forward_pre_hook(self._on_model, with_kwargs=True))
         for name, module in root.named_modules():
             if isinstance(module, (nn.Embedding, nn.EmbeddingBag)):
@@ -293,13 +294,16 @@ class DataProbe:
             spread, sample_spread, first = host[-3:]
             host = host[:-3]
             name = next((n for n, t in tensors if t is main), "input")
-            findings += self.check.judge_main_input(step, name, {
+            found = self.check.judge_main_input(step, name, {
                 "spread": spread, "sample_spread": sample_spread, "first": first,
                 "samples": main.shape[0] if main.dim() >= 1 else 1})
+            self._blank = self._blank or any(f.cause == "constant-batch" for f in found)
+            findings += found
         if parts:
             shapes = [(n, tuple(t.shape), t.dtype) for n, t in tensors]
             self._fingerprints[step] = [shapes, host]
-            if len(self._fingerprints) == self.batches and self.batches >= 2:
+            if len(self._fingerprints) == self.batches and self.batches >= 2 \
+                    and not self._blank:
                 prints = [self._fingerprints[s] for s in sorted(self._fingerprints)]
                 if all(p == prints[0] for p in prints[1:]):
                     findings += self.check.judge_same_batch(sorted(self._fingerprints))
