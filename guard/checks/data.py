@@ -34,6 +34,7 @@ from typing import Any, Dict, List, Optional, Tuple
 import torch
 from torch import nn
 
+from ..errors import GuardError
 from .base import Check, Finding
 
 _MAIN_INPUT_KWARGS = ("input_ids", "pixel_values", "inputs_embeds", "input_values", "x",
@@ -80,10 +81,13 @@ def _fingerprint(t: torch.Tensor) -> torch.Tensor:
     """A few floats that tell batches apart: the sum and evenly spread elements."""
     flat = t.detach().reshape(-1)
     if not flat.numel():
-        return torch.zeros(1, device=t.device)
+        return torch.zeros(1, dtype=torch.float64, device=t.device)
+    if flat.dtype == torch.bool:
+        flat = flat.to(torch.uint8)
     idx = torch.linspace(0, flat.numel() - 1, min(flat.numel(), _FINGERPRINT_ELEMENTS),
                          device=t.device).long()
-    return torch.cat([flat.double().sum().reshape(1), flat[idx].double()])
+    # The sum accumulates in float64 without a float64 copy of the batch.
+    return torch.cat([flat.sum(dtype=torch.float64).reshape(1), flat[idx].double()])
 
 
 class DataCheck(Check):
@@ -215,6 +219,20 @@ class DataCheck(Check):
             step=step, param=layer)]
 
 
+def _never_breaks_training(hook):
+    """A hook of the data check must never stop a training run by a bug of its own or
+    an input it cannot measure (a nested or sparse tensor...): it then just looks away.
+    Its own findings in "raise" mode (GuardError) do stop the run, as asked."""
+    def wrapped(*args, **kwargs):
+        try:
+            return hook(*args, **kwargs)
+        except GuardError:
+            raise
+        except Exception:
+            return None
+    return wrapped
+
+
 class DataProbe:
     """The hooks of the data check, attached on entry and gone after the first
     ``batches`` optimizer steps (or on exit)."""
@@ -228,24 +246,25 @@ class DataProbe:
         self._first_layer_done = set()                # steps whose first layer was seen
         self._bn_reported = False
         self._blank = False   # a blank batch is the same every step: one finding is enough
-        self._handles.append(outer.register_forward_pre_hook(self._on_model, with_kwargs=True))
+        self._handles.append(outer.register_forward_pre_hook(
+            _never_breaks_training(self._on_model), with_kwargs=True))
         for name, module in root.named_modules():
             if isinstance(module, (nn.Embedding, nn.EmbeddingBag)):
-                self._handles.append(module.register_forward_pre_hook(
-                    self._embedding_hook(name or type(module).__name__)))
+                self._handles.append(module.register_forward_pre_hook(_never_breaks_training(
+                    self._embedding_hook(name or type(module).__name__))))
             elif isinstance(module, _BATCH_NORMS):
-                self._handles.append(module.register_forward_pre_hook(
-                    self._batchnorm_hook(name or type(module).__name__)))
+                self._handles.append(module.register_forward_pre_hook(_never_breaks_training(
+                    self._batchnorm_hook(name or type(module).__name__))))
             elif next(module.children(), None) is None and any(
                     p.dim() >= 2 and p.is_floating_point()
                     for p in module.parameters(recurse=False)):
-                self._handles.append(module.register_forward_pre_hook(
-                    self._first_layer_hook(name or type(module).__name__)))
+                self._handles.append(module.register_forward_pre_hook(_never_breaks_training(
+                    self._first_layer_hook(name or type(module).__name__))))
         if isinstance(loss_fn, nn.Module) and isinstance(
                 loss_fn, (nn.CrossEntropyLoss, nn.NLLLoss, nn.BCELoss, nn.BCEWithLogitsLoss)
                 + _REGRESSION_LOSSES):
-            self._handles.append(loss_fn.register_forward_pre_hook(self._on_loss,
-                                                                   with_kwargs=True))
+            self._handles.append(loss_fn.register_forward_pre_hook(
+                _never_breaks_training(self._on_loss), with_kwargs=True))
 
     # -- when to look ------------------------------------------------------------
     def _active(self) -> bool:
@@ -275,15 +294,16 @@ class DataProbe:
             stats = None
             if main is not None and main.numel() > 1:
                 m = main.detach()
-                mf = m.double() if not m.is_floating_point() else m.float()
-                flat = mf.reshape(-1)
-                spread = flat.max() - flat.min()
+                if m.dtype == torch.bool:
+                    m = m.to(torch.uint8)
+                flat = m.reshape(-1)
+                # In the input's own dtype: no float copy of a large batch.
+                spread = flat.amax().double() - flat.amin().double()
                 samples = m.shape[0] if m.dim() >= 1 else 1
-                if samples > 1:
-                    sample_spread = (mf - mf[:1]).abs().amax()
-                else:
-                    sample_spread = spread.new_ones(())
-                stats = torch.stack([spread.double(), sample_spread.double(), flat[0].double()])
+                # 1 when some sample differs from the first (NaN != NaN counts as differing)
+                sample_spread = (m != m[:1]).any().double() if samples > 1 else \
+                    spread.new_ones(())
+                stats = torch.stack([spread, sample_spread, flat[0].double()])
             if not parts and stats is None:
                 return None
             dev = (stats if stats is not None else parts[0]).device

@@ -305,3 +305,48 @@ def test_healthy_runs_over_seeds_are_silent(seed):
         x, y = data(kind, seed=seed)
         g, warned, err = _loop(model, _shuffled(x, y))
         assert warned == [] and err is None, kind
+
+
+class _KwargsLM(nn.Module):
+    """A transformers-style call: model(input_ids=..., attention_mask=...)."""
+
+    def __init__(self):
+        super().__init__()
+        self.lm = TinyTransformer()
+
+    def forward(self, input_ids=None, attention_mask=None):
+        return self.lm(input_ids * attention_mask)
+
+
+def test_keyword_batches_with_an_all_ones_mask_are_fine():
+    """Near miss: the attention mask is identical in every sample; it is not the input."""
+    torch.manual_seed(0)
+    x, y = data("tok")
+    model = _KwargsLM()
+    crit = nn.CrossEntropyLoss()
+    opt = torch.optim.SGD(model.parameters(), 0.01)
+    with warnings.catch_warnings(record=True) as rec:
+        warnings.simplefilter("always")
+        with TrainingGuard(model, opt, loss_fn=crit) as g:
+            for step in range(5):
+                xb, yb = x[step * 16:(step + 1) * 16], y[step * 16:(step + 1) * 16]
+                opt.zero_grad()
+                crit(model(input_ids=xb, attention_mask=torch.ones_like(xb)), yb).backward()
+                opt.step()
+    assert [w for w in guard_warnings(rec) if w.check == "data"] == []
+
+
+def test_an_input_the_check_cannot_measure_does_not_stop_training():
+    """A complex-valued batch: the data check looks away, training goes on."""
+    class Complex(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = nn.Linear(20, 5)
+
+        def forward(self, z):
+            return self.lin(z.abs())
+    torch.manual_seed(0)
+    x, y = data()
+    z = torch.polar(x.abs() + 0.1, x)
+    g, warned, err = _loop(Complex(), _shuffled(z, y))
+    assert err is None and len(g.history) == 6
