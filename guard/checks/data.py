@@ -139,7 +139,9 @@ class DataCheck(Check):
                 f"({stats['first']:.4g}) everywhere: a blank batch (failed image decoding, a "
                 "mask instead of the data, padding only). Remedies: check the dataset's "
                 "__getitem__ and the transforms on a few samples."), step=step, param=name)]
-        if stats["samples"] > 1 and stats["sample_spread"] == 0:
+        # From 4 samples up: two equal rows in a batch of 2 happen by chance (sampling
+        # with replacement, duplicated records); four in a row do not.
+        if stats["samples"] >= 4 and stats["sample_spread"] == 0:
             return [Finding("identical-samples", (
                 f"all {int(stats['samples'])} samples of the model's input {name} at step "
                 f"{step} are identical: the batch repeats one sample (an index bug in "
