@@ -4,7 +4,9 @@ How it stays out of the way
 ---------------------------
 * It attaches only through PyTorch's hooks: an optimizer step pre-hook and
   post-hook, a forward hook on ``loss_fn`` (when it is an ``nn.Module``) and,
-  for the first forward pass only, forward hooks on the model's leaf modules.
+  for the first forward pass only, forward hooks on the model's leaf modules;
+  the data check's forward pre-hooks (model, first weight layer, embeddings,
+  BatchNorm layers, ``loss_fn``) live for the first few steps only.
   On exit every handle is removed, so the hook dicts are exactly as before --
   also when the body raises.
 * Steady-state steps cause no host-device synchronisation. Before each step the
@@ -122,10 +124,16 @@ class TrainingGuard:
         checks: ``{check name: mode}`` with modes ``"off"``, ``"warn"``, ``"raise"``
             (``"skip"`` for ``finite``), or ``{name: {"mode": ..., threshold: value}}``.
             Names: ``init``, ``initial-loss``, ``gradient-norm``, ``finite``,
-            ``update``, ``divergence``. Defaults: ``finite`` raises, others warn.
+            ``update``, ``divergence``, ``spike``, ``data``, ``optimizer``. Defaults:
+            ``finite`` raises, ``optimizer`` notes (``"info"``: in ``report()``, no
+            warning), others warn.
         check_every: steps between host reads of the on-device numbers (50).
         process_group: under ``torch.distributed``, the group whose ranks agree on
             every decision (default: the world, when initialised with > 1 rank).
+        on_spike: ``"warn"`` (default), ``"skip"``, ``"raise"`` or ``"off"`` for a loss or
+            gradient-norm spike relative to its running median; the same as
+            ``checks={"spike": ...}``, which wins if both are given. ``"skip"`` skips
+            the spiking step's update as ``on_nonfinite="skip"`` does.
     """
 
     def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, *,

@@ -61,6 +61,7 @@ def test_gradient_norm_spike_under_clipping_is_named():
     spikes = [w for w in warned if w.check == "spike"]
     assert [(w.cause, w.step) for w in spikes] == [("grad-norm-spike", 60)]
     assert ("gradient-norm", "exploding") not in warning_causes(warned)
+    assert g._checks["spike"].ring is None   # "warn": judged at read-back, no per-step work
     assert "x the median" in str(spikes[0]) and "max_grad_norm=1.0) if" not in str(spikes[0])
     assert g.history[60]["grad_norm"] < 1e3 and not g.history[60]["skipped"]
 
