@@ -11,7 +11,7 @@ syncs at the start of the run, none after).
   layer receives, not at the raw batch, keeps a model that normalises inside
   ``forward`` (``x / 255``, a BatchNorm first) silent;
 * constant-batch / identical-samples -- the model's main input is one value
-  everywhere, or every sample of the batch is the same;
+  everywhere, or every sample of a batch of 4 or more is the same;
 * same-batch -- the loader returns the same batch at every step (the model's
   inputs at the first ``batches`` steps are identical);
 * embedding-index -- an ``nn.Embedding`` gets a negative index or one at or
