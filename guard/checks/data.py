@@ -13,7 +13,10 @@ syncs at the start of the run, none after).
 * constant-batch / identical-samples -- the model's main input is one value
   everywhere, or every sample of a batch of 4 or more is the same;
 * same-batch -- the loader returns the same batch at every step (the model's
-  inputs at the first ``batches`` steps are identical);
+  inputs at the first ``batches`` steps are identical). Full-batch training (a
+  GNN on one graph, PINN collocation points) looks the same from inside the loop:
+  switch it off there with ``checks={"data": {"same_batch": False}}``; L-BFGS,
+  full-batch by design, is never judged;
 * embedding-index -- an ``nn.Embedding`` gets a negative index or one at or
   above ``num_embeddings`` (checked *before* its forward: on a GPU that is a
   device-side assert that kills the process without saying which layer);
@@ -154,8 +157,9 @@ class DataCheck(Check):
             f"the model got exactly the same batch at steps {', '.join(map(str, steps))}: "
             "the loader yields one batch over and over (next(iter(loader)) inside the loop, "
             "a batch created once outside it), so the model memorises it. Remedies: iterate "
-            "`for x, y in loader:`; if fitting one fixed batch is intended (an overfitting "
-            "test, fitting a single signal), set checks={'data': {'same_batch': False}}."),
+            "`for x, y in loader:`; if one fixed batch is intended (full-batch training of a "
+            "GNN on one graph or of a PINN, an overfitting test), set "
+            "checks={'data': {'same_batch': False}}."),
             step=steps[-1])]
 
     def judge_embedding(self, step: int, layer: str, lo: int, hi: int,
@@ -248,6 +252,8 @@ class DataProbe:
         self._first_layer_done = set()                # steps whose first layer was seen
         self._bn_reported = False
         self._blank = False   # a blank batch is the same every step: one finding is enough
+        # L-BFGS trains full-batch by design: the same batch every step is the method.
+        self._full_batch = isinstance(guard.optimizer, torch.optim.LBFGS)
         self._handles.append(outer.register_forward_pre_hook(
             _never_breaks_training(self._on_model), with_kwargs=True))
         for name, module in root.named_modules():
@@ -292,7 +298,7 @@ class DataProbe:
         main = _main_input(args, kwargs)
         with torch.no_grad():
             parts = [_fingerprint(t).to(tensors[0][1].device) for _, t in tensors] \
-                if tensors and self.check.opt["same_batch"] else []
+                if tensors and self.check.opt["same_batch"] and not self._full_batch else []
             stats = None
             if main is not None and main.numel() > 1:
                 m = main.detach()

@@ -138,6 +138,27 @@ def test_same_batch_can_be_switched_off_for_a_deliberate_overfit():
     assert warned == []
 
 
+def test_full_batch_lbfgs_is_not_a_repeat():
+    """Near miss: L-BFGS trains on the full batch every step by design."""
+    torch.manual_seed(0)
+    x, y = data()
+    model = mlp()
+    crit = nn.CrossEntropyLoss()
+    opt = torch.optim.LBFGS(model.parameters(), lr=0.5, max_iter=4)
+    with warnings.catch_warnings(record=True) as rec:
+        warnings.simplefilter("always")
+        with TrainingGuard(model, opt, loss_fn=crit) as g:
+            for step in range(4):
+                def closure():
+                    opt.zero_grad()
+                    loss = crit(model(x), y)
+                    loss.backward()
+                    return loss
+                opt.step(closure)
+    assert [w for w in guard_warnings(rec) if w.check == "data"] == []
+    assert len(g.history) == 4
+
+
 def test_two_forwards_of_one_batch_per_step_are_not_a_repeat():
     """Near miss: R-drop / consistency losses run the same batch twice in one step."""
     torch.manual_seed(0)
