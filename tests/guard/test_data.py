@@ -60,6 +60,31 @@ def test_raw_pixels_are_named():
     assert warned[0].param == "features.0" and "0-255" in str(warned[0])
 
 
+def test_uint8_images_cast_in_forward_to_a_flat_mlp_are_named():
+    """MNIST-style: uint8 batches, `x.float().flatten(1)` in forward, a Linear first."""
+    class Flat(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.net = mlp(nin=64)
+
+        def forward(self, x):
+            return self.net(x.float().flatten(1))
+    torch.manual_seed(0)
+    x, y = data("img")
+    pixels = torch.randint(0, 256, x.shape, dtype=torch.uint8)
+    g, warned, err = _loop(Flat(), _shuffled(pixels, y))
+    assert [(w.cause, w.param) for w in warned] == [("pixel-range", "net.0")]
+
+
+def test_small_integer_features_are_fine():
+    """Near miss: sklearn's digits (pixel counts 0..16) -- integral, but on a small scale."""
+    torch.manual_seed(0)
+    x, y = data()
+    counts = torch.randint(0, 17, x.shape).float()
+    g, warned, err = _loop(mlp(), _shuffled(counts, y))
+    assert warned == []
+
+
 def test_pixels_divided_in_forward_are_fine():
     """Near miss: the raw batch holds 0-255, but the model normalises it itself."""
     class Scaled(CNN):
