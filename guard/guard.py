@@ -382,7 +382,7 @@ class TrainingGuard:
             else:
                 self._gate = "host" if finite == "skip" or spike_skip else "deferred"
         if spike_skip:
-            self._checks["spike"].make_ring(self._device)
+            self._checks["spike"].make_gate(self._device, on_host=self._gate == "host")
         self._sample_every = max(2, self.check_every // 5)
         self.needs_full_norms = True   # cleared by the update check once all params moved
         self._sticky = None
@@ -579,8 +579,8 @@ class TrainingGuard:
 
     def _gate_step(self, optimizer, rec, loss) -> None:
         ring = self._checks["spike"].ring
-        # on_spike="skip": every step's values enter the on-device ring (its slots are
-        # indexed by step), whatever else is decided below.
+        # on_spike="skip": every step's values enter the spike statistics (the device
+        # ring's slots are indexed by step), whatever else is decided below.
         spike = ring.flag(self.step, loss, rec.total) if ring is not None else None
         if rec.total is None and loss is None:
             return

@@ -28,13 +28,14 @@ In ``"warn"`` and ``"raise"`` modes the check costs nothing per step: the loss
 and the global gradient norm of every step already travel to the host at each
 read-back (every ``check_every`` steps), and the check judges them there
 (:class:`SpikeHistory`). ``"skip"`` (``on_spike="skip"``) needs a decision
-*before* the update; the guard then keeps the same statistics in a small
-on-device ring buffer (:class:`DeviceSpikeRing`, 2 x ``window`` floats) and
-gates the step exactly as the non-finite ``"skip"`` policy does: on the CPU
-the decision is read on the host (free there, and exact); with a fused
-optimizer on an accelerator the flag is handed to the kernel as ``found_inf``
-(no sync); with a non-fused optimizer on an accelerator it is read each step
-(one sync per step -- the documented cost of the opt-in policy).
+*before* the update, taken where the non-finite ``"skip"`` policy takes its own:
+on the host when the guard gates there (the CPU, where reading the two values is
+free and the decision exact; a non-fused optimizer on an accelerator, one read
+per step -- the documented cost of the opt-in policy) with the same
+:class:`SpikeHistory` (:class:`HostSpikeGate`); on the device with a fused
+optimizer on an accelerator, where a small on-device ring buffer
+(:class:`DeviceSpikeRing`, 2 x ``window`` floats) keeps the same statistics and
+the flag reaches the kernel as ``found_inf`` (no sync).
 """
 from __future__ import annotations
 
@@ -127,6 +128,29 @@ class DeviceSpikeRing:
         return spikes.any()
 
 
+class HostSpikeGate:
+    """The per-step decision of ``on_spike="skip"`` where the guard gates on the host:
+    the two values read back (free on the CPU) and judged by :class:`SpikeHistory`
+    -- exact, and a few microseconds where the device ring's dozen tiny tensor ops on
+    the CPU cost far more."""
+
+    def __init__(self, make_history):
+        self.history = [make_history() for _ in SERIES]
+
+    def flag(self, step: int, loss: Optional[torch.Tensor],
+             norm: Optional[torch.Tensor]) -> bool:
+        present = [t for t in (loss, norm) if t is not None]
+        if all(t.device.type == "cpu" for t in present):
+            host = [t.item() for t in present]
+        else:   # one transfer for both
+            host = torch.stack([t.detach().reshape(()).float().to(present[0].device)
+                                for t in present]).cpu().tolist() if present else []
+        it = iter(host)
+        values = [None if t is None else next(it) for t in (loss, norm)]
+        spikes = [h.judge(step, v) is not None for h, v in zip(self.history, values)]
+        return any(spikes)
+
+
 _REMEDIES = {
     "loss": ("inspect the batch of that step (corrupt samples, wrong labels, an outlier "
              "sequence), lower the learning rate or lengthen warm-up, clip the gradient norm "
@@ -160,15 +184,23 @@ class SpikeCheck(Check):
         if not self.opt["factor"] > 1:
             raise ValueError(f"check 'spike': factor must be > 1, got {self.opt['factor']!r}")
         self.opt["window"], self.opt["min_history"] = window, least
-        self._history = {s: SpikeHistory(window, least, float(self.opt["factor"]),
-                                         float(self.opt["floor"]), float(self.opt["above_max"]))
-                         for s in SERIES}
-        self.ring: Optional[DeviceSpikeRing] = None   # only for "skip", made by the guard
+        self._history = {s: self._new_history() for s in SERIES}
+        # Only for "skip", made by the guard: HostSpikeGate or DeviceSpikeRing.
+        self.ring = None
 
-    def make_ring(self, device) -> DeviceSpikeRing:
-        self.ring = DeviceSpikeRing(self.opt["window"], self.opt["min_history"],
-                                    float(self.opt["factor"]), float(self.opt["floor"]),
-                                    float(self.opt["above_max"]), device)
+    def _new_history(self) -> SpikeHistory:
+        return SpikeHistory(self.opt["window"], self.opt["min_history"],
+                            float(self.opt["factor"]), float(self.opt["floor"]),
+                            float(self.opt["above_max"]))
+
+    def make_gate(self, device, on_host: bool):
+        """The per-step decision for "skip", where the guard gates (see the module doc)."""
+        if on_host:
+            self.ring = HostSpikeGate(self._new_history)
+        else:
+            self.ring = DeviceSpikeRing(self.opt["window"], self.opt["min_history"],
+                                        float(self.opt["factor"]), float(self.opt["floor"]),
+                                        float(self.opt["above_max"]), device)
         return self.ring
 
     def on_window(self, w) -> List[Finding]:

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from guard import DivergenceError, ExplodingGradientError, TrainingGuard
-from guard.checks.spike import DeviceSpikeRing, SpikeHistory, lower_median
+from guard.checks.spike import DeviceSpikeRing, HostSpikeGate, SpikeHistory, lower_median
 from guard_helpers import data, guard_warnings, mlp, warning_causes
 
 
@@ -180,7 +180,7 @@ def test_skip_on_cpu_leaves_model_and_optimizer_untouched():
     opt = torch.optim.Adam(model.parameters(), 1e-3)
     g, warned, err, snaps = _run(model, opt, x, y, bad_steps=(60,), snapshot_at=60,
                                  guard_kw=dict(on_spike="skip", max_grad_norm=1.0))
-    assert g._gate == "host"
+    assert g._gate == "host" and isinstance(g._checks["spike"].ring, HostSpikeGate)
     _assert_same_state(snaps["before"], snaps["after"])
     st_b, st_a = snaps["opt_before"]["state"], snaps["opt_after"]["state"]
     assert all(torch.equal(st_b[i]["exp_avg"], st_a[i]["exp_avg"]) and
@@ -229,6 +229,7 @@ def test_skip_through_the_fused_kernel_flag():
                 if step == 50:
                     _assert_same_state(before, model.state_dict())
     assert g._gate == "device" and not hasattr(opt, "found_inf")
+    assert isinstance(g._checks["spike"].ring, DeviceSpikeRing)
     assert [r["step"] for r in g.history if r["spike_skipped"]] == [50]
     assert int(opt.state[model[0].weight]["step"]) == 79
     assert ("spike", "grad-norm-spike") in warning_causes(guard_warnings(rec))
