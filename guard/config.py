@@ -12,15 +12,17 @@ from typing import Any, Dict, Mapping, Optional, Tuple
 from .checks import CHECKS
 
 #: Defaults of the contract: ``finite`` raises (or follows ``on_nonfinite``),
-#: every other check warns.
+#: ``optimizer`` notes (``"info"``), every other check warns.
 DEFAULT_MODES = {name: "warn" for name in CHECKS}
+DEFAULT_MODES["optimizer"] = "info"   # recipe notes in report(), not warnings
 
 
-def parse_checks(checks: Optional[Mapping[str, Any]],
-                 on_nonfinite: str) -> Dict[str, Tuple[str, Dict[str, Any]]]:
+def parse_checks(checks: Optional[Mapping[str, Any]], on_nonfinite: str,
+                 on_spike: str = "warn") -> Dict[str, Tuple[str, Dict[str, Any]]]:
     """Return ``{check name: (mode, threshold overrides)}`` for every check."""
     modes = dict(DEFAULT_MODES)
     modes["finite"] = on_nonfinite
+    modes["spike"] = on_spike
     options: Dict[str, Dict[str, Any]] = {name: {} for name in CHECKS}
     for name, value in (checks or {}).items():
         if name not in CHECKS:

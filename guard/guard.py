@@ -4,7 +4,9 @@ How it stays out of the way
 ---------------------------
 * It attaches only through PyTorch's hooks: an optimizer step pre-hook and
   post-hook, a forward hook on ``loss_fn`` (when it is an ``nn.Module``) and,
-  for the first forward pass only, forward hooks on the model's leaf modules.
+  for the first forward pass only, forward hooks on the model's leaf modules;
+  the data check's forward pre-hooks (model, first weight layer, embeddings,
+  BatchNorm layers, ``loss_fn``) live for the first few steps only.
   On exit every handle is removed, so the hook dicts are exactly as before --
   also when the body raises.
 * Steady-state steps cause no host-device synchronisation. Before each step the
@@ -48,6 +50,7 @@ import torch
 from torch import nn
 
 from .checks import CHECKS
+from .checks.data import DataProbe
 from .checks.early_stopping import EarlyStopping
 from .checks.init import ActivationProbe
 from .checks.initial_loss import describe_loss_call
@@ -97,11 +100,12 @@ class _Step:
     """What the pre-hook recorded for one step; tensors stay on the device."""
 
     __slots__ = ("step", "loss", "total", "applied", "per", "present", "bad", "scaler_inf",
-                 "gate", "host_checked", "host_bad", "host_skipped", "lr")
+                 "gate", "host_checked", "host_bad", "host_skipped", "lr", "spike")
 
     def __init__(self, step, loss, lr):
         self.step, self.loss, self.lr = step, loss, lr
         self.total = self.per = self.present = self.bad = self.scaler_inf = self.gate = None
+        self.spike = None     # on_spike="skip": the spike flag (device tensor or bool)
         self.applied = None   # the norm at the step, when `total` was observed before a clip
         self.host_checked = self.host_bad = self.host_skipped = False
 
@@ -138,10 +142,16 @@ class TrainingGuard:
         checks: ``{check name: mode}`` with modes ``"off"``, ``"warn"``, ``"raise"``
             (``"skip"`` for ``finite``), or ``{name: {"mode": ..., threshold: value}}``.
             Names: ``init``, ``initial-loss``, ``gradient-norm``, ``finite``,
-            ``update``, ``divergence``. Defaults: ``finite`` raises, others warn.
+            ``update``, ``divergence``, ``spike``, ``data``, ``optimizer``. Defaults:
+            ``finite`` raises, ``optimizer`` notes (``"info"``: in ``report()``, no
+            warning), others warn.
         check_every: steps between host reads of the on-device numbers (50).
         process_group: under ``torch.distributed``, the group whose ranks agree on
             every decision (default: the world, when initialised with > 1 rank).
+        on_spike: ``"warn"`` (default), ``"skip"``, ``"raise"`` or ``"off"`` for a loss or
+            gradient-norm spike relative to its running median; the same as
+            ``checks={"spike": ...}``, which wins if both are given. ``"skip"`` skips
+            the spiking step's update as ``on_nonfinite="skip"`` does.
     """
 
     def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, *,
@@ -149,7 +159,7 @@ class TrainingGuard:
                  clip_value: Optional[float] = None, patience: Optional[int] = None,
                  min_delta: float = 0.0, mode: str = "min", restore_best: bool = False,
                  on_nonfinite: str = "raise", checks: Optional[Mapping[str, Any]] = None,
-                 check_every: int = 50, process_group=None):
+                 check_every: int = 50, process_group=None, on_spike: str = "warn"):
         if not isinstance(model, nn.Module):
             raise TypeError("model must be an nn.Module")
         if not isinstance(optimizer, torch.optim.Optimizer):
@@ -162,6 +172,9 @@ class TrainingGuard:
         if on_nonfinite not in ("raise", "skip", "warn"):
             raise ValueError(f"on_nonfinite must be 'raise', 'skip' or 'warn', "
                              f"got {on_nonfinite!r}")
+        if on_spike not in ("warn", "skip", "raise", "off"):
+            raise ValueError(f"on_spike must be 'warn', 'skip', 'raise' or 'off', "
+                             f"got {on_spike!r}")
         self.model = model
         self.optimizer = optimizer
         self.loss_fn = loss_fn
@@ -173,13 +186,16 @@ class TrainingGuard:
         orig = getattr(model, "_orig_mod", None)
         self.root: nn.Module = orig if isinstance(orig, nn.Module) else model
         self._checks = {name: CHECKS[name](mode, opts, self)
-                        for name, (mode, opts) in parse_checks(checks, on_nonfinite).items()}
+                        for name, (mode, opts) in parse_checks(checks, on_nonfinite,
+                                                                on_spike).items()}
         self._early = EarlyStopping(patience, min_delta, mode, restore_best)
         self._decisions = make_decisions(process_group)
         self._sharded = is_sharded(self.root)   # FSDP: each rank holds a shard
         self._history = History()
         self._events: List[Dict[str, Any]] = []
         self.notes: List[str] = []   # what the guard could not measure, shown by report()
+        self._notes: List[Dict[str, Any]] = []    # findings of checks in "info" mode
+        self._data_probe: Optional[DataProbe] = None
         self._event_index: Dict[tuple, int] = {}
         self.step = 0                 # optimizer steps seen so far
         self._entered = self._active = False
@@ -221,7 +237,8 @@ class TrainingGuard:
         step's micro-batches), ``grad_norm`` (global, before clipping),
         ``applied_grad_norm`` (after clipping by norm), ``update_ratio`` (median
         over weight matrices, on sampled steps), ``nonfinite``, ``skipped`` (by
-        the guard), ``scaler_skipped`` (by a GradScaler) and ``lr``.
+        the guard), ``scaler_skipped`` (by a GradScaler), ``spike_skipped`` (by
+        ``on_spike="skip"``, also counted in ``skipped``) and ``lr``.
         Inside the ``with`` block, reading it first reads back pending steps
         (one host-device sync)."""
         if self._active and not self._decisions.collective:
@@ -327,7 +344,7 @@ class TrainingGuard:
         self._collect_params()
         self._on_meta = self._meta_note()
         # Checks on entry run before any hook exists: raising here leaves nothing behind.
-        for name in ("init", "update"):
+        for name in ("init", "update", "optimizer"):
             check = self._checks[name]
             # FSDP: each rank holds shards, not the layers' weights -- no init statistics.
             if check.mode != "off" and not (self._sharded and name == "init"):
@@ -407,7 +424,8 @@ class TrainingGuard:
         self._fused = bool(getattr(self.optimizer, "_step_supports_amp_scaling", False))
         on_cpu = all(d.type == "cpu" for d in devices)
         finite = self._checks["finite"].mode
-        if finite in ("raise", "skip"):
+        spike_skip = self._checks["spike"].mode == "skip"
+        if finite in ("raise", "skip") or spike_skip:
             if self._force_gate:
                 self._gate = self._force_gate
             elif on_cpu or self.check_every == 1:
@@ -415,7 +433,9 @@ class TrainingGuard:
             elif self._fused:
                 self._gate = "device"
             else:
-                self._gate = "host" if finite == "skip" else "deferred"
+                self._gate = "host" if finite == "skip" or spike_skip else "deferred"
+        if spike_skip:
+            self._checks["spike"].make_gate(self._device, on_host=self._gate == "host")
         # A "raise" gradient-norm check is exact (it raises before the update of the
         # exploding step) where reading the norm costs nothing: CPU tensors, or
         # check_every=1 (a read every step anyway). On an accelerator it is judged at
@@ -437,6 +457,9 @@ class TrainingGuard:
             init = self._checks["init"]
             ActivationProbe.saturation_at = init.opt["saturation_at"]
             self._probe = ActivationProbe(self.root, self.model, self._on_first_forward)
+        if self._checks["data"].mode != "off":
+            self._data_probe = DataProbe(self._checks["data"], self, self.model, self.root,
+                                         self.loss_fn)
 
     def _detach(self) -> None:
         self._active = False
@@ -446,6 +469,9 @@ class TrainingGuard:
         if self._probe is not None:
             self._probe.remove()
             self._probe = None
+        if self._data_probe is not None:
+            self._data_probe.remove()
+            self._data_probe = None
         self._restore_step_state()
 
     # ------------------------------------------------------------------ hooks
@@ -458,6 +484,15 @@ class TrainingGuard:
             self._first_forward = init.on_first_forward(records)
             return
         self._emit(init, init.on_first_forward(records))
+
+    def _data_findings(self, check, findings) -> None:
+        """Findings of the data check's hooks. Distributed: a hook may run on some ranks
+        only, so they wait for the next read-back, which every rank takes and where the
+        findings of all checks are agreed in one collective."""
+        if self._decisions.collective:
+            check.pending.extend(findings)
+        else:
+            self._emit(check, findings)
 
     def _on_loss(self, module, args, kwargs, output) -> None:
         # Validation passes (no_grad, or a loss without graph) are not training losses.
@@ -623,6 +658,10 @@ class TrainingGuard:
         return not math.isfinite(rec.total.item() * max(1.0, self._max_lr()))
 
     def _gate_step(self, optimizer, rec, loss) -> None:
+        ring = self._checks["spike"].ring
+        # on_spike="skip": every step's values enter the spike statistics (the device
+        # ring's slots are indexed by step), whatever else is decided below.
+        spike = ring.flag(self.step, loss, rec.total) if ring is not None else None
         if rec.total is None and loss is None:
             return
         if self._gate == "host":
@@ -631,10 +670,16 @@ class TrainingGuard:
             else:
                 is_bad = bool(self._decisions.device_any(self._nonfinite_flag(rec, loss)))
             rec.host_checked, rec.host_bad = True, is_bad
-            if not is_bad:
-                return
+            finite = self._checks["finite"].mode
+            if not (is_bad and finite in ("raise", "skip")):
+                if spike is None:
+                    return
+                # on_spike="skip": decided before the update, like a non-finite skip.
+                rec.spike = self._decisions.host_any(bool(spike))
+                if not rec.spike:
+                    return
             rec.host_skipped = True
-            if self._checks["finite"].mode == "raise":
+            if is_bad and finite == "raise":
                 # Read back now: the finite check names the step and the first
                 # offending parameter and raises before the update is applied.
                 self._pending.append(rec)
@@ -651,12 +696,16 @@ class TrainingGuard:
             bad = self._decisions.device_any(bad)
         rec.bad = bad
         if self._gate == "device":
-            flag = bad.float()
-            if self._checks["finite"].mode == "raise":
+            finite = self._checks["finite"].mode
+            flag = bad.float() if finite in ("raise", "skip") else torch.zeros_like(bad.float())
+            if finite == "raise":
                 # Latched: no update until the read-back raises.
                 self._sticky = flag if self._sticky is None else torch.maximum(self._sticky,
                                                                                 flag)
                 flag = self._sticky
+            if spike is not None:   # on_spike="skip": the spike joins the kernel's skip flag
+                rec.spike = self._decisions.device_any(spike)
+                flag = torch.maximum(flag, rec.spike.float())
             rec.gate = flag
             # A GradScaler may have set found_inf already: honour both, restore after.
             prev = getattr(optimizer, "found_inf", _UNSET)
@@ -774,9 +823,9 @@ class TrainingGuard:
             slots: Dict[int, Dict[str, int]] = {}
             for r in recs:
                 s = {}
-                for field in ("loss", "total", "applied", "bad", "scaler_inf", "gate"):
+                for field in ("loss", "total", "applied", "bad", "scaler_inf", "gate", "spike"):
                     t = getattr(r, field)
-                    if t is not None:
+                    if t is not None and isinstance(t, torch.Tensor):
                         s[field] = len(scalars)
                         scalars.append(t.detach().reshape(()).float().to(self._device))
                 slots[id(r)] = s
@@ -814,7 +863,7 @@ class TrainingGuard:
         self._sticky = None   # a latched "raise" gate is raised right below
         if emit:
             checks = [self._checks[name] for name in
-                      ("finite", "gradient-norm", "update", "divergence")
+                      ("finite", "gradient-norm", "spike", "update", "divergence", "data")
                       if self._checks[name].mode != "off"]
             # Agreed between ranks all at once: one reduction per read-back.
             found = self._decisions.agree([check.on_window(window) for check in checks])
@@ -864,8 +913,11 @@ class TrainingGuard:
             w.nonfinite.append(bad)
             w.scaler_skipped.append(scaler)
             w.skipped.append(skipped)
+            spike = bool(v["spike"]) if "spike" in v else bool(r.spike)
+            w.spike.append(spike)
             index[r.step] = len(self._history)
-            self._history.append(r.step, loss, total, applied, None, bad, skipped, scaler, r.lr)
+            self._history.append(r.step, loss, total, applied, None, bad, skipped, scaler, r.lr,
+                                 spike=spike and skipped)
         return w, index
 
     def _layer_summary(self, w: Window) -> None:
@@ -898,6 +950,10 @@ class TrainingGuard:
     def _emit(self, check, findings, agreed: bool = False) -> None:
         """The single exit of every finding: once per cause, by the check's mode."""
         for f in (findings if agreed else self._decisions.findings(findings)):
+            if check.mode == "info":   # a note for report() and to_json(), no warning
+                self._notes.append({"check": check.name, "cause": f.cause, "step": f.step,
+                                    "param": f.param, "message": f.message})
+                continue
             key = (check.name, f.cause)
             mode = "warn" if check.mode == "skip" else check.mode
             if key in self._event_index:

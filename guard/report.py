@@ -18,7 +18,7 @@ class History:
     costs a few dozen bytes per step instead of one dict per step."""
 
     FIELDS = ("step", "loss", "grad_norm", "applied_grad_norm", "update_ratio")
-    FLAGS = ("nonfinite", "skipped", "scaler_skipped")
+    FLAGS = ("nonfinite", "skipped", "scaler_skipped", "spike_skipped")
 
     def __init__(self):
         self._cols = {f: array("d") for f in self.FIELDS}
@@ -26,10 +26,11 @@ class History:
         self._lr: List[Any] = []
 
     def append(self, step, loss, grad_norm, applied, ratio, nonfinite, skipped, scaler_skipped,
-               lr):
+               lr, spike=False):
         for f, v in zip(self.FIELDS, (step, loss, grad_norm, applied, ratio)):
             self._cols[f].append(_NAN if v is None else float(v))
-        for f, v in zip(self.FLAGS, (nonfinite, skipped, scaler_skipped)):
+        # spike_skipped: skipped by on_spike="skip" (also counted in `skipped`)
+        for f, v in zip(self.FLAGS, (nonfinite, skipped, scaler_skipped, spike)):
             self._flags[f].append(1 if v else 0)
         self._lr.append(lr)
 
@@ -79,6 +80,7 @@ def summary(guard) -> Dict[str, Any]:
         "world_size": getattr(guard._decisions, "world_size", 1),   # ranks (torch.distributed)
         "steps": len(h),
         "skipped_steps": sum(h.column("skipped")),
+        "spike_skipped_steps": sum(h.column("spike_skipped")),
         "scaler_skipped_steps": sum(h.column("scaler_skipped")),
         "nonfinite_steps": sum(h.column("nonfinite")),
         "clipped_steps": clipped,
@@ -91,7 +93,8 @@ def summary(guard) -> Dict[str, Any]:
                            "best_call": es.best_call, "restored": es.restored,
                            "best_step": es.best_step, "stop_step": es.stop_step},
         "events": list(guard._events),
-        "notes": list(guard.notes),
+        "unmeasured": list(guard.notes),   # what the guard could not measure (meta device)
+        "notes": list(guard._notes),   # checks in "info" mode (optimizer recipe notes)
     }
 
 
@@ -116,7 +119,10 @@ def format_report(guard) -> str:
     if s["world_size"] > 1:
         lines.append(f"ranks: {s['world_size']} (torch.distributed; decisions agreed by all "
                      f"ranks; loss and history of rank {guard._decisions.rank})")
-    lines.append(f"steps: {s['steps']}  skipped (non-finite): {s['skipped_steps']}  "
+    spikes = (f"  skipped (spikes): {s['spike_skipped_steps']}"
+              if s["spike_skipped_steps"] else "")
+    lines.append(f"steps: {s['steps']}  skipped (non-finite): "
+                 f"{s['skipped_steps'] - s['spike_skipped_steps']}{spikes}  "
                  f"skipped by GradScaler: {s['scaler_skipped_steps']}  "
                  f"non-finite: {s['nonfinite_steps']}  clipped: {s['clipped_steps']}")
     lines.append(f"loss: first {_fmt(s['loss_first'])}  last {_fmt(s['loss_last'])}  "
@@ -138,7 +144,7 @@ def format_report(guard) -> str:
             lines.append(f"  ... {len(layers) - _MAX_LAYERS} more in to_json()")
     checks = ", ".join(f"{n}={c.mode}" for n, c in guard._checks.items())
     lines.append(f"checks: {checks}")
-    for note in s["notes"]:
+    for note in s["unmeasured"]:
         lines.append(f"note: {note}")
     if s["events"]:
         lines.append(f"findings ({len(s['events'])}):")
@@ -146,10 +152,14 @@ def format_report(guard) -> str:
             where = f" step {e['step']}" if e["step"] is not None else ""
             lines.append(f"  [{e['action']}] {e['check']}/{e['cause']}{where}"
                          f"{' x%d' % e['count'] if e['count'] > 1 else ''}: {e['message']}")
-    elif s["notes"]:
+    elif s["unmeasured"]:
         lines.append("findings: none (but see the notes: not everything could be measured)")
     else:
         lines.append("findings: none -- the run looks healthy")
+    if s["notes"]:
+        lines.append(f"notes ({len(s['notes'])}, info only):")
+        for n in s["notes"]:
+            lines.append(f"  [info] {n['check']}/{n['cause']}: {n['message']}")
     return "\n".join(lines)
 
 

@@ -55,6 +55,7 @@ class Window:
     nonfinite: List[bool] = field(default_factory=list)        # a real NaN/Inf (not AMP's)
     scaler_skipped: List[bool] = field(default_factory=list)   # GradScaler found inf
     skipped: List[bool] = field(default_factory=list)          # update not applied by the guard
+    spike: List[bool] = field(default_factory=list)   # gated as a spike (on_spike="skip" only)
     updates: List[UpdateSample] = field(default_factory=list)
     nonfinite_params: List[str] = field(default_factory=list)  # after the last step
     final: bool = False       # the last window, read at exit

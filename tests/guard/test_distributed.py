@@ -753,3 +753,28 @@ def test_deferred_gate_has_no_per_step_collective_and_raises_everywhere():
     res = run_ranks("scenario_deferred", world=2)
     assert _same(res, "raised") == ("NonFiniteError", 3)
     assert _same(res, "per_step")[1:4] == [0, 0, 0]
+
+
+def scenario_data_finding_on_one_rank(rank, world):
+    """Rank 0 alone gets raw 0-255 inputs: the data check's finding is agreed at the
+    read-back (no collective of its own), so every rank records it and none hangs."""
+    import warnings
+    model, ddp, x, y = _setup(rank)
+    if rank == 0:
+        x = (x.abs() * 60).round().clamp(0, 255)
+    crit = nn.CrossEntropyLoss()
+    opt = torch.optim.SGD(ddp.parameters(), lr=0.001)
+    with warnings.catch_warnings(record=True):
+        warnings.simplefilter("always")
+        with TrainingGuard(ddp, opt, loss_fn=crit, check_every=4,
+                           checks=_quiet_checks(**{"gradient-norm": "off"})) as gd:
+            for step in range(8):
+                opt.zero_grad()
+                crit(ddp(x[step * 8:(step + 1) * 8]), y[step * 8:(step + 1) * 8]).backward()
+                opt.step()
+    return {"events": [(e["check"], e["cause"], e["step"]) for e in gd._events]}
+
+
+def test_a_data_finding_on_one_rank_is_agreed_by_all():
+    res = run_ranks("scenario_data_finding_on_one_rank", world=2, deadline=40)
+    assert _same(res, "events") == [("data", "pixel-range", 0)]

@@ -22,7 +22,7 @@ def test_history_records():
     h = g.history
     assert [r["step"] for r in h] == list(range(25))
     keys = {"step", "loss", "grad_norm", "applied_grad_norm", "update_ratio", "nonfinite",
-            "skipped", "scaler_skipped", "lr"}
+            "skipped", "scaler_skipped", "spike_skipped", "lr"}
     assert set(h[0]) == keys
     assert all(r["applied_grad_norm"] <= 0.01 + 1e-9 for r in h)
     assert all(r["grad_norm"] > r["applied_grad_norm"] for r in h)
