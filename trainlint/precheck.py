@@ -229,11 +229,12 @@ CATALOGUE: Dict[str, Precheck] = {
     "TL107": Precheck((isub("sched", "swalr", "warmup"),), _STEP, needs_torch=True),
     # backward on a loss computed under no_grad/inference_mode/set_grad_enabled(False)
     "TL108": Precheck((sub("no_grad", "inference_mode", "set_grad_enabled"),), _BACKWARD, needs_torch=True),
-    # softmax output (`softmax`, `Softmax`, `Softmax2d`) into cross-entropy
-    "TL201": Precheck((sub("cross_entropy", "CrossEntropyLoss"),), (isub("softmax"),), needs_torch=True),
+    # softmax output (`softmax`, `Softmax`, `Softmax2d`) into cross-entropy; the softmax may
+    # be a model's, imported from another module of the project (analysis/project.py)
+    "TL201": Precheck((sub("cross_entropy", "CrossEntropyLoss"),), (isub("softmax"), word("import")), needs_torch=True),
     # sigmoid output (`sigmoid`, `Sigmoid`, `torch.special.expit`) into a with-logits loss
     "TL202": Precheck(
-        (sub("binary_cross_entropy_with_logits", "BCEWithLogitsLoss"),), (isub("sigmoid", "expit"),), needs_torch=True
+        (sub("binary_cross_entropy_with_logits", "BCEWithLogitsLoss"),), (isub("sigmoid", "expit"), word("import")), needs_torch=True
     ),
     # `log(softmax(x))` / `log(sigmoid(x))`, or `exp(x) / exp(x).sum()`
     "TL203": Precheck(

@@ -19,7 +19,7 @@ from typing import List, Optional
 
 import libcst as cst
 
-from trainlint.analysis.context import FileContext
+from trainlint.analysis.context import TORCH_ROOTS, FileContext
 from trainlint.analysis.facts import Block, CallSite, ClassInfo, FunctionInfo, Site, walk
 from trainlint.analysis.names import dotted, expression_facts
 from trainlint.analysis.torch_api import MODE_DEPENDENT_LAYER, SET_GRAD_ENABLED
@@ -247,7 +247,8 @@ class Evaluation:
 
     # -- the model ----------------------------------------------------------------------
     def model_has_mode_layers(self, p: EvalPass) -> bool:
-        """False only when the model's definition is visible and has no dropout/norm layer."""
+        """False only when the model's definition is visible and has no dropout/norm layer,
+        or when its class is imported from a module that cannot be seen."""
         func = p.model_call.func
         if isinstance(func, cst.Attribute) and func.attr.value == "forward":
             func = func.value
@@ -270,12 +271,24 @@ class Evaluation:
                     for a in call.args
                 )
             # Other torch.nn layers (Linear, Conv, ReLU, LayerNorm...) behave the same in both modes.
-            return not q.startswith("torch.nn.")
+            if q.startswith("torch.nn."):
+                return False
+            return self._imported_class_has_mode_layers(q)
         if isinstance(call.func, cst.Name):
             cls = self.ctx.class_named(call.func.value)
             if cls is not None:
                 return self._class_has_mode_layers(cls, seen)
         return True
+
+    def _imported_class_has_mode_layers(self, q: str) -> bool:
+        """A model built by an imported name. A class of another project module: its summary
+        says (analysis/project.py). A PyTorch-family library's (torchvision, timm,
+        transformers): its models have such layers. Anything else cannot be seen, and the
+        answer depends on it: not known to have them, so the rule stays silent."""
+        if not q.startswith(".") and q.split(".", 1)[0] in TORCH_ROOTS:
+            return True
+        found = self.ctx.project.class_summary(q) if self.ctx.project is not None else None
+        return bool(found is not None and found[0].get("mode_layers"))
 
     def _class_has_mode_layers(self, cls: ClassInfo, seen: set) -> bool:
         if cls.name in seen:
@@ -298,7 +311,10 @@ class Evaluation:
             if MODE_DEPENDENT_LAYER.search(q) or q.endswith(".dropout") or "dropout" in q.rsplit(".", 1)[-1]:
                 return True
             if not q.startswith(("torch.", "math.", "numpy.", "np.")):
-                return True  # a layer from elsewhere: cannot tell
+                # A layer from elsewhere: a project class's summary says, else cannot tell.
+                found = self.ctx.project.class_summary(q) if self.ctx.project is not None else None
+                if found is None or found[0].get("mode_layers"):
+                    return True
         return False
 
     def model_name(self, p: EvalPass) -> str:

@@ -143,6 +143,13 @@ def _instance_output(ctx: FileContext, value: cst.BaseExpression, site: Site, ki
                 inner = _returns_output(ctx, forward, kind, depth)
                 if inner:
                     return f"`{cls.name}.forward`, which returns {inner}"
+    if q is not None and ctx.project is not None:
+        # A model class from another module of the project: its summary says what
+        # `forward` returns (analysis/project.py).
+        found = ctx.project.class_summary(q)
+        if found is not None and found[0].get(kind.label):
+            summary, where = found
+            return f"`{q.rsplit('.', 1)[-1]}.forward` in {where}, which returns {summary[kind.label]}"
     return None
 
 

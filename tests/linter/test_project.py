@@ -1,0 +1,257 @@
+"""Project-wide facts: a model class defined in one module, trained or evaluated in another.
+
+Each test writes a small multi-file project to tmp_path and lints one file of it through
+the CLI (as pre-commit does), so the import resolution, the module summaries, the cache
+and the pre-check are all on the path.
+"""
+
+from __future__ import annotations
+
+import json
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from trainlint.analysis.project import Project
+from trainlint.engine import lint_text
+
+
+def write(root: Path, files: dict) -> None:
+    for name, src in files.items():
+        p = root / name
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text(textwrap.dedent(src))
+
+
+def codes(run_cli, *args):
+    r = run_cli(*args, "--format", "json")
+    assert r.exit_code in (0, 1), r.output
+    return sorted((f["path"].replace("\\", "/"), f["code"], f["line"]) for f in json.loads(r.stdout))
+
+
+SOFTMAX_NET = """
+    import torch.nn as nn
+    import torch.nn.functional as F
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(10, 3)
+
+        def forward(self, x):
+            return F.softmax(self.fc(x), dim=1)
+"""
+LOG_SOFTMAX_NET = SOFTMAX_NET.replace("F.softmax", "F.log_softmax")
+LOGITS_NET = SOFTMAX_NET.replace("F.softmax(self.fc(x), dim=1)", "self.fc(x)")
+
+TRAIN = """
+    import torch.nn as nn
+    {import_line}
+
+    model = {make}()
+    criterion = nn.CrossEntropyLoss()
+    for x, y in train_loader:
+        loss = criterion(model(x), y)
+        loss.backward()
+"""
+
+
+def train_importing(line: str, make: str = "Net") -> str:
+    return TRAIN.format(import_line=line, make=make)
+
+
+@pytest.mark.parametrize(
+    "files,linted",
+    [
+        # a sibling module, imported by a script
+        ({"net.py": SOFTMAX_NET, "train.py": train_importing("from net import Net")}, "train.py"),
+        # a module of a package, absolute and as `import ... as`
+        ({"models/__init__.py": "", "models/net.py": SOFTMAX_NET, "train.py": train_importing("from models.net import Net")}, "train.py"),
+        ({"utils.py": SOFTMAX_NET, "train.py": train_importing("import utils as U", "U.Net")}, "train.py"),
+        # a relative import inside a package
+        ({"pkg/__init__.py": "", "pkg/models.py": SOFTMAX_NET, "pkg/train.py": train_importing("from .models import Net")}, "pkg/train.py"),
+        # a package that re-exports the class from its __init__.py
+        ({"models/__init__.py": "from .net import Net\n", "models/net.py": SOFTMAX_NET, "train.py": train_importing("from models import Net")}, "train.py"),
+        # the package's own absolute name, from a module inside it
+        ({"pkg/__init__.py": "", "pkg/models.py": SOFTMAX_NET, "pkg/train.py": train_importing("from pkg.models import Net")}, "pkg/train.py"),
+    ],
+)
+def test_softmax_model_from_another_module_fed_to_cross_entropy(run_cli, tmp_path, files, linted):
+    write(tmp_path, files)
+    assert ("TL201" in {c for _, c, _ in codes(run_cli, linted, "--select", "TL201", "--no-cache")})
+    r = run_cli(linted, "--select", "TL201", "--no-cache")
+    assert "`Net.forward` in " in r.stdout and "F.softmax" in r.stdout
+
+
+@pytest.mark.parametrize(
+    "files",
+    [
+        # the imported model ends in log_softmax: harmless before cross-entropy
+        {"net.py": LOG_SOFTMAX_NET, "train.py": train_importing("from net import Net")},
+        # returns logits
+        {"net.py": LOGITS_NET, "train.py": train_importing("from net import Net")},
+        # a same-named class in an unrelated module: the import names another module
+        {"net.py": SOFTMAX_NET, "other/__init__.py": "", "other/net.py": LOGITS_NET, "train.py": train_importing("from other.net import Net")},
+        # a module outside the project (not on disk): nothing is known
+        {"train.py": train_importing("from some_library.models import Net")},
+        # the package's __init__ does not re-export it: not the class Python would import
+        {"models/__init__.py": "", "models/net.py": SOFTMAX_NET, "train.py": train_importing("from models import Net")},
+    ],
+)
+def test_near_misses_stay_silent(run_cli, tmp_path, files):
+    write(tmp_path, files)
+    assert codes(run_cli, "train.py", "--select", "TL201", "--no-cache") == []
+
+
+def test_without_project_facts_the_import_is_unknown(tmp_path):
+    """The library entry point reads other modules only when given a project."""
+    write(tmp_path, {"net.py": SOFTMAX_NET})
+    src = textwrap.dedent(train_importing("from net import Net"))
+    path = str(tmp_path / "train.py")
+    assert lint_text(src, path, frozenset({"TL201"})).findings == []
+    found = lint_text(src, path, frozenset({"TL201"}), project=Project(tmp_path))
+    assert [f.code for f in found.findings] == ["TL201"]
+    assert list(found.deps) == [str(tmp_path / "net.py")] and found.deps[str(tmp_path / "net.py")]
+
+
+def test_sigmoid_model_from_another_module_fed_to_bce_with_logits(run_cli, tmp_path):
+    net = SOFTMAX_NET.replace("F.softmax(self.fc(x), dim=1)", "torch.sigmoid(self.fc(x))").replace("import torch.nn as nn", "import torch\n    import torch.nn as nn")
+    train = train_importing("from net import Net").replace("nn.CrossEntropyLoss()", "nn.BCEWithLogitsLoss()")
+    write(tmp_path, {"net.py": net, "train.py": train})
+    assert [c for _, c, _ in codes(run_cli, "train.py", "--no-cache", "--select", "TL202")] == ["TL202"]
+
+
+# -- TL301: the model's class decides whether eval mode matters -------------------------------
+
+def net_with(layer: str) -> str:
+    return f"""
+    import torch.nn as nn
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(10, 3)
+            self.extra = {layer}
+
+        def forward(self, x):
+            return self.extra(self.fc(x))
+    """
+
+
+EVALUATE = """
+    import torch
+    {import_line}
+
+    model = Net()
+
+    @torch.no_grad()
+    def evaluate(loader):
+        return [model(x) for x, _ in loader]
+"""
+
+
+@pytest.mark.parametrize(
+    "layer,reported",
+    [("nn.Dropout(0.5)", True), ("nn.BatchNorm1d(3)", True), ("nn.ReLU()", False), ("nn.LayerNorm(3)", False)],
+)
+def test_eval_mode_uses_the_imported_class_layers(run_cli, tmp_path, layer, reported):
+    write(tmp_path, {"models/__init__.py": "from .net import Net\n", "models/net.py": net_with(layer),
+                     "evaluate.py": EVALUATE.format(import_line="from models import Net")})
+    found = [c for _, c, _ in codes(run_cli, "evaluate.py", "--select", "TL301", "--no-cache")]
+    assert found == (["TL301"] if reported else [])
+
+
+@pytest.mark.parametrize(
+    "import_line,reported",
+    [
+        ("from some_library import Net", False),  # outside the project: cannot be seen
+        ("from models.missing import Net", False),  # a project path that does not exist
+        ("from torchvision.models import resnet18 as Net", True),  # a model zoo: BatchNorm
+    ],
+)
+def test_eval_mode_stays_silent_on_a_class_it_cannot_see(run_cli, tmp_path, import_line, reported):
+    write(tmp_path, {"models/__init__.py": "", "evaluate.py": EVALUATE.format(import_line=import_line)})
+    found = [c for _, c, _ in codes(run_cli, "evaluate.py", "--select", "TL301", "--no-cache")]
+    assert found == (["TL301"] if reported else [])
+
+
+def test_a_project_class_used_as_a_layer_is_read_too(run_cli, tmp_path):
+    """A visible model built from a project block without dropout/norm: eval mode changes nothing."""
+    block = net_with("nn.ReLU()").replace("class Net", "class Block")
+    model = """
+    import torch
+    import torch.nn as nn
+    from blocks import Block
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.body = Block()
+
+        def forward(self, x):
+            return self.body(x)
+
+    model = Net()
+
+    @torch.no_grad()
+    def evaluate(loader):
+        return [model(x) for x, _ in loader]
+    """
+    write(tmp_path, {"blocks.py": block, "evaluate.py": model})
+    assert codes(run_cli, "evaluate.py", "--select", "TL301", "--no-cache") == []
+    write(tmp_path, {"blocks.py": net_with("nn.Dropout(0.1)").replace("class Net", "class Block")})
+    assert [c for _, c, _ in codes(run_cli, "evaluate.py", "--select", "TL301", "--no-cache")] == ["TL301"]
+
+
+# -- the cache -----------------------------------------------------------------------------------
+
+def test_changing_the_model_module_changes_the_finding_in_the_training_file(run_cli, tmp_path):
+    write(tmp_path, {"models/__init__.py": "", "models/net.py": LOGITS_NET, "train.py": train_importing("from models.net import Net")})
+    assert codes(run_cli, "train.py") == []
+    assert codes(run_cli, "train.py") == []  # served from the cache
+    write(tmp_path, {"models/net.py": SOFTMAX_NET})  # train.py itself is unchanged
+    assert codes(run_cli, "train.py") == [("train.py", "TL201", 8)]
+    write(tmp_path, {"models/net.py": LOG_SOFTMAX_NET})
+    assert codes(run_cli, "train.py") == []
+
+
+def test_a_module_that_appears_later_is_noticed(run_cli, tmp_path):
+    write(tmp_path, {"train.py": train_importing("from net import Net")})
+    assert codes(run_cli, "train.py") == []
+    write(tmp_path, {"net.py": SOFTMAX_NET})
+    assert codes(run_cli, "train.py") == [("train.py", "TL201", 8)]
+
+
+def test_a_one_file_run_reads_the_other_modules_summary_from_the_cache(run_cli, tmp_path, monkeypatch):
+    write(tmp_path, {"net.py": SOFTMAX_NET, "train.py": train_importing("from net import Net")})
+    assert codes(run_cli, ".") == [("train.py", "TL201", 8)]  # lints (and summarises) net.py
+    import trainlint.analysis.project as project_mod
+
+    monkeypatch.setattr(project_mod, "_PROJECTS", {})  # a fresh process: nothing in memory
+    monkeypatch.setattr(project_mod, "_read_summary", lambda *a: (_ for _ in ()).throw(AssertionError("parsed net.py")))
+    write(tmp_path, {"train.py": train_importing("from net import Net") + "    print(1)\n"})
+    assert codes(run_cli, "train.py") == [("train.py", "TL201", 8)]
+
+
+def test_the_process_pool_gives_the_same_result(run_cli, tmp_path):
+    files = {"net.py": SOFTMAX_NET}
+    for i in range(6):
+        files[f"train{i}.py"] = train_importing("from net import Net")
+    write(tmp_path, files)
+    one = codes(run_cli, ".", "--jobs", "1", "--no-cache")
+    assert len(one) == 6 and {c for _, c, _ in one} == {"TL201"}
+    assert codes(run_cli, ".", "--jobs", "3") == one
+
+
+def test_a_broken_or_huge_module_gives_no_facts_and_no_crash(run_cli, tmp_path):
+    write(tmp_path, {"net.py": "class Net(:\n", "train.py": train_importing("from net import Net")})
+    r = run_cli("train.py", "--select", "TL201")
+    assert r.exit_code == 0, r.output
+
+
+def test_stdin_with_a_filename_reads_the_project(run_cli, tmp_path):
+    write(tmp_path, {"net.py": SOFTMAX_NET})
+    src = textwrap.dedent(train_importing("from net import Net"))
+    r = run_cli("-", "--stdin-filename", "train.py", "--select", "TL201", input=src)
+    assert r.exit_code == 1 and "TL201" in r.stdout
