@@ -81,7 +81,7 @@ def test_softmax_model_from_another_module_fed_to_cross_entropy(run_cli, tmp_pat
     write(tmp_path, files)
     assert ("TL201" in {c for _, c, _ in codes(run_cli, linted, "--select", "TL201", "--no-cache")})
     r = run_cli(linted, "--select", "TL201", "--no-cache")
-    assert "`Net.forward` in " in r.stdout and "F.softmax" in r.stdout
+    assert "`Net` from " in r.stdout and "F.softmax" in r.stdout
 
 
 @pytest.mark.parametrize(
@@ -255,3 +255,74 @@ def test_stdin_with_a_filename_reads_the_project(run_cli, tmp_path):
     src = textwrap.dedent(train_importing("from net import Net"))
     r = run_cli("-", "--stdin-filename", "train.py", "--select", "TL201", input=src)
     assert r.exit_code == 1 and "TL201" in r.stdout
+
+
+# -- star imports and factories (`from models import *`; `def ResNet18(): return ResNet(...)`) ---
+
+FACTORY = """
+    import torch.nn as nn
+    import torch.nn.functional as F
+
+    class ResNet(nn.Module):
+        def __init__(self, blocks):
+            super().__init__()
+            self.fc = nn.Linear(10, 3)
+            self.extra = {layer}
+
+        def forward(self, x):
+            return {out}
+
+    def ResNet18():
+        return ResNet([2, 2, 2, 2])
+"""
+
+
+def factory(layer="nn.ReLU()", out="self.fc(self.extra(x))"):
+    return FACTORY.format(layer=layer, out=out)
+
+
+@pytest.mark.parametrize(
+    "layer,reported",
+    [("nn.BatchNorm1d(10)", True), ("nn.ReLU()", False)],
+)
+def test_a_factory_behind_a_star_import_is_followed(run_cli, tmp_path, layer, reported):
+    """pytorch-cifar's layout: models/__init__.py star-imports every model module."""
+    write(tmp_path, {
+        "models/__init__.py": "from .vgg import *\nfrom .resnet import *\n",
+        "models/vgg.py": "import torch.nn as nn\n\ndef VGG11():\n    return nn.Sequential(nn.Linear(2, 2))\n",
+        "models/resnet.py": factory(layer),
+        "main.py": EVALUATE.format(import_line="from models import *").replace("model = Net()", "model = ResNet18()"),
+    })
+    found = [c for _, c, _ in codes(run_cli, "main.py", "--select", "TL301", "--no-cache")]
+    assert found == (["TL301"] if reported else [])
+
+
+def test_a_factory_of_a_softmax_model_is_reported(run_cli, tmp_path):
+    write(tmp_path, {"models.py": factory(out="F.softmax(self.fc(x), dim=-1)"),
+                     "train.py": train_importing("from models import ResNet18", "ResNet18")})
+    assert [c for _, c, _ in codes(run_cli, "train.py", "--select", "TL201", "--no-cache")] == ["TL201"]
+
+
+@pytest.mark.parametrize(
+    "body,reported",
+    [
+        ("    return torchvision.models.resnet18()\n", True),  # a model zoo's model: BatchNorm
+        ("    if name == 'a':\n        return torchvision.models.resnet18()\n    return Plain()\n", True),  # one of them has it
+        ("    return make_anything(name)\n", False),  # cannot be seen
+    ],
+)
+def test_factories_returning_other_models(run_cli, tmp_path, body, reported):
+    plain = "class Plain(nn.Module):\n    def forward(self, x):\n        return x\n\n"
+    module = "import torchvision\nimport torch.nn as nn\nfrom lib import make_anything\n\n" + plain + "def get_model(name):\n" + body
+    write(tmp_path, {"zoo.py": module, "evaluate.py": EVALUATE.format(import_line="from zoo import get_model").replace("model = Net()", "model = get_model('a')")})
+    found = [c for _, c, _ in codes(run_cli, "evaluate.py", "--select", "TL301", "--no-cache")]
+    assert found == (["TL301"] if reported else [])
+
+
+@pytest.mark.parametrize("layer,reported", [("nn.Dropout(0.1)", True), ("nn.ReLU()", False)])
+def test_an_alternative_constructor_stands_for_its_class(run_cli, tmp_path, layer, reported):
+    """nanoGPT: `model = GPT.from_pretrained(...)` with GPT from the sibling model.py."""
+    write(tmp_path, {"model.py": net_with(layer).replace("class Net", "class GPT"),
+                     "evaluate.py": EVALUATE.format(import_line="from model import GPT").replace("model = Net()", "model = GPT.from_pretrained('gpt2')")})
+    found = [c for _, c, _ in codes(run_cli, "evaluate.py", "--select", "TL301", "--no-cache")]
+    assert found == (["TL301"] if reported else [])

@@ -22,6 +22,7 @@ import libcst as cst
 from trainlint.analysis.context import TORCH_ROOTS, FileContext
 from trainlint.analysis.facts import Block, CallSite, ClassInfo, FunctionInfo, Site, walk
 from trainlint.analysis.names import dotted, expression_facts
+from trainlint.analysis.project import constructor_summary
 from trainlint.analysis.torch_api import MODE_DEPENDENT_LAYER, SET_GRAD_ENABLED
 from trainlint.analysis.training import BACKWARD, EVAL, MODE, STEP, TRAIN
 
@@ -278,6 +279,9 @@ class Evaluation:
             cls = self.ctx.class_named(call.func.value)
             if cls is not None:
                 return self._class_has_mode_layers(cls, seen)
+            found = constructor_summary(self.ctx, call.func)  # `from models import *`
+            if found is not None:
+                return bool(found[0].get("mode_layers"))
         return True
 
     def _imported_class_has_mode_layers(self, q: str) -> bool:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Dict, List, Optional, Tuple
 
@@ -30,7 +31,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from trainlint.cache import Cache
 
 SUMMARY_VERSION = 1
-MAX_REEXPORT_HOPS = 2
+MAX_HOPS = 3  # re-exports, star imports and factories followed, in all
 MAX_MODULE_BYTES = 2_000_000  # a generated or data module: not worth parsing for facts
 # Roots that are never a project module: PyTorch and its family (see precheck.TORCH_ROOTS),
 # and the standard library names a project module would shadow only by accident.
@@ -38,6 +39,9 @@ _EXTERNAL_ROOTS = frozenset(precheck.TORCH_ROOTS) | frozenset({
     "numpy", "np", "os", "sys", "math", "random", "json", "re", "time", "typing", "collections",
     "functools", "itertools", "pathlib", "argparse", "logging", "dataclasses", "abc", "copy",
 })
+
+
+_ALT_CONSTRUCTOR = re.compile(r"^(from_\w+|load\w*|build\w*|create\w*)$")
 
 
 def content_hash(data: bytes) -> str:
@@ -69,8 +73,48 @@ def summarise(ctx: "FileContext") -> dict:
         except RecursionError:
             entry["mode_layers"] = True  # cannot tell: as if it had them
         classes[name] = entry
-    # Module-level imports only, for `__init__.py` re-exports (`from .net import Net`).
-    return {"v": SUMMARY_VERSION, "classes": classes, "imports": dict(ctx.imports.alias)}
+    functions: Dict[str, dict] = {}
+    for fn in ctx.facts.functions:
+        if fn.cls is None and fn.parent is None:
+            made = _returned_classes(ctx, fn)
+            if made:
+                functions[fn.name] = {"returns": made}
+    # The imports, for `__init__.py` re-exports (`from .net import Net`, `from .vgg import *`).
+    return {
+        "v": SUMMARY_VERSION,
+        "classes": classes,
+        "functions": functions,
+        "imports": dict(ctx.imports.alias),
+        "stars": list(ctx.imports.star),
+    }
+
+
+def _returned_classes(ctx: "FileContext", fn) -> Optional[List[str]]:
+    """The classes a factory (`def ResNet18(): return ResNet(...)`) returns instances of:
+    a class of this module by name, or an imported one by its qualified name; None when
+    some return is anything else."""
+    import libcst as cst
+
+    out: List[str] = []
+    returns = [r for r in ctx.returns_of(fn) if r.value is not None]
+    if not returns:
+        return None
+    try:
+        for r in returns:
+            for value, _ in ctx.constructions(r.value, r):
+                if not isinstance(value, cst.Call):
+                    return None
+                if isinstance(value.func, cst.Name) and ctx.class_named(value.func.value) is not None:
+                    ref = value.func.value
+                else:
+                    ref = ctx.qualname(value.func)
+                    if ref is None:
+                        return None
+                if ref not in out:
+                    out.append(ref)
+    except RecursionError:
+        return None
+    return out
 
 
 def _read_summary(path: Path, data: bytes) -> dict:
@@ -177,10 +221,23 @@ class ProjectView:
     def class_summary(self, qualname: Optional[str]) -> Optional[Tuple[dict, str]]:
         """The summary of the project class `qualname` (as the file's imports spell it:
         `.models.Net`, `models.net.Net`), and where it is defined; None when it is not a
-        class of a project module that can be found."""
+        class of a project module that can be found. An alternative constructor of such a
+        class (`GPT.from_pretrained`, `Net.load`) stands for the class."""
         if not qualname:
             return None
-        return self._resolve(qualname, self.path, 0)
+        found = self._resolve(qualname, self.path, 0)
+        head, _, method = qualname.rpartition(".")
+        if found is None and head.strip(".") and _ALT_CONSTRUCTOR.match(method):
+            found = self._resolve(head, self.path, 0)
+        return found
+
+    def star_class_summary(self, name: str, stars: List[str]) -> Optional[Tuple[dict, str]]:
+        """`name` bound by `from m import *`: the last star-imported module that defines it."""
+        for module in reversed(stars):
+            found = self._resolve(f"{module}.{name}", self.path, 1)
+            if found is not None:
+                return found
+        return None
 
     def _resolve(self, qualname: str, importer: Path, hops: int) -> Optional[Tuple[dict, str]]:
         level = len(qualname) - len(qualname.lstrip("."))
@@ -194,7 +251,7 @@ class ProjectView:
                 base = base.parent
             bases = [base]
         else:
-            if mod and mod[0] in _EXTERNAL_ROOTS or not mod:
+            if not mod or mod[0] in _EXTERNAL_ROOTS:
                 return None
             if importer == self.path:
                 if self._roots is None:
@@ -204,17 +261,36 @@ class ProjectView:
                 bases = self.project.search_roots(importer)
         for base in bases:
             found = self._module_file(base, mod)
-            if found is None:
-                continue
-            file, summary = found
-            # The first module found is the one Python would import: stop here either way.
-            cls = summary.get("classes", {}).get(name)
-            if cls is not None:
-                return cls, self._display(file)
-            again = summary.get("imports", {}).get(name)
-            if again and hops < MAX_REEXPORT_HOPS:
-                return self._resolve(again, file, hops + 1)
+            if found is not None:
+                # The first module found is the one Python would import: it decides.
+                return self._defined_in(found[0], found[1], name, hops)
+        return None
+
+    def _defined_in(self, file: Path, summary: dict, name: str, hops: int) -> Optional[Tuple[dict, str]]:
+        cls = summary.get("classes", {}).get(name)
+        if cls is not None:
+            return cls, self._display(file)
+        if hops >= MAX_HOPS:
             return None
+        factory = summary.get("functions", {}).get(name)
+        if factory is not None:
+            made = []
+            for ref in factory.get("returns", []):
+                if "." not in ref:
+                    made.append(self._defined_in(file, summary, ref, hops + 1))
+                elif ref.split(".", 1)[0] in precheck.TORCH_ROOTS and not ref.startswith("torch.nn."):
+                    # A model zoo's model (torchvision, timm, transformers): it has them.
+                    made.append(({"softmax": None, "sigmoid": None, "mode_layers": True}, ref))
+                else:
+                    made.append(self._resolve(ref, file, hops + 1))
+            return _combine(made)
+        again = summary.get("imports", {}).get(name)
+        if again:
+            return self._resolve(again, file, hops + 1)
+        for module in reversed(summary.get("stars", [])):
+            found = self._resolve(f"{module}.{name}", file, hops + 1)
+            if found is not None:
+                return found
         return None
 
     def _display(self, file: Path) -> str:
@@ -223,6 +299,39 @@ class ProjectView:
             return str(file.relative_to(root)) if root is not None else file.name
         except ValueError:
             return file.name
+
+
+def constructor_summary(ctx: "FileContext", func) -> Optional[Tuple[dict, str]]:
+    """The project class (or factory) that `func` in `func(...)` names, when the file's
+    imports lead to one: by an import of the name, or through `from m import *`."""
+    import libcst as cst
+
+    view = ctx.project
+    if view is None:
+        return None
+    q = ctx.qualname(func)
+    if q is not None:
+        return view.class_summary(q)
+    if isinstance(func, cst.Name) and ctx.imports.star and ctx.class_named(func.value) is None and ctx.function_named(func.value) is None:
+        return view.star_class_summary(func.value, ctx.imports.star)
+    return None
+
+
+def _combine(found: List[Optional[Tuple[dict, str]]]) -> Optional[Tuple[dict, str]]:
+    """What a factory returning one of several classes is known to be: an output kind only
+    when every class ends in it; mode layers when any class is known to have them."""
+    if not found:
+        return None
+    if len(found) == 1:
+        return found[0]
+    known = [f for f in found if f is not None]
+    if not known:
+        return None
+    entry: dict = {}
+    for label in ("softmax", "sigmoid"):
+        entry[label] = known[0][0].get(label) if len(known) == len(found) and all(f[0].get(label) for f in known) else None
+    entry["mode_layers"] = any(f[0].get("mode_layers") for f in known)
+    return entry, known[0][1]
 
 
 def deps_unchanged(deps: Dict[str, Optional[str]]) -> bool:
