@@ -326,3 +326,71 @@ def test_an_alternative_constructor_stands_for_its_class(run_cli, tmp_path, laye
                      "evaluate.py": EVALUATE.format(import_line="from model import GPT").replace("model = Net()", "model = GPT.from_pretrained('gpt2')")})
     found = [c for _, c, _ in codes(run_cli, "evaluate.py", "--select", "TL301", "--no-cache")]
     assert found == (["TL301"] if reported else [])
+
+
+# -- functions of other modules: the mode they leave the model in, whether they train --------------
+
+HELPERS = """
+    import torch
+
+    def set_eval(model):
+        model.eval()
+
+    def set_train(model):
+        model.train()
+
+    def validate(model, loader):
+        model.eval()
+        out = [model(x) for x in loader]
+        model.train()
+        return out
+
+    def update(loss, optimizer):
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+
+    def log(value):
+        print(value)
+"""
+
+MAIN = """
+    import torch
+    import torch.nn as nn
+    import helpers as H
+
+    model = nn.Sequential(nn.Linear(4, 4), nn.Dropout(0.2))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    {before}
+    with torch.no_grad():
+        for x, y in val_loader:
+            out = model(x)
+            {inside}
+"""
+
+
+@pytest.mark.parametrize(
+    "before,inside,reported",
+    [
+        ("H.set_eval(model)", "H.log(out)", False),  # eval mode set by a helper of another module
+        ("H.set_train(model)", "H.log(out)", True),
+        ("H.validate(model, test_loader)", "H.log(out)", True),  # it switches back to training
+        ("H.set_eval(model)\nH.set_train(model)", "H.log(out)", True),  # the last switch wins
+        ("import other_lib\nother_lib.set_eval(model)", "H.log(out)", True),  # outside the project: as before
+        ("pass", "H.log(out)", True),
+    ],
+)
+def test_the_mode_a_helper_of_another_module_leaves(run_cli, tmp_path, before, inside, reported):
+    main = MAIN.format(before=before.replace("\n", "\n    "), inside=inside)
+    write(tmp_path, {"helpers.py": HELPERS, "main.py": main})
+    found = [c for _, c, _ in codes(run_cli, "main.py", "--select", "TL301", "--no-cache")]
+    assert found == (["TL301"] if reported else [])
+
+
+def test_a_loop_that_trains_through_a_helper_of_another_module_is_not_an_evaluation(run_cli, tmp_path):
+    main = MAIN.format(before="pass", inside="H.update(nn.functional.mse_loss(out, y), optimizer)").replace("with torch.no_grad():", "if True:")
+    write(tmp_path, {"helpers.py": HELPERS, "main.py": main})
+    assert codes(run_cli, "main.py", "--select", "TL301,TL302", "--no-cache") == []
+    # the near miss: the helper only logs, so the loop over val_loader is an evaluation
+    write(tmp_path, {"main.py": main.replace("H.update(", "H.log(")})
+    assert sorted(c for _, c, _ in codes(run_cli, "main.py", "--select", "TL301,TL302", "--no-cache")) == ["TL301", "TL302"]

@@ -15,7 +15,7 @@ import os
 import re
 from dataclasses import dataclass
 from functools import cached_property
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 import libcst as cst
 
@@ -75,7 +75,7 @@ class Evaluation:
                 continue
             calls = self._all_calls(fn)
             model_calls = [c for c in calls if self.tr.is_model_call(c)]
-            if not model_calls or self._trains(self.tr.function_events(fn)) or self._needs_grad(calls):
+            if not model_calls or self._trains(self.tr.function_events(fn)) or self._needs_grad(calls) or self._imported_trains(calls):
                 continue
             eval_functions.add(id(fn))
             out.append(EvalPass("function", fn.node.name, fn, None, model_calls[0], f"`{fn.name}()`"))
@@ -92,7 +92,7 @@ class Evaluation:
             eval_loops.append(loop)
             calls = ctx.calls_within(loop)
             model_calls = [c for c in calls if self.tr.is_model_call(c)]
-            if not model_calls or self._trains(self.tr.all_events(loop)) or self._needs_grad(calls):
+            if not model_calls or self._trains(self.tr.all_events(loop)) or self._needs_grad(calls) or self._imported_trains(calls):
                 continue
             it = ctx.module.code_for_node(loop.iter)  # type: ignore[arg-type]
             out.append(EvalPass("loop", loop.node, loop.function, loop, model_calls[0], f"the loop over `{it}`"))
@@ -131,6 +131,25 @@ class Evaluation:
         return returned and call.function is not None and any(
             e.kind == BACKWARD for c in ctx.callers(call.function) for e in self.tr.site_events(c)
         )
+
+    def _imported(self, calls: List[CallSite]) -> List[Tuple[CallSite, dict]]:
+        """The calls of functions of other project modules, with what those functions do
+        (analysis/project.py: trains, the mode they leave a model in)."""
+        view = self.ctx.project
+        if view is None:
+            return []
+        out = []
+        for c in calls:
+            q = c.qualname
+            if q is not None and (q.startswith(".") or q.split(".", 1)[0] not in TORCH_ROOTS):
+                summary = view.function_summary(q)
+                if summary is not None:
+                    out.append((c, summary))
+        return out
+
+    def _imported_trains(self, calls: List[CallSite]) -> bool:
+        """A helper of another module does the backward or the optimizer step."""
+        return any(s.get("trains") for _, s in self._imported(calls))
 
     def _all_calls(self, fn: FunctionInfo) -> List[CallSite]:
         return [c for c in self.ctx.facts.calls if c.function is fn]
@@ -173,6 +192,9 @@ class Evaluation:
             inside = [e for e in self.tr.all_events(p.loop) if e.order < first]  # type: ignore[arg-type]
         if any(e.kind in (EVAL, MODE) for e in inside):
             return True
+        region = self._all_calls(p.function) if p.kind == "function" else self.ctx.calls_within(p.loop)  # type: ignore[arg-type]
+        if any(s.get("mode") in ("eval", "mode") for c, s in self._imported([c for c in region if c.order < first])):
+            return True  # a helper of another module switches to eval mode (or cannot be read)
         if self._loaded_in_eval_mode(p):
             return True
         if p.kind == "loop":
@@ -198,9 +220,12 @@ class Evaluation:
 
     def _mode_before(self, function: Optional[FunctionInfo], order: int, depth: int) -> Optional[bool]:
         """True: eval mode; False: train mode (or nothing sets eval); None: cannot tell."""
-        modes = [e for e in self.tr.events_before(function, order) if e.kind in (EVAL, TRAIN, MODE)]
+        modes = [(e.order, e.kind) for e in self.tr.events_before(function, order) if e.kind in (EVAL, TRAIN, MODE)]
+        # Helpers of other project modules called before, by the mode they leave the model in.
+        helper_kinds = {"eval": EVAL, "train": TRAIN, "mode": MODE}
+        modes.extend((c.order, helper_kinds[s["mode"]]) for c, s in self._imported([c for c in self.ctx.calls_in(function) if c.order < order]) if s.get("mode") in helper_kinds)
         if modes:
-            return modes[-1].kind != TRAIN
+            return max(modes, key=lambda m: m[0])[1] != TRAIN
         if function is None:
             return False
         return self._mode_from_callers(function, depth)

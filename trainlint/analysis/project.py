@@ -76,9 +76,11 @@ def summarise(ctx: "FileContext") -> dict:
     functions: Dict[str, dict] = {}
     for fn in ctx.facts.functions:
         if fn.cls is None and fn.parent is None:
+            entry = _function_facts(ctx, fn)
             made = _returned_classes(ctx, fn)
             if made:
-                functions[fn.name] = {"returns": made}
+                entry["returns"] = made
+            functions[fn.name] = entry
     # The imports, for `__init__.py` re-exports (`from .net import Net`, `from .vgg import *`).
     return {
         "v": SUMMARY_VERSION,
@@ -86,6 +88,33 @@ def summarise(ctx: "FileContext") -> dict:
         "functions": functions,
         "imports": dict(ctx.imports.alias),
         "stars": list(ctx.imports.star),
+    }
+
+
+def _function_facts(ctx: "FileContext", fn) -> dict:
+    """What calling a module-level function does, as its body (same-module calls expanded)
+    shows: `trains` (a backward or an optimizer step), `zero_grad`, `mode` (the mode it
+    leaves a model in: "eval", "train", "mode" for one it cannot read or that depends on a
+    condition, None when it sets none) and `no_grad` (decorated with no_grad/inference_mode)."""
+    from trainlint.analysis.training import BACKWARD, EVAL, MODE, STEP, TRAIN, ZERO_GRAD
+
+    tr = ctx.training
+    try:
+        events = tr.function_events(fn)
+    except RecursionError:
+        return {"trains": None, "zero_grad": None, "mode": "mode", "no_grad": False}
+    kinds = {e.kind for e in events}
+    modes = [e for e in events if e.kind in (EVAL, TRAIN, MODE)]
+    mode = None
+    if modes:
+        last = modes[-1]
+        conditional = bool(last.site.ifs or last.site.loops or any(c.ifs or c.loops for c in last.chain))
+        mode = "mode" if last.kind == MODE or conditional else ("eval" if last.kind == EVAL else "train")
+    return {
+        "trains": bool(kinds & {BACKWARD, STEP}),
+        "zero_grad": ZERO_GRAD in kinds,
+        "mode": mode,
+        "no_grad": tr.function_is_no_grad(fn),
     }
 
 
@@ -231,6 +260,14 @@ class ProjectView:
             found = self._resolve(head, self.path, 0)
         return found
 
+    def function_summary(self, qualname: Optional[str]) -> Optional[dict]:
+        """What the project function `qualname` does when called (see `_function_facts`);
+        None when it is not a module-level function of a project module that can be found."""
+        if not qualname:
+            return None
+        found = self._resolve(qualname, self.path, 0, "function")
+        return found[0] if found is not None else None
+
     def star_class_summary(self, name: str, stars: List[str]) -> Optional[Tuple[dict, str]]:
         """`name` bound by `from m import *`: the last star-imported module that defines it."""
         for module in reversed(stars):
@@ -239,7 +276,7 @@ class ProjectView:
                 return found
         return None
 
-    def _resolve(self, qualname: str, importer: Path, hops: int) -> Optional[Tuple[dict, str]]:
+    def _resolve(self, qualname: str, importer: Path, hops: int, want: str = "class") -> Optional[Tuple[dict, str]]:
         level = len(qualname) - len(qualname.lstrip("."))
         parts = qualname[level:].split(".") if qualname[level:] else []
         if not parts:
@@ -263,16 +300,18 @@ class ProjectView:
             found = self._module_file(base, mod)
             if found is not None:
                 # The first module found is the one Python would import: it decides.
-                return self._defined_in(found[0], found[1], name, hops)
+                return self._defined_in(found[0], found[1], name, hops, want)
         return None
 
-    def _defined_in(self, file: Path, summary: dict, name: str, hops: int) -> Optional[Tuple[dict, str]]:
+    def _defined_in(self, file: Path, summary: dict, name: str, hops: int, want: str = "class") -> Optional[Tuple[dict, str]]:
         cls = summary.get("classes", {}).get(name)
         if cls is not None:
-            return cls, self._display(file)
+            return (cls, self._display(file)) if want == "class" else None
+        factory = summary.get("functions", {}).get(name)
+        if factory is not None and want == "function":
+            return factory, self._display(file)
         if hops >= MAX_HOPS:
             return None
-        factory = summary.get("functions", {}).get(name)
         if factory is not None:
             made = []
             for ref in factory.get("returns", []):
@@ -286,9 +325,9 @@ class ProjectView:
             return _combine(made)
         again = summary.get("imports", {}).get(name)
         if again:
-            return self._resolve(again, file, hops + 1)
+            return self._resolve(again, file, hops + 1, want)
         for module in reversed(summary.get("stars", [])):
-            found = self._resolve(f"{module}.{name}", file, hops + 1)
+            found = self._resolve(f"{module}.{name}", file, hops + 1, want)
             if found is not None:
                 return found
         return None
