@@ -394,3 +394,24 @@ def test_a_loop_that_trains_through_a_helper_of_another_module_is_not_an_evaluat
     # the near miss: the helper only logs, so the loop over val_loader is an evaluation
     write(tmp_path, {"main.py": main.replace("H.update(", "H.log(")})
     assert sorted(c for _, c, _ in codes(run_cli, "main.py", "--select", "TL301,TL302", "--no-cache")) == ["TL301", "TL302"]
+
+
+def test_a_factory_choosing_between_classes_counts_every_branch(run_cli, tmp_path):
+    """pytorch-cifar100's get_network: `net = ...` in each branch, one `return net`; a
+    softmax in one branch's class is not the factory's output."""
+    module = SOFTMAX_NET + textwrap.indent(textwrap.dedent("""
+        class Plain(nn.Module):
+            def forward(self, x):
+                return x
+
+        def get_network(name):
+            if name == "plain":
+                net = Plain()
+            else:
+                net = Net()
+            return net
+    """), "    ")
+    write(tmp_path, {"zoo.py": module, "train.py": train_importing("from zoo import get_network", "get_network")})
+    assert codes(run_cli, "train.py", "--select", "TL201", "--no-cache") == []
+    write(tmp_path, {"zoo.py": module.replace("return x", "return torch.softmax(x, 1)").replace("import torch.nn as nn", "import torch\n    import torch.nn as nn")})
+    assert [c for _, c, _ in codes(run_cli, "train.py", "--select", "TL201", "--no-cache")] == ["TL201"]

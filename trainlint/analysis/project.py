@@ -128,9 +128,21 @@ def _returned_classes(ctx: "FileContext", fn) -> Optional[List[str]]:
     returns = [r for r in ctx.returns_of(fn) if r.value is not None]
     if not returns:
         return None
+    values = []
+    for r in returns:
+        if isinstance(r.value, cst.Name):
+            # `net = A()` / `net = B()` in the branches of an `if`: every assignment counts
+            # (following the value finds only the textually nearest one).
+            sites = [a for a in ctx.facts.assigns if a.function is fn and any(isinstance(t, cst.Name) and t.value == r.value.value for t in a.targets)]
+            if any(a.op != "=" or a.value is None for a in sites):
+                return None
+            if sites:
+                values.extend((a.value, a) for a in sites)
+                continue
+        values.append((r.value, r))
     try:
-        for r in returns:
-            for value, _ in ctx.constructions(r.value, r):
+        for expr, site in values:
+            for value, _ in ctx.constructions(expr, site):
                 if not isinstance(value, cst.Call):
                     return None
                 if isinstance(value.func, cst.Name) and ctx.class_named(value.func.value) is not None:
