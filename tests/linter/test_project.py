@@ -415,3 +415,69 @@ def test_a_factory_choosing_between_classes_counts_every_branch(run_cli, tmp_pat
     assert codes(run_cli, "train.py", "--select", "TL201", "--no-cache") == []
     write(tmp_path, {"zoo.py": module.replace("return x", "return torch.softmax(x, 1)").replace("import torch.nn as nn", "import torch\n    import torch.nn as nn")})
     assert [c for _, c, _ in codes(run_cli, "train.py", "--select", "TL201", "--no-cache")] == ["TL201"]
+
+
+# -- an evaluate() whose callers live in other modules ------------------------------------------
+
+UTILS = """
+    import torch
+
+    def evaluate(model, loader):
+        return [model(x) for x, _ in loader]
+"""
+
+CALLER = """
+    import torch
+    import torch.nn as nn
+    {import_line}
+
+    model = nn.Sequential(nn.Linear(4, 4), nn.Dropout(0.2))
+    {before}
+    {call}
+"""
+
+
+def caller(before="pass", call="utils.evaluate(model, val_loader)", import_line="import utils"):
+    return CALLER.format(before=before, call=call.replace("\n", "\n    "), import_line=import_line)
+
+
+@pytest.mark.parametrize(
+    "main,found",
+    [
+        (caller("model.eval()", "with torch.no_grad():\n    utils.evaluate(model, val_loader)"), []),
+        (caller("model.eval()"), ["TL302"]),
+        (caller("model.train()", "with torch.no_grad():\n    utils.evaluate(model, val_loader)"), ["TL301"]),
+        (caller("pass"), ["TL301", "TL302"]),
+        # by another spelling of the import
+        (caller("model.eval()", "with torch.no_grad():\n    evaluate(model, val_loader)", "from utils import evaluate"), []),
+        # a same-named function of another module is not this one: as if there were no caller
+        (caller("model.eval()", "with torch.no_grad():\n    other.evaluate(model, val_loader)", "import other"), ["TL301", "TL302"]),
+    ],
+)
+def test_an_evaluate_function_reads_its_callers_in_other_modules(run_cli, tmp_path, main, found):
+    write(tmp_path, {"utils.py": UTILS, "main.py": main, "other.py": UTILS})
+    assert [c for _, c, _ in codes(run_cli, "utils.py", "--select", "TL301,TL302", "--no-cache")] == found
+
+
+def test_callers_in_two_modules_must_both_set_the_mode(run_cli, tmp_path):
+    write(tmp_path, {"utils.py": UTILS, "main.py": caller("model.eval()"), "finetune.py": caller("model.train()")})
+    assert [c for _, c, _ in codes(run_cli, "utils.py", "--select", "TL301", "--no-cache")] == ["TL301"]
+
+
+def test_a_caller_edited_or_added_later_changes_the_cached_result(run_cli, tmp_path):
+    write(tmp_path, {"utils.py": UTILS, "main.py": caller("model.train()")})
+    assert [c for _, c, _ in codes(run_cli, "utils.py", "--select", "TL301")] == ["TL301"]
+    write(tmp_path, {"main.py": caller("model.eval()")})  # utils.py itself unchanged
+    assert codes(run_cli, "utils.py", "--select", "TL301") == []
+    write(tmp_path, {"scripts/__init__.py": "", "finetune.py": caller("model.train()")})  # a new caller
+    assert [c for _, c, _ in codes(run_cli, "utils.py", "--select", "TL301")] == ["TL301"]
+
+
+def test_a_helper_whose_callers_train_through_it_is_not_an_evaluation(run_cli, tmp_path):
+    utils = UTILS.replace("def evaluate(model, loader):\n        return [model(x) for x, _ in loader]", "def infer(model, x):\n        return model(x)")
+    main = caller("opt = torch.optim.SGD(model.parameters(), lr=0.1)",
+                  "for x, y in train_loader:\n    loss = (utils.infer(model, x) - y).pow(2).mean()\n    loss.backward()\n    opt.step()")
+    write(tmp_path, {"utils.py": utils, "main.py": main})
+    assert codes(run_cli, "utils.py", "--select", "TL301,TL302", "--no-cache") == []
+    write(tmp_path, {"main.py": main.replace("loss.backward()", "print(loss)").replace("opt.step()", "pass")})
+    assert [c for _, c, _ in codes(run_cli, "utils.py", "--select", "TL301,TL302", "--no-cache")] == ["TL301", "TL302"]

@@ -99,7 +99,10 @@ class Evaluation:
         return out
 
     def _called_while_training(self, fn: FunctionInfo) -> bool:
-        """A same-module caller trains around it (`infer()` used by the training step)."""
+        """A same-module caller trains around it (`infer()` used by the training step), or,
+        with no such caller, one in another module of the project does."""
+        if not self.ctx.callers(fn):
+            return any(c["trains"] for c in self._external_callers(fn) or ())
         for c in self.ctx.callers(fn):
             if self.tr.under_no_grad(c):
                 continue
@@ -146,6 +149,18 @@ class Evaluation:
                 if summary is not None:
                     out.append((c, summary))
         return out
+
+    def _external_callers(self, fn: FunctionInfo) -> Optional[List[dict]]:
+        """The calls of `fn` from other modules of the project (analysis/project.py), for a
+        module-level evaluation-named function only; [] when there are none or the project
+        is not being read; None when it is too large to look through."""
+        view = self.ctx.project
+        if view is None or fn.cls is not None or fn.parent is not None or not EVAL_FUNCTION_NAME.search(fn.name):
+            return []
+        cache = self.__dict__.setdefault("_external", {})
+        if fn.name not in cache:
+            cache[fn.name] = view.external_callers(fn.name)
+        return cache[fn.name]
 
     def _imported_trains(self, calls: List[CallSite]) -> bool:
         """A helper of another module does the backward or the optimizer step."""
@@ -233,7 +248,15 @@ class Evaluation:
     def _mode_from_callers(self, function: FunctionInfo, depth: int) -> Optional[bool]:
         callers = self.ctx.callers(function)
         if not callers:
-            return False
+            external = self._external_callers(function)
+            if external is None:
+                return None  # a project too large to look through: cannot tell
+            if not external:
+                return False
+            states = [c["mode"] for c in external]
+            if any(s is False for s in states):
+                return False
+            return True if all(states) else None
         if depth > 3:
             return None
         states = [self._mode_before(c.function, c.order, depth + 1) for c in callers]
@@ -262,6 +285,9 @@ class Evaluation:
 
     def _callers_no_grad(self, fn: FunctionInfo, depth: int) -> bool:
         callers = self.ctx.callers(fn)
+        if not callers and depth <= 3:
+            external = self._external_callers(fn)
+            return bool(external) and all(c["no_grad"] for c in external)  # type: ignore[union-attr]
         if not callers or depth > 3:
             return False
         for c in callers:

@@ -88,7 +88,36 @@ def summarise(ctx: "FileContext") -> dict:
         "functions": functions,
         "imports": dict(ctx.imports.alias),
         "stars": list(ctx.imports.star),
+        "calls": _evaluation_calls(ctx, ev),
     }
+
+
+def _evaluation_calls(ctx: "FileContext", ev) -> List[dict]:
+    """This module's calls of imported evaluation-named functions (`utils.evaluate(...)`),
+    with the state at the call: the model's mode (True eval, False train, None unknown),
+    gradients off, and whether the call feeds a backward (an `infer()` used for training).
+    What TL301/TL302 ask of an `evaluate()` whose callers live in other modules."""
+    from trainlint.analysis.evaluation import EVAL_FUNCTION_NAME
+
+    out: List[dict] = []
+    tr = ctx.training
+    for c in ctx.facts.calls:
+        q = c.qualname
+        if q is None or not EVAL_FUNCTION_NAME.search(q.rsplit(".", 1)[-1]):
+            continue
+        if not q.startswith(".") and q.split(".", 1)[0] in _EXTERNAL_ROOTS:
+            continue
+        try:
+            mode = True if tr.under_mode_context(c) else ev._mode_before(c.function, c.order, 0)
+            no_grad = bool(
+                tr.under_no_grad(c) or ev._grad_disabled_before(c.function, c.order)
+                or (c.function is not None and ev._callers_no_grad(c.function, 0))
+            )
+            trains = not tr.under_no_grad(c) and ev._feeds_backward(c)
+        except RecursionError:
+            mode, no_grad, trains = None, True, False  # cannot tell: as the quietest caller
+        out.append({"q": q, "mode": mode, "no_grad": no_grad, "trains": bool(trains)})
+    return out
 
 
 def _function_facts(ctx: "FileContext", fn) -> dict:
@@ -191,12 +220,17 @@ class Project:
         # module (a long-lived process, a test) is never served its old summary.
         self._summaries: Dict[str, dict] = {}
 
-    def module(self, path: Path) -> Tuple[Optional[str], Optional[dict]]:
-        """(content hash, summary) of the module file at `path`; (None, None) when there is none."""
+    @staticmethod
+    def read(path: Path) -> Optional[bytes]:
         try:
-            data = path.read_bytes() if path.is_file() else None
+            return path.read_bytes() if path.is_file() else None
         except (OSError, ValueError):  # a name too long, a NUL byte: no such module
-            data = None
+            return None
+
+    def module(self, path: Path, data: Optional[bytes] = None) -> Tuple[Optional[str], Optional[dict]]:
+        """(content hash, summary) of the module file at `path`; (None, None) when there is none."""
+        if data is None:
+            data = self.read(path)
         if data is None:
             return None, None
         h = content_hash(data)
@@ -276,6 +310,51 @@ class ProjectView:
             found = self._resolve(head, self.path, 0)
         return found
 
+    def external_callers(self, name: str) -> Optional[List[dict]]:
+        """The calls of this module's function `name` from the other modules of the project
+        (see `_evaluation_calls`); None when the project is too large to scan. Every file
+        scanned, and the list of files itself, becomes a dependency of the result."""
+        root = self._scan_root()
+        files = project_files(root)
+        if files is None:
+            return None
+        self.deps[SCAN_PREFIX + str(root)] = listing_hash(files)
+        me = os.path.realpath(self.path)
+        needle = name.encode()
+        out: List[dict] = []
+        for f in files:
+            if f == self.path:
+                continue
+            key = str(f)
+            data = self.project.read(f)
+            if key not in self._seen:
+                self.deps[key] = content_hash(data) if data is not None else None
+            if data is None or needle not in data:
+                continue  # cannot call it without naming it
+            if key not in self._seen:
+                self._seen[key] = self.project.module(f, data)
+            summary = self._seen[key][1] or {}
+            for call in summary.get("calls", []):
+                if call["q"].rsplit(".", 1)[-1] != name:
+                    continue
+                found = self._resolve(call["q"], f, 0, "function")
+                if found is not None and os.path.realpath(found[1]) == me:
+                    out.append(call)
+        return out
+
+    def _scan_root(self) -> Path:
+        """The folder whose modules may import this one: the linted root when the file lies
+        inside it, else the folder above the file's top-most package."""
+        root = self.project.root
+        if root is not None:
+            try:
+                self.path.relative_to(root)
+                return root
+            except ValueError:
+                pass
+        roots = self.project.search_roots(self.path)
+        return roots[1] if len(roots) > 1 else self.path.parent
+
     def function_summary(self, qualname: Optional[str]) -> Optional[dict]:
         """What the project function `qualname` does when called (see `_function_facts`);
         None when it is not a module-level function of a project module that can be found."""
@@ -325,7 +404,7 @@ class ProjectView:
             return (cls, self._display(file)) if want == "class" else None
         factory = summary.get("functions", {}).get(name)
         if factory is not None and want == "function":
-            return factory, self._display(file)
+            return factory, str(file)  # where it is defined, to tell which module's it is
         if hops >= MAX_HOPS:
             return None
         if factory is not None:
@@ -389,9 +468,47 @@ def _combine(found: List[Optional[Tuple[dict, str]]]) -> Optional[Tuple[dict, st
     return entry, known[0][1]
 
 
+SCAN_PREFIX = "scan:"
+# A larger tree (a monorepo, a home folder linted from its top): callers are not looked for.
+MAX_SCAN_FILES = 2000
+MAX_SCAN_FOLDERS = 5000
+_SKIP_DIRS = frozenset({
+    "node_modules", "site-packages", "__pycache__", "build", "dist", "venv", "env", "third_party",
+})
+
+
+def project_files(root: Path) -> Optional[List[Path]]:
+    """The Python files under `root` (hidden, virtual-env and build folders left out), in a
+    stable order; None when there are more than MAX_SCAN_FILES."""
+    out: List[Path] = []
+    folders = 0
+    try:
+        for dirpath, dirnames, filenames in os.walk(root):
+            dirnames[:] = sorted(d for d in dirnames if d not in _SKIP_DIRS and not d.startswith("."))
+            for n in sorted(filenames):
+                if n.endswith(".py"):
+                    out.append(Path(dirpath, n))
+            folders += 1
+            if len(out) > MAX_SCAN_FILES or folders > MAX_SCAN_FOLDERS:
+                return None
+    except (OSError, ValueError):
+        return None
+    return out
+
+
+def listing_hash(files: List[Path]) -> str:
+    return content_hash("\n".join(map(str, files)).encode("utf-8", "surrogateescape"))
+
+
 def deps_unchanged(deps: Dict[str, Optional[str]]) -> bool:
-    """Every file a cached result depended on is as it was (absent ones still absent)."""
+    """Every file a cached result depended on is as it was (absent ones still absent), and
+    every project tree it scanned holds the same files."""
     for path, h in deps.items():
+        if path.startswith(SCAN_PREFIX):
+            files = project_files(Path(path[len(SCAN_PREFIX):]))
+            if (listing_hash(files) if files is not None else None) != h:
+                return False
+            continue
         try:
             data = Path(path).read_bytes()
         except (OSError, ValueError):
