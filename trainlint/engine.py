@@ -156,6 +156,8 @@ def lint_text(
             continue
     if ctx.project is not None:
         result.deps = dict(ctx.project.deps)
+        if not path.endswith(".ipynb"):
+            project.remember(text, ctx)  # type: ignore[union-attr]
     if not reports:
         return result
 

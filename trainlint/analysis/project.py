@@ -244,6 +244,26 @@ class Project:
             self._summaries[h] = summary
         return h, summary
 
+    def remember(self, text: str, ctx: "FileContext") -> None:
+        """The summary of a module being linted, from its own parse: a module linted earlier
+        in the run (or in an earlier run, through the cache) is never parsed again for it."""
+        data = text.encode("utf-8", "surrogateescape")
+        h = content_hash(data)
+        if h in self._summaries:
+            return
+        view, ctx.project = ctx.project, None  # the module's own facts, not the project's
+        try:
+            summary = summarise(ctx)
+        except Exception:
+            if os.environ.get("TRAINLINT_DEBUG"):
+                raise
+            return
+        finally:
+            ctx.project = view
+        self._summaries[h] = summary
+        if self.cache is not None and self.cache.get_summary(data) is None:
+            self.cache.put_summary(data, summary)
+
     def search_roots(self, file: Path) -> List[Path]:
         """Where an absolute import from `file` may be found: its folder (a script's
         `sys.path[0]`), the folder above its top-most package, the linted root and its src/."""
@@ -321,6 +341,10 @@ class ProjectView:
         self.deps[SCAN_PREFIX + str(root)] = listing_hash(files)
         me = os.path.realpath(self.path)
         needle = name.encode()
+        # A module that calls it names this module (`utils.evaluate`, `from .utils import`)
+        # or, through a package's re-export, the package: neither, and it is not parsed.
+        stem = self.path.stem if self.path.stem != "__init__" else self.path.parent.name
+        names = (stem.encode(), self.path.parent.name.encode())
         out: List[dict] = []
         for f in files:
             if f == self.path:
@@ -329,7 +353,7 @@ class ProjectView:
             data = self.project.read(f)
             if key not in self._seen:
                 self.deps[key] = content_hash(data) if data is not None else None
-            if data is None or needle not in data:
+            if data is None or needle not in data or not any(n in data for n in names):
                 continue  # cannot call it without naming it
             if key not in self._seen:
                 self._seen[key] = self.project.module(f, data)
