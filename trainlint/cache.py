@@ -74,6 +74,8 @@ class Cache:
     def __init__(self, directory: Path, max_entries: int = MAX_ENTRIES):
         self.root = Path(directory)
         self.dir = self.root / f"v{FORMAT}"
+        # Module summaries (analysis/project.py) apart from lint results; pruned with them.
+        self.summary_dir = self.root / f"summaries-v{FORMAT}"
         self.max_entries = max_entries
         self.writes = 0
         self.hits = 0
@@ -86,8 +88,8 @@ class Cache:
         h.update(content)
         return h.hexdigest()
 
-    def _file(self, key: str) -> Path:
-        return self.dir / key[:2] / key
+    def _file(self, key: str, folder: Optional[Path] = None) -> Path:
+        return (folder or self.dir) / key[:2] / key
 
     def get(self, key: str, path: str) -> Optional[List[Finding]]:
         entry = self.get_entry(key, path)
@@ -123,13 +125,13 @@ class Cache:
 
     def get_summary(self, content: bytes) -> Optional[dict]:
         key = self.summary_key(content)
-        data = self._read(key)
+        data = self._read(key, self.summary_dir)
         if data is None:
             return None
         try:
             summary = marshal.loads(data)
         except Exception:
-            self._drop(key)
+            self._drop(key, self.summary_dir)
             return None
         return summary if isinstance(summary, dict) else None
 
@@ -138,11 +140,11 @@ class Cache:
             data = marshal.dumps(summary)
         except ValueError:  # not plain data: never cache what could not be read back
             return
-        self._write(self.summary_key(content), data)
+        self._write(self.summary_key(content), data, self.summary_dir)
 
     # -- files ---------------------------------------------------------------------------
-    def _read(self, key: str) -> Optional[bytes]:
-        f = self._file(key)
+    def _read(self, key: str, folder: Optional[Path] = None) -> Optional[bytes]:
+        f = self._file(key, folder)
         try:
             data = f.read_bytes()
         except OSError:
@@ -153,16 +155,16 @@ class Cache:
             pass
         return data
 
-    def _drop(self, key: str) -> None:
+    def _drop(self, key: str, folder: Optional[Path] = None) -> None:
         try:
-            self._file(key).unlink()
+            self._file(key, folder).unlink()
         except OSError:
             pass
 
-    def _write(self, key: str, data: bytes) -> None:
+    def _write(self, key: str, data: bytes, folder: Optional[Path] = None) -> None:
         import tempfile
 
-        target = self._file(key)
+        target = self._file(key, folder)
         try:
             if not self.root.exists():
                 self._create_root()
@@ -193,10 +195,12 @@ class Cache:
 
     def entries(self) -> List[os.DirEntry]:
         out: List[os.DirEntry] = []
-        try:
-            shards = [e for e in os.scandir(self.dir) if e.is_dir()]
-        except OSError:
-            return out
+        shards = []
+        for folder in (self.dir, self.summary_dir):
+            try:
+                shards.extend(e for e in os.scandir(folder) if e.is_dir())
+            except OSError:
+                continue
         for shard in shards:
             try:
                 out.extend(e for e in os.scandir(shard.path) if e.is_file() and not e.name.startswith(".tmp-"))

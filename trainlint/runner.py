@@ -245,8 +245,11 @@ def lint_files(
     fix_mode: Optional[str] = None,
 ) -> List[Outcome]:
     """One outcome per file, in the order of `files`."""
-    from trainlint.analysis.project import deps_unchanged
+    from trainlint.analysis.project import deps_unchanged, new_run
     from trainlint.discovery import rel_to
+
+    new_run()
+    trees: Dict[str, Optional[str]] = {}  # project trees checked for cache hits, this run
 
     root = str(settings.root)
     cache_dir = str(cache.root) if cache is not None else None
@@ -271,7 +274,7 @@ def lint_files(
                 if entry is not None:
                     hit, deps = entry
                     # A result that used other modules' facts holds only while they are unchanged.
-                    if not (fix_mode and _has_applicable_fix(hit, fix_mode)) and (not deps or deps_unchanged(deps)):
+                    if not (fix_mode and _has_applicable_fix(hit, fix_mode)) and (not deps or deps_unchanged(deps, trees)):
                         outcomes[i] = Outcome(sf.display, hit, cached=True, path=sf.path, kind=sf.kind, selected=selected, deps=deps)
                         continue
             handed.append((i, key, selected))

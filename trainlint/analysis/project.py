@@ -219,6 +219,9 @@ class Project:
         # content hash -> summary: a module is parsed once per process, and an edited
         # module (a long-lived process, a test) is never served its old summary.
         self._summaries: Dict[str, dict] = {}
+        # The project's files, read once per run (a Project lives for one run: `new_run`).
+        self._scans: Dict[str, Optional[Tuple[str, List[Tuple[Path, Optional[bytes]]]]]] = {}
+        self._naming: Dict[Tuple[str, str], List[Tuple[Path, bytes]]] = {}
 
     @staticmethod
     def read(path: Path) -> Optional[bytes]:
@@ -243,6 +246,28 @@ class Project:
                     self.cache.put_summary(data, summary)
             self._summaries[h] = summary
         return h, summary
+
+    def scan(self, root: Path) -> Optional[Tuple[str, List[Tuple[Path, Optional[bytes]]]]]:
+        """Every Python file of the project under `root` with its content, read once per
+        run, and a hash of them all; None when the tree is too large."""
+        key = str(root)
+        if key not in self._scans:
+            files = project_files(root)
+            if files is None:
+                self._scans[key] = None
+            else:
+                entries = [(f, self.read(f)) for f in files]
+                self._scans[key] = (tree_hash(entries), [(f, d if d is not None and len(d) <= MAX_MODULE_BYTES else None) for f, d in entries])
+        return self._scans[key]
+
+    def naming(self, root: Path, name: str) -> List[Tuple[Path, bytes]]:
+        """The project's files whose text contains `name` (a call of it must name it)."""
+        key = (str(root), name)
+        if key not in self._naming:
+            scanned = self.scan(root)
+            needle = name.encode()
+            self._naming[key] = [(f, d) for f, d in scanned[1] if d is not None and needle in d] if scanned else []
+        return self._naming[key]
 
     def remember(self, text: str, ctx: "FileContext") -> None:
         """The summary of a module being linted, from its own parse: a module linted earlier
@@ -332,32 +357,25 @@ class ProjectView:
 
     def external_callers(self, name: str) -> Optional[List[dict]]:
         """The calls of this module's function `name` from the other modules of the project
-        (see `_evaluation_calls`); None when the project is too large to scan. Every file
-        scanned, and the list of files itself, becomes a dependency of the result."""
+        (see `_evaluation_calls`); None when the project is too large to scan. The result
+        depends on every file of the project: their list and contents, hashed together,
+        become one dependency."""
         root = self._scan_root()
-        files = project_files(root)
-        if files is None:
+        scanned = self.project.scan(root)
+        if scanned is None:
             return None
-        self.deps[SCAN_PREFIX + str(root)] = listing_hash(files)
+        state, entries = scanned
+        self.deps[SCAN_PREFIX + str(root)] = state
         me = os.path.realpath(self.path)
-        needle = name.encode()
         # A module that calls it names this module (`utils.evaluate`, `from .utils import`)
         # or, through a package's re-export, the package: neither, and it is not parsed.
         stem = self.path.stem if self.path.stem != "__init__" else self.path.parent.name
         names = (stem.encode(), self.path.parent.name.encode())
         out: List[dict] = []
-        for f in files:
-            if f == self.path:
+        for f, data in self.project.naming(root, name):
+            if f == self.path or not any(n in data for n in names):
                 continue
-            key = str(f)
-            data = self.project.read(f)
-            if key not in self._seen:
-                self.deps[key] = content_hash(data) if data is not None else None
-            if data is None or needle not in data or not any(n in data for n in names):
-                continue  # cannot call it without naming it
-            if key not in self._seen:
-                self._seen[key] = self.project.module(f, data)
-            summary = self._seen[key][1] or {}
+            summary = self.project.module(f, data)[1] or {}
             for call in summary.get("calls", []):
                 if call["q"].rsplit(".", 1)[-1] != name:
                     continue
@@ -520,17 +538,30 @@ def project_files(root: Path) -> Optional[List[Path]]:
     return out
 
 
-def listing_hash(files: List[Path]) -> str:
-    return content_hash("\n".join(map(str, files)).encode("utf-8", "surrogateescape"))
+def tree_hash(entries: List[Tuple[Path, Optional[bytes]]]) -> str:
+    """One hash of the files' names and contents: any file added, removed or edited changes it."""
+    h = hashlib.sha256()
+    for f, data in entries:
+        h.update(str(f).encode("utf-8", "surrogateescape") + b"\0")
+        h.update(content_hash(data).encode() if data is not None else b"-")
+    return h.hexdigest()[:32]
 
 
-def deps_unchanged(deps: Dict[str, Optional[str]]) -> bool:
+def tree_state(root: Path) -> Optional[str]:
+    files = project_files(root)
+    return tree_hash([(f, Project.read(f)) for f in files]) if files is not None else None
+
+
+def deps_unchanged(deps: Dict[str, Optional[str]], trees: Optional[Dict[str, Optional[str]]] = None) -> bool:
     """Every file a cached result depended on is as it was (absent ones still absent), and
-    every project tree it scanned holds the same files."""
+    every project tree it scanned holds the same files with the same contents. `trees`
+    keeps each tree's state for the rest of the run (checked once, not once per file)."""
+    trees = {} if trees is None else trees
     for path, h in deps.items():
         if path.startswith(SCAN_PREFIX):
-            files = project_files(Path(path[len(SCAN_PREFIX):]))
-            if (listing_hash(files) if files is not None else None) != h:
+            if path not in trees:
+                trees[path] = tree_state(Path(path[len(SCAN_PREFIX):]))
+            if trees[path] != h:
                 return False
             continue
         try:
@@ -543,6 +574,12 @@ def deps_unchanged(deps: Dict[str, Optional[str]]) -> bool:
 
 
 _PROJECTS: Dict[Tuple[Optional[str], Optional[str]], Project] = {}
+
+
+def new_run() -> None:
+    """Forget the projects read so far: a run starts from the files as they are now (a
+    process that lints several times, as the tests do, never sees an earlier run's files)."""
+    _PROJECTS.clear()
 
 
 def project_for(root: Optional[str], cache_dir: Optional[str]) -> Project:
