@@ -73,6 +73,8 @@ def train_importing(line: str, make: str = "Net") -> str:
         ({"pkg/__init__.py": "", "pkg/models.py": SOFTMAX_NET, "pkg/train.py": train_importing("from .models import Net")}, "pkg/train.py"),
         # a package that re-exports the class from its __init__.py
         ({"models/__init__.py": "from .net import Net\n", "models/net.py": SOFTMAX_NET, "train.py": train_importing("from models import Net")}, "train.py"),
+        # star imports, of the package itself and of its module
+        ({"pkg/__init__.py": "from .net import *\n", "pkg/net.py": SOFTMAX_NET, "pkg/train.py": train_importing("from . import *")}, "pkg/train.py"),
         # the package's own absolute name, from a module inside it
         ({"pkg/__init__.py": "", "pkg/models.py": SOFTMAX_NET, "pkg/train.py": train_importing("from pkg.models import Net")}, "pkg/train.py"),
     ],

@@ -4,16 +4,22 @@ A rule that meets `Net()` imported with `from .models import Net` asks `ctx.proj
 the class: the import is resolved the way Python would find the module (relative imports
 from the file's package; absolute ones from the file's folder, the top of its package,
 the linted root and its `src/`), the module is read and parsed -- never imported -- and
-reduced to a small summary (`summarise`): for each class, what its `forward` returns
-(softmax / sigmoid output, see analysis/values.py) and whether it holds a layer that
-behaves differently in train and eval mode. A package's `__init__.py` that re-exports a
-name (`from .net import Net`) is followed, two hops at most.
+reduced to a small summary (`summarise`):
+- classes: what `forward` returns (softmax / sigmoid output, see analysis/values.py) and
+  whether the class holds a layer that behaves differently in train and eval mode;
+- module-level functions: whether calling one trains, clears gradients, runs under
+  no_grad, which mode it leaves a model in, and the classes a factory returns;
+- its calls of imported evaluation-named functions, with the mode and no_grad state at
+  the call (for an `evaluate()` whose callers live in other modules, `external_callers`).
+Re-exports (`from .net import Net` in a package's `__init__.py`), star imports and
+factories are followed, MAX_HOPS in all.
 
-Summaries are plain dicts (str/bool/None), cached per file content in the lint cache, so
-a one-file pre-commit run reads the other modules' summaries instead of parsing them.
-Every file a lint result depended on (read, or looked for and absent) is recorded with
-its content hash (`ProjectView.deps`); the cache serves that result again only while
-those files are unchanged.
+Summaries are plain dicts (str/bool/None/lists), cached per file content in the lint
+cache, so a one-file pre-commit run reads the other modules' summaries instead of parsing
+them. Every file a lint result depended on (read, or looked for and absent) is recorded
+with its content hash (`ProjectView.deps`), and a scan of the whole project for callers
+as one hash of all its files; the cache serves that result again only while they are
+unchanged (`deps_unchanged`).
 """
 
 from __future__ import annotations
@@ -42,6 +48,11 @@ _EXTERNAL_ROOTS = frozenset(precheck.TORCH_ROOTS) | frozenset({
 
 
 _ALT_CONSTRUCTOR = re.compile(r"^(from_\w+|load\w*|build\w*|create\w*)$")
+
+
+def _member(module: str, name: str) -> str:
+    """`models` + `Net` -> `models.Net`; `.` (`from . import *`) + `Net` -> `.Net`."""
+    return module + name if module.endswith(".") else f"{module}.{name}"
 
 
 def content_hash(data: bytes) -> str:
@@ -408,7 +419,7 @@ class ProjectView:
     def star_class_summary(self, name: str, stars: List[str]) -> Optional[Tuple[dict, str]]:
         """`name` bound by `from m import *`: the last star-imported module that defines it."""
         for module in reversed(stars):
-            found = self._resolve(f"{module}.{name}", self.path, 1)
+            found = self._resolve(_member(module, name), self.path, 1)
             if found is not None:
                 return found
         return None
@@ -464,7 +475,7 @@ class ProjectView:
         if again:
             return self._resolve(again, file, hops + 1, want)
         for module in reversed(summary.get("stars", [])):
-            found = self._resolve(f"{module}.{name}", file, hops + 1, want)
+            found = self._resolve(_member(module, name), file, hops + 1, want)
             if found is not None:
                 return found
         return None
