@@ -10,6 +10,16 @@ Public names: :class:`TrainingGuard`, :class:`GuardWarning`, the errors
 (:class:`GuardError` and its subclasses) and the sanity tools
 :func:`overfit_one_batch` and :func:`lr_find`. See the README's guard section.
 """
+try:   # the linter installs without PyTorch; the guard needs the extra
+    import numpy  # noqa: F401
+    import torch  # noqa: F401
+except ModuleNotFoundError as _exc:   # pragma: no cover - depends on the environment
+    if _exc.name not in ("numpy", "torch"):
+        raise
+    raise ImportError(
+        f"the trainlint guard needs PyTorch and NumPy ({_exc.name!r} is not installed): "
+        'pip install "trainlint[guard]"', name=_exc.name) from None
+
 from .errors import (DivergenceError, ExplodingGradientError, GuardError, GuardWarning,
                      InitError, InitialLossError, NoUpdateError, NonFiniteError,
                      VanishingGradientError)

@@ -13,7 +13,8 @@ How it stays out of the way
   tensors to a list. Every ``check_every`` steps (and at exit) the list is
   read back in one go and the checks judge the numbers.
 * The costly measurements (parameter movement for the update check) are
-  sampled, and use a fixed set of at most 32 elements per parameter tensor.
+  sampled, and use a fixed set of at most 32 elements per parameter tensor,
+  picked at random once (seeded) so that they spread over rows and columns.
 
 When the guard must skip or refuse an update
 --------------------------------------------
@@ -59,6 +60,23 @@ from .window import UpdateSample, Window, nanmedian
 
 _UNSET = object()
 _SAMPLE_ELEMENTS = 32   # elements per tensor read to measure parameter movement
+
+
+def _sample_indices(numel: int, gen: torch.Generator) -> torch.Tensor:
+    """Up to ``_SAMPLE_ELEMENTS`` distinct flat indices of a tensor, a seeded random
+    pick. A regular stride can fall into the tensor's layout: for Linear(784, 128)
+    the stride numel/32 is a multiple of the row length, so every sample lies in
+    input column 0 -- a pixel that is always 0 on MNIST, whose weights never move
+    -- and a stride made coprime with the row only walks along the first columns.
+    A random pick spreads over rows and columns (and channels, kernel positions)."""
+    if numel <= _SAMPLE_ELEMENTS:
+        return torch.arange(numel)
+    if numel <= 64 * _SAMPLE_ELEMENTS:
+        pick = torch.randperm(numel, generator=gen)[:_SAMPLE_ELEMENTS]
+    else:   # no permutation of a huge tensor: draw twice as many, keep the distinct
+        distinct = torch.unique(torch.randint(numel, (2 * _SAMPLE_ELEMENTS,), generator=gen))
+        pick = distinct[torch.randperm(len(distinct), generator=gen)[:_SAMPLE_ELEMENTS]]
+    return pick.sort().values
 
 
 _INTERNAL_DIRS = (os.path.dirname(os.path.abspath(__file__)),
@@ -161,9 +179,11 @@ class TrainingGuard:
         self._sharded = is_sharded(self.root)   # FSDP: each rank holds a shard
         self._history = History()
         self._events: List[Dict[str, Any]] = []
+        self.notes: List[str] = []   # what the guard could not measure, shown by report()
         self._event_index: Dict[tuple, int] = {}
         self.step = 0                 # optimizer steps seen so far
         self._entered = self._active = False
+        self._on_meta = False         # parameters on the meta device: nothing to measure yet
         self._handles: list = []
         self._probe: Optional[ActivationProbe] = None
         self._first_forward: list = []   # distributed: first-forward findings, agreed at step 0
@@ -259,9 +279,11 @@ class TrainingGuard:
         """
         value = float(metric.detach().float().mean()) if isinstance(metric, torch.Tensor) \
             else float(metric)
-        stop = self._decisions.host_any(self._early.update(value, self.root))
+        last_step = self.step - 1 if self.step else None
+        stop = self._decisions.host_any(self._early.update(value, self.root, last_step))
         if stop and not self._early.stopped:
             self._early.stopped = True
+            self._early.stop_step = last_step
             if self._early.restore_best:
                 self._early.restore(self.root)
                 if not self._sharded:   # DDP replicas: rank 0's best weights everywhere
@@ -284,14 +306,18 @@ class TrainingGuard:
             self._read_back()
         to_json(self, path)
 
-    def plot(self, path) -> None:
-        """Plot loss, gradient norm and update ratio to ``path`` (needs matplotlib)."""
+    def plot(self, path):
+        """Plot loss, gradient norm (before and after clipping) and update ratio to
+        ``path`` (needs matplotlib), with the findings, skipped steps and early
+        stopping marked; returns the matplotlib ``Figure`` (``None`` on ranks other
+        than 0 under ``torch.distributed``)."""
         if not self._decisions.is_writer:
-            return
+            return None
         from .plot import plot_history
         if self._active and not self._decisions.collective:
             self._read_back()
-        plot_history(self._history, path)
+        return plot_history(self._history, path, events=self._events, early=self._early,
+                            max_grad_norm=self.max_grad_norm)
 
     # ------------------------------------------------------------ enter / exit
     def __enter__(self) -> "TrainingGuard":
@@ -299,6 +325,7 @@ class TrainingGuard:
             raise RuntimeError("a TrainingGuard is entered once; create a new one per run")
         self._entered = True
         self._collect_params()
+        self._on_meta = self._meta_note()
         # Checks on entry run before any hook exists: raising here leaves nothing behind.
         for name in ("init", "update"):
             check = self._checks[name]
@@ -328,6 +355,32 @@ class TrainingGuard:
         return False
 
     # ----------------------------------------------------------------- set-up
+    def _meta_note(self) -> bool:
+        """Parameters on the meta device hold no data: nothing about them can be
+        measured. Say so once (report()), and measure nothing per step until the
+        model is materialised in place (the same parameter objects, e.g. ``to_empty()``
+        with ``torch.__future__.set_swap_module_params_on_conversion(True)``)."""
+        meta = [n for n, p in self.root.named_parameters() if p.is_meta]
+        if not meta:
+            return False
+        more = f" (and {len(meta) - 3} more)" if len(meta) > 3 else ""
+        self.notes.append(
+            f"{len(meta)} parameter(s) on the meta device (no data yet): "
+            f"{', '.join(meta[:3])}{more}. The init check skipped them, and steps taken "
+            "while they are on the meta device are not measured. Materialise the model "
+            "(to_empty() and an initialisation, or a checkpoint) before entering the guard "
+            "for the full checks.")
+        return True
+
+    def _still_on_meta(self) -> bool:
+        """While the model is on the meta device: True. Once it has been materialised in
+        place (the same parameter objects), set up the device-dependent state again."""
+        if any(p.is_meta for p in self._params):
+            return True
+        self._on_meta = False
+        self._collect_params()
+        return False
+
     def _collect_params(self) -> None:
         names = {id(p): n for n, p in self.root.named_parameters()}
         sparse = {id(p) for m in self.root.modules()
@@ -363,6 +416,12 @@ class TrainingGuard:
                 self._gate = "device"
             else:
                 self._gate = "host" if finite == "skip" else "deferred"
+        # A "raise" gradient-norm check is exact (it raises before the update of the
+        # exploding step) where reading the norm costs nothing: CPU tensors, or
+        # check_every=1 (a read every step anyway). On an accelerator it is judged at
+        # the read-back, like everything else: no per-step sync.
+        host_free = (on_cpu and self._force_gate in (None, "host")) or self.check_every == 1
+        self._exact_norm = self._checks["gradient-norm"].mode == "raise" and host_free
         self._sample_every = max(2, self.check_every // 5)
         self.needs_full_norms = True   # cleared by the update check once all params moved
         self._sticky = None
@@ -425,6 +484,9 @@ class TrainingGuard:
 
     def _pre_step(self, optimizer, args, kwargs):
         step = self.step
+        if self._on_meta and self._still_on_meta():
+            self._take_loss()   # nothing on the meta device can be read back: count the step
+            return None
         loss = self._take_loss()
         rec = _Step(step, loss, self._lrs())
         if step == 0 and self._decisions.collective and self._checks["init"].mode != "off":
@@ -447,11 +509,29 @@ class TrainingGuard:
                 rec.per, rec.total, rec.present = observed[1]
             if self._gate is not None:
                 self._gate_step(optimizer, rec, loss)
+            if self._exact_norm and not rec.host_skipped and self._exploding_now(rec):
+                # Judged now, before the update is applied: the error names this step
+                # and the parameters are still those of the last step. The optimizer
+                # gets back what the gate lent it (found_inf), as after a step.
+                self._restore_step_state()
+                self._pending.append(rec)
+                self._read_back()   # raises ExplodingGradientError
+                return None
             if self._checks["update"].mode != "off" and \
                     (step < 2 or step % self._sample_every == 0):
                 self._snapshot_before(step)
         self._pending.append(rec)
         return None
+
+    def _exploding_now(self, rec) -> bool:
+        """The step's global norm is finite and above the exploding threshold (a host
+        read: only where it is free, see ``_exact_norm``)."""
+        if rec.total is None:
+            return False
+        if rec.scaler_inf is not None and bool(rec.scaler_inf.item()):
+            return False   # a GradScaler overflow: skipped by the scaler, not an explosion
+        norm = rec.total.item()
+        return math.isfinite(norm) and norm > self._checks["gradient-norm"].opt["exploding"]
 
     def _measure(self, optimizer):
         """(this rank's gradients, (per-parameter norms, global norm, indices of the
@@ -634,10 +714,9 @@ class TrainingGuard:
         if not params:
             return
         if self._sample_idx is None:
-            # Fixed, evenly spread elements: a small constant per tensor.
-            self._sample_idx = [
-                torch.arange(min(p.numel(), _SAMPLE_ELEMENTS), device=p.device)
-                * max(1, p.numel() // _SAMPLE_ELEMENTS) for p in params]
+            # A fixed set of elements per tensor, a small constant: picked once.
+            gen = torch.Generator().manual_seed(0)
+            self._sample_idx = [_sample_indices(p.numel(), gen).to(p.device) for p in params]
         before = [torch.take(p, i) for p, i in zip(params, self._sample_idx)]
         # Whole-tensor norms (a full pass over the weights) only while the update
         # check still has a parameter it has not seen move.
@@ -684,6 +763,8 @@ class TrainingGuard:
     def _read_back(self, final: bool = False, emit: bool = True) -> None:
         """Bring the pending per-step tensors to the host (one transfer per kind)
         and let the checks judge them."""
+        if self._on_meta:
+            return   # nothing was measured; judging "no gradient in N steps" would be wrong
         recs, self._pending = self._pending, []
         ups, self._pending_updates = self._pending_updates, []
         if not recs and not ups and not final:
@@ -801,7 +882,7 @@ class TrainingGuard:
 
     def _nonfinite_params(self) -> List[str]:
         """Parameters holding NaN/Inf now (one fused pass, at read-back only)."""
-        if not self._params:
+        if not self._params or self._on_meta:
             return []
         # Max-abs norm: unlike the L2 norm it cannot overflow on large finite values.
         params = self._local_params()

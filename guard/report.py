@@ -46,6 +46,10 @@ class History:
             return list(self._lr)
         return [_opt(v) for v in self._cols[name]]
 
+    def recent_lrs(self, n: int) -> List[Any]:
+        """The learning rates of the last ``n`` steps (cheap: no full column copy)."""
+        return self._lr[-n:]
+
     def records(self) -> List[Dict[str, Any]]:
         out = []
         for i in range(len(self)):
@@ -84,8 +88,10 @@ def summary(guard) -> Dict[str, Any]:
         "grad_norm_median": sorted(gn)[len(gn) // 2] if gn else None,
         "grad_norm_max": max(gn) if gn else None,
         "early_stopping": {"stopped": es.stopped, "best_metric": es.best, "calls": es.calls,
-                           "best_call": es.best_call, "restored": es.restored},
+                           "best_call": es.best_call, "restored": es.restored,
+                           "best_step": es.best_step, "stop_step": es.stop_step},
         "events": list(guard._events),
+        "notes": list(guard.notes),
     }
 
 
@@ -132,12 +138,16 @@ def format_report(guard) -> str:
             lines.append(f"  ... {len(layers) - _MAX_LAYERS} more in to_json()")
     checks = ", ".join(f"{n}={c.mode}" for n, c in guard._checks.items())
     lines.append(f"checks: {checks}")
+    for note in s["notes"]:
+        lines.append(f"note: {note}")
     if s["events"]:
         lines.append(f"findings ({len(s['events'])}):")
         for e in s["events"]:
             where = f" step {e['step']}" if e["step"] is not None else ""
             lines.append(f"  [{e['action']}] {e['check']}/{e['cause']}{where}"
                          f"{' x%d' % e['count'] if e['count'] > 1 else ''}: {e['message']}")
+    elif s["notes"]:
+        lines.append("findings: none (but see the notes: not everything could be measured)")
     else:
         lines.append("findings: none -- the run looks healthy")
     return "\n".join(lines)

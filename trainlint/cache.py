@@ -1,6 +1,7 @@
 """A persistent cache of lint results, one small file per (file content, rule set, linter) key.
 
-- The key hashes the file's bytes, its reported path, the codes selected for it,
+- The key hashes the file's bytes, its reported path, the codes selected for it, what
+  the findings read from other files (the project's resolved torch pin, for TL602),
   the trainlint version, a stamp of the linter's own source files (so an edited
   rule never serves stale results, even without a version bump) and the Python
   version (marshal's format).
@@ -81,10 +82,12 @@ class Cache:
         self.hits = 0
         self.misses = 0
 
-    def key(self, content: bytes, path: str, kind: str, selected: FrozenSet[str]) -> str:
+    def key(self, content: bytes, path: str, kind: str, selected: FrozenSet[str], project: str = "") -> str:
+        """`project`: what the findings depend on beyond the file (the resolved torch pin
+        from the project's metadata, see `torch_requirement.cache_key_part`)."""
         h = hashlib.sha256()
         h.update(code_stamp().encode())
-        h.update(f"\0{path}\0{kind}\0{','.join(sorted(selected))}\0".encode())
+        h.update(f"\0{path}\0{kind}\0{','.join(sorted(selected))}\0{project}\0".encode())
         h.update(content)
         return h.hexdigest()
 

@@ -35,6 +35,7 @@ _KEYS = {
     "force-exclude": "bool",
     "respect-gitignore": "bool",
     "output-format": "format",
+    "show-source": "bool",
     "fix": "bool",
     "unsafe-fixes": "bool",
     "cache-dir": "str",
@@ -107,11 +108,19 @@ def _load_toml(path: Path) -> dict:
 
 
 def _as_str_list(key: str, value, where: str) -> List[str]:
-    if isinstance(value, str):
-        return split_codes([value]) if _KEYS[key] == "codes" else [value]
+    # A bare string is refused, not split: `select = "TL1"` is the README's list written
+    # wrong, and ruff refuses it too; guessing would hide the mistake in other keys.
     if isinstance(value, list) and all(isinstance(v, str) for v in value):
         return split_codes(value) if _KEYS[key] == "codes" else list(value)
-    raise ConfigError(f"{where}: '{key}' must be a list of strings")
+    example = f'["{value}"]' if isinstance(value, str) else '["..."]'
+    raise ConfigError(f"{where}: '{key}' must be a list of strings, e.g. {key} = {example}")
+
+
+def _pfi_codes(glob: str, codes, where: str) -> List[str]:
+    if isinstance(codes, list) and all(isinstance(c, str) for c in codes):
+        return split_codes(codes)
+    example = f'["{codes}"]' if isinstance(codes, str) else '["TL101"]'
+    raise ConfigError(f"{where}: per-file-ignores '{glob}' must be a list of codes, e.g. \"{glob}\" = {example}")
 
 
 def _check(table: dict, where: str) -> Dict[str, object]:
@@ -130,7 +139,7 @@ def _check(table: dict, where: str) -> Dict[str, object]:
         elif kind == "table":
             if not isinstance(value, dict):
                 raise ConfigError(f"{where}: 'per-file-ignores' must be a table of pattern = [codes]")
-            values[key] = {str(g): _as_str_list("select", codes, where) for g, codes in value.items()}
+            values[key] = {str(g): _pfi_codes(g, codes, where) for g, codes in value.items()}
         elif kind == "bool":
             if not isinstance(value, bool):
                 raise ConfigError(f"{where}: '{raw_key}' must be true or false")
@@ -199,7 +208,9 @@ class CliOptions:
     per_file_ignores: Optional[Dict[str, List[str]]] = None
     exclude: Optional[List[str]] = None
     force_exclude: Optional[bool] = None
+    respect_gitignore: Optional[bool] = None
     output_format: Optional[str] = None
+    show_source: Optional[bool] = None
     fix: Optional[bool] = None
     unsafe_fixes: Optional[bool] = None
     cache_dir: Optional[str] = None
@@ -218,6 +229,7 @@ class Settings:
     force_exclude: bool
     respect_gitignore: bool
     output_format: str
+    show_source: bool
     fix: bool
     unsafe_fixes: bool
     cache_dir: Path
@@ -295,8 +307,12 @@ def resolve(config: FileConfig, cli: CliOptions) -> Settings:
         per_file_ignores=per_file,
         exclude=exclude,
         force_exclude=bool(cli.force_exclude if cli.force_exclude is not None else config.get("force-exclude", False)),
-        respect_gitignore=bool(config.get("respect-gitignore", True)),
+        respect_gitignore=bool(
+            cli.respect_gitignore if cli.respect_gitignore is not None else config.get("respect-gitignore", True)
+        ),
         output_format=cli.output_format or str(config.get("output-format", "text")),
+        # On by default, as ruff's `full` output: a finding is read faster beside its code.
+        show_source=bool(cli.show_source if cli.show_source is not None else config.get("show-source", True)),
         fix=bool(cli.fix if cli.fix is not None else config.get("fix", False)),
         unsafe_fixes=bool(cli.unsafe_fixes if cli.unsafe_fixes is not None else config.get("unsafe-fixes", False)),
         cache_dir=cache_dir,

@@ -13,12 +13,18 @@ with a slash (`examples/bad_*`) is anchored at the project root.
   every changed file by name). .gitignore never applies to named files.
 - A folder named explicitly is walked even when it lies inside an excluded one
   (`trainlint .venv/lib/python3.11/site-packages/pkg`); excludes then apply below it.
+  Likewise a .gitignore above it that ignores the folder (or a folder around it, as
+  `.venv/` does) does not stop the walk, as in ruff; its other patterns (`*_pb2.py`)
+  still apply below it.
+- A named path that is neither a regular file nor a folder (a FIFO, a device) is an
+  error: reading it could block, and skipping it silently would pass on nothing.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -55,6 +61,13 @@ DEFAULT_EXCLUDES = (
 
 SUFFIXES = {".py": "python", ".ipynb": "notebook"}
 
+# Folders never holding code to lint: pruning them is not worth mentioning when a run
+# finds nothing (every repository has a `.git`).
+_UNREMARKABLE = frozenset(
+    {".git", ".hg", ".svn", ".bzr", "__pycache__", ".mypy_cache", ".pytest_cache", ".ruff_cache",
+     ".trainlint_cache", ".ipynb_checkpoints", ".pytype", ".tox", ".nox"}
+)
+
 
 @dataclass(frozen=True)
 class SourceFile:
@@ -68,6 +81,10 @@ class Discovered:
     files: List[SourceFile]
     missing: List[str]  # paths given that do not exist
     warnings: List[str]  # folders that could not be read, and the like
+    errors: List[str] = field(default_factory=list)  # named paths that cannot be linted (a FIFO)
+    # What the walk left out, to say why a run found nothing: "gitignore", "exclude"
+    # (folders and .py/.ipynb files pruned) and "force-exclude" (named paths).
+    skipped: Counter = field(default_factory=Counter)
 
 
 def kind_of(path: str) -> str:
@@ -109,6 +126,31 @@ class _Ignores:
         except OSError:
             return self
         return _Ignores(self.specs + ((folder, _spec(lines)),))
+
+    def uncovering(self, folder: Path) -> "_Ignores":
+        """These ignores without the patterns that ignore `folder` or a folder above it.
+
+        For a folder named on the command line: the patterns that would prune the walk
+        before it reaches the folder (`.venv/` for `.venv/lib/pkg`) do not apply inside it;
+        the others (`gen_*.py`) do. Like ruff (the `ignore` crate never filters the root
+        of a walk), and pathspec's git semantics (a folder pattern also matches every path
+        below it) would otherwise skip all of the folder's files.
+        """
+        import pathspec
+
+        specs = []
+        for base, spec in self.specs:
+            rel = rel_to(folder, base)
+            if rel is None or rel == ".":
+                specs.append((base, spec))
+                continue
+            parts = rel.split("/")
+            chain = ["/".join(parts[: i + 1]) + "/" for i in range(len(parts))]
+            kept = [p for p in spec.patterns if p.include is None or not any(p.match_file(c) for c in chain)]
+            if len(kept) != len(spec.patterns):
+                spec = pathspec.GitIgnoreSpec(kept)
+            specs.append((base, spec))
+        return _Ignores(tuple(specs))
 
     def ignored(self, path: Path, is_dir: bool) -> bool:
         # The nearest .gitignore with a matching pattern decides (negations included).
@@ -186,6 +228,8 @@ def discover(
     found: Dict[Path, SourceFile] = {}
     missing: List[str] = []
     warnings: List[str] = []
+    errors: List[str] = []
+    skipped: Counter = Counter()
 
     def add(p: Path) -> None:
         if p not in found:
@@ -195,24 +239,26 @@ def discover(
         p = Path(os.path.normpath(cwd / given))
         if p.is_file():
             if force_exclude and excluder.excluded(p, False):
+                skipped["force-exclude"] += 1
                 continue
             add(p)
         elif p.is_dir():
             if force_exclude and excluder.excluded(p, True):
+                skipped["force-exclude"] += 1
                 continue
             # A named folder inside an excluded one: match excludes below it, not above.
             base = p if (rel_to(p, root) is None or excluder.excluded(p, True)) else root
-            ignores = _parent_ignores(p, root) if respect_gitignore else _Ignores()
-            _walk(p, base, excluder, ignores, respect_gitignore, add, warnings)
+            ignores = _parent_ignores(p, root).uncovering(p) if respect_gitignore else _Ignores()
+            _walk(p, base, excluder, ignores, respect_gitignore, add, warnings, skipped)
         elif p.exists():
-            warnings.append(f"{given}: not a regular file or folder, skipped")
+            errors.append(f"{given}: not a regular file or folder")
         else:
             missing.append(given)
     files = sorted(found.values(), key=lambda s: s.display)
-    return Discovered(files, missing, warnings)
+    return Discovered(files, missing, warnings, errors, skipped)
 
 
-def _walk(folder: Path, base: Path, excluder: Excluder, ignores: _Ignores, use_gitignore: bool, add, warnings) -> None:
+def _walk(folder: Path, base: Path, excluder: Excluder, ignores: _Ignores, use_gitignore: bool, add, warnings, skipped) -> None:
     if use_gitignore:
         ignores = ignores.with_folder(folder)
     try:
@@ -229,10 +275,17 @@ def _walk(folder: Path, base: Path, excluder: Excluder, ignores: _Ignores, use_g
         except OSError:
             continue
         if is_dir:
-            if excluder.excluded(path, True, base) or ignores.ignored(path, True):
-                continue
-            _walk(path, base, excluder, ignores, use_gitignore, add, warnings)
+            if excluder.excluded(path, True, base):
+                if entry.name not in _UNREMARKABLE:
+                    skipped["exclude"] += 1
+            elif ignores.ignored(path, True):
+                skipped["gitignore"] += 1
+            else:
+                _walk(path, base, excluder, ignores, use_gitignore, add, warnings, skipped)
         elif is_file and os.path.splitext(entry.name)[1].lower() in SUFFIXES:
-            if excluder.excluded(path, False, base) or ignores.ignored(path, False):
-                continue
-            add(path)
+            if excluder.excluded(path, False, base):
+                skipped["exclude"] += 1
+            elif ignores.ignored(path, False):
+                skipped["gitignore"] += 1
+            else:
+                add(path)

@@ -19,7 +19,7 @@ from trainlint.finding import Edit, Fix, Finding
 from trainlint.precheck import applicable
 from trainlint.registry import SyntaxErrorRule, all_rules, rule_codes
 from trainlint.rules.base import Replacement, Rule
-from trainlint.suppression import file_disabled_codes, noqa_codes, suppressed
+from trainlint.suppression import NoqaLines, file_disabled_codes, suppressed
 
 if TYPE_CHECKING:  # pragma: no cover
     import libcst as cst
@@ -162,7 +162,7 @@ def lint_text(
         return result
 
     positions = MetadataWrapper(module, unsafe_skip_copy=True).resolve(PositionProvider)
-    lines = text.splitlines()
+    noqa = NoqaLines(text)
     seen = set()
     applied: List[Replacement] = []
     for rule, rep in reports:
@@ -174,8 +174,7 @@ def lint_text(
         if key in seen:
             continue
         seen.add(key)
-        line_text = lines[start.line - 1] if 0 < start.line <= len(lines) else ""
-        if suppressed(rule.code, noqa_codes(line_text)):
+        if suppressed(rule.code, noqa.codes(start.line)):
             continue
         finding_fix = None
         if rep.fix is not None:
@@ -208,7 +207,7 @@ def lint_text(
                 end_column=end.column + 1,
                 code=rule.code,
                 name=rule.name,
-                severity=rule.severity,
+                severity=rep.severity if rep.severity in rule.severities else rule.severity,
                 message=rep.message,
                 fix=finding_fix,
             )

@@ -7,8 +7,10 @@ importing libcst or any rule: a file no rule can fire on costs a scan of its tex
 
 Every entry is a *necessary* condition, read off the rule's own logic: a rule that needs
 `ctx.uses_torch` cannot fire in a file that never names a PyTorch-family package; a rule
-built on training events needs the words those events are calls of (`backward`, `step`);
-a rule that skips test files skips them here by path. The rule tests check that each
+built on training events needs the words those events are calls of (`backward`, `step`).
+No entry skips a file by its name: test modules are told by their content once parsed
+(`analysis/pytest_modules.py`; a script named `test_*.py` is linted like any other), and
+no text test can promise the parse will agree. The rule tests check that each
 rule's INVALID examples pass and that linting with and without the pre-check agrees on
 every example; `benchmarks/precheck_soundness.py` does the same on a real corpus.
 
@@ -31,19 +33,6 @@ TORCH_ROOTS = frozenset({
 # Every ASCII byte that cannot be part of an identifier becomes a space; splitting the
 # result gives the words (bytes.translate + split is about 3x faster than re.findall).
 _NOT_WORD = bytes(c if (chr(c).isalnum() or c == ord("_") or c >= 128) else ord(" ") for c in range(256))
-
-
-def is_test_path(path: str) -> bool:
-    """A test module (pytest naming, `tests.py`, or a tests/ folder): deterministic loaders
-    and odd modes are deliberate there, so several rules skip such files. (Not `test.py`:
-    in training repositories that is usually the script that evaluates a checkpoint.)"""
-    path = path.replace("\\", "/")
-    base = path.rsplit("/", 1)[-1]
-    dirs = set(path.split("/")[:-1])
-    return (
-        base.startswith("test_") or base.endswith("_test.py") or base in ("conftest.py", "tests.py")
-        or bool(dirs & {"tests", "test", "testing", "test_utils"})
-    )
 
 
 def _fold(word: bytes) -> bytes:
@@ -78,10 +67,6 @@ class Scan:
     def mentions_torch(self) -> bool:
         """Necessary for `ctx.uses_torch` (an import rooted in one of TORCH_ROOTS)."""
         return any(r in self.text for r in TORCH_ROOTS)
-
-    @cached_property
-    def is_test_file(self) -> bool:
-        return is_test_path(self.path)
 
 
 Needle = Callable[[Scan], bool]
@@ -118,8 +103,8 @@ def rx(pattern: str, flags: int = 0) -> Needle:
 
 
 class Precheck:
-    """The file must satisfy one needle of every group in `all_of`, name a PyTorch-family
-    package when `needs_torch`, and not be a test module when `skips_test_files`; when
+    """The file must satisfy one needle of every group in `all_of` and name a PyTorch-family
+    package when `needs_torch`; when
     `any_of` is given, it must also pass one of those pre-checks (a rule with two kinds of
     finding)."""
 
@@ -127,20 +112,16 @@ class Precheck:
         self,
         *all_of: Tuple[Needle, ...],
         needs_torch: bool = False,
-        skips_test_files: bool = False,
         any_of: Tuple["Precheck", ...] = (),
     ) -> None:
         self.all_of = all_of
         self.needs_torch = needs_torch
-        self.skips_test_files = skips_test_files
         self.any_of = any_of
 
     def passes(self, text: str, path: str) -> bool:
         return self.passes_scan(Scan(text, path))
 
     def passes_scan(self, s: Scan) -> bool:
-        if self.skips_test_files and s.is_test_file:
-            return False
         if self.needs_torch and not s.mentions_torch:
             return False
         if not all(any(n(s) for n in group) for group in self.all_of):
@@ -171,7 +152,7 @@ _EVAL_DATA = name_part(
     ("val", "valid", "validation", "test", "testing", "eval", "evaluation", "dev", "holdout"),
     ("loader", "dl", "data", "set", "ds", "iter"),
 )
-_EVAL_PASS = Precheck((_eval_function, _EVAL_DATA), needs_torch=True, skips_test_files=True)
+_EVAL_PASS = Precheck((_eval_function, _EVAL_DATA), needs_torch=True)
 
 # TL402: statistics of a whole data set before a split (a split function, a single slice
 # `X[:800]` / `df.iloc[n:]`, not `x[:, 0]`) or of held-out data; a scaler fitted on it.
@@ -229,12 +210,35 @@ CATALOGUE: Dict[str, Precheck] = {
     "TL107": Precheck((isub("sched", "swalr", "warmup"),), _STEP, needs_torch=True),
     # backward on a loss computed under no_grad/inference_mode/set_grad_enabled(False)
     "TL108": Precheck((sub("no_grad", "inference_mode", "set_grad_enabled"),), _BACKWARD, needs_torch=True),
+    # a backpropagated loss built from cut outputs (`.detach()`, `.data`, `.item()`,
+    # `.tolist()`, `.numpy()`, `float(out)`, a copy with `torch.tensor(out)`), or a loss given
+    # `requires_grad` (`loss.requires_grad = True`, `loss.requires_grad_()`)
+    "TL109": Precheck(
+        _BACKWARD, (word("detach", "data", "item", "tolist", "numpy", "float", "tensor", "requires_grad", "requires_grad_"),),
+        needs_torch=True,
+    ),
+    # a step whose gradients are cleared (`zero_grad()`, `p.grad = None`) before any backward
+    "TL110": Precheck(_BACKWARD, _STEP, (sub("grad"),), needs_torch=True),
     # softmax output (`softmax`, `Softmax`, `Softmax2d`) into cross-entropy; the softmax may
     # be a model's, imported from another module of the project (analysis/project.py)
     "TL201": Precheck((sub("cross_entropy", "CrossEntropyLoss"),), (isub("softmax"), word("import")), needs_torch=True),
     # sigmoid output (`sigmoid`, `Sigmoid`, `torch.special.expit`) into a with-logits loss
     "TL202": Precheck(
         (sub("binary_cross_entropy_with_logits", "BCEWithLogitsLoss"),), (isub("sigmoid", "expit"), word("import")), needs_torch=True
+    ),
+    # NLL loss fed the output of a Linear/convolution layer (`Linear`, `F.linear`, `Conv2d`)
+    # or of a softmax
+    "TL205": Precheck((sub("nll_loss", "NLLLoss"),), (isub("linear", "conv", "softmax"),), needs_torch=True),
+    # BCE (not with logits: a necessary condition only) fed a Linear/convolution layer's output
+    "TL206": Precheck((sub("binary_cross_entropy", "BCELoss"),), (isub("linear", "conv"),), needs_torch=True),
+    # a ReLU (`relu`, `ReLU`, `relu6`) or dropout output into a loss that takes logits
+    "TL207": Precheck(
+        (sub("cross_entropy", "CrossEntropyLoss", "BCEWithLogitsLoss"),), (isub("relu", "dropout"),), needs_torch=True
+    ),
+    # raw scores of a with-logits model cut at 0.5 (`> 0.5`, `.gt(.5)`) or rounded
+    "TL208": Precheck(
+        (sub("binary_cross_entropy_with_logits", "BCEWithLogitsLoss"),), (sub(".5", "round"),), (isub("linear", "conv"),),
+        needs_torch=True,
     ),
     # `log(softmax(x))` / `log(sigmoid(x))`, or `exp(x) / exp(x).sum()`
     "TL203": Precheck(
@@ -250,28 +254,29 @@ CATALOGUE: Dict[str, Precheck] = {
     "TL302": _EVAL_PASS,
     # `model.eval()` / `model.train(False)` (any spacing, `mode=False`) inside a loop that
     # also trains
-    "TL303": Precheck((sub("eval", "train"),), _BACKWARD, needs_torch=True, skips_test_files=True),
+    "TL303": Precheck((sub("eval", "train"),), _BACKWARD, needs_torch=True),
     # a training DataLoader without shuffle
-    "TL401": Precheck((sub("DataLoader"),), needs_torch=True, skips_test_files=True),
+    "TL401": Precheck((sub("DataLoader"),), needs_torch=True),
     "TL402": Precheck(_SPLIT_OR_HELDOUT, any_of=(_SCALER_FIT, Precheck((_STATISTIC,)))),
     # a DataLoader with a tiny batch where the model uses BatchNorm
-    "TL403": Precheck((sub("BatchNorm"),), (sub("DataLoader"),), needs_torch=True, skips_test_files=True),
+    "TL403": Precheck((sub("BatchNorm"),), (sub("DataLoader"),), needs_torch=True),
     # a layer's weight set to a constant (`nn.init.zeros_(m.weight)`, `m.weight.data.fill_(0)`),
     # or a hand-written `W1 = np.zeros((784, 128))`
     "TL501": Precheck(
-        skips_test_files=True,
         any_of=(
             Precheck((sub(".weight"),), (sub("zeros", "ones", "constant", "zero_", "fill_", "full"),)),
             Precheck((_weight_matrix,), (sub("zeros", "ones", "full"),)),
         ),
     ),
     # `Adam(..., lr=0.1)`
-    "TL502": Precheck((sub("Adam"),), needs_torch=True, skips_test_files=True),
+    "TL502": Precheck((sub("Adam"),), needs_torch=True),
     "TL503": Precheck((_requires_grad_typo,), needs_torch=True),
+    # weight decay (`weight_decay=`, or AdamW's default) over a model with normalisation layers
+    "TL504": Precheck((sub("weight_decay", "AdamW"),), (isub("norm"),), needs_torch=True),
     # `torch.save(...)` of a checkpoint without the optimizer
-    "TL601": Precheck((word("save"),), needs_torch=True, skips_test_files=True),
+    "TL601": Precheck((word("save"),), needs_torch=True),
     # `torch.load(...)` without `weights_only=True`
-    "TL602": Precheck((word("load"),), needs_torch=True, skips_test_files=True),
+    "TL602": Precheck((word("load"),), needs_torch=True),
 }
 
 

@@ -19,9 +19,10 @@ import stat
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Deque, Dict, FrozenSet, Iterable, Iterator, List, Optional, Tuple
+from typing import TYPE_CHECKING, Callable, Deque, Dict, FrozenSet, Iterable, Iterator, List, Optional, Tuple
 
 from trainlint.finding import Finding
+from trainlint.torch_requirement import cache_key_part
 
 if TYPE_CHECKING:  # pragma: no cover
     from trainlint.cache import Cache
@@ -243,8 +244,12 @@ def lint_files(
     settings: "Settings",
     cache: Optional["Cache"],
     fix_mode: Optional[str] = None,
+    progress: Optional[Callable[[int], None]] = None,
 ) -> List[Outcome]:
-    """One outcome per file, in the order of `files`."""
+    """One outcome per file, in the order of `files`.
+
+    `progress(n)`: called in this thread as results come, n = files finished so far.
+    """
     from trainlint.analysis.project import deps_unchanged, new_run
     from trainlint.discovery import rel_to
 
@@ -269,7 +274,7 @@ def lint_files(
             selected = settings.selected_for(rel_to(sf.path, settings.root) or sf.path.name)
             key = None
             if cache is not None:
-                key = cache.key(content, sf.display, sf.kind, selected)
+                key = cache.key(content, sf.display, sf.kind, selected, cache_key_part(str(sf.path), selected))
                 entry = cache.get_entry(key, sf.display)
                 if entry is not None:
                     hit, deps = entry
@@ -287,13 +292,18 @@ def lint_files(
         # A fixed file is cached under its new content once written (see `cache_written`).
         if cache is not None and key is not None and out.error is None and out.new_content is None:
             cache.put(key, out.findings, out.deps)
+        if progress is not None:
+            progress(i + 1)  # results come in order: every file before this one is done
+    if progress is not None:
+        progress(len(files))
     return [o for o in outcomes if o is not None]
 
 
 def cache_written(cache: Optional["Cache"], out: Outcome) -> None:
     """After a fix was written: the remaining findings are the new content's result."""
     if cache is not None and out.new_content is not None and out.error is None and out.warning is None:
-        key = cache.key(out.new_content, out.display, out.kind, out.selected)
+        project = cache_key_part(str(out.path), out.selected) if out.path is not None else ""
+        key = cache.key(out.new_content, out.display, out.kind, out.selected, project)
         cache.put(key, out.findings, out.deps)
 
 

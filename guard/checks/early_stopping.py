@@ -30,6 +30,8 @@ class EarlyStopping:
         self.restore_best = restore_best
         self.best: Optional[float] = None
         self.best_call: Optional[int] = None
+        self.best_step: Optional[int] = None   # the last optimizer step before the best call
+        self.stop_step: Optional[int] = None   # ... before the call that decided to stop
         self.wait = 0
         self.calls = 0
         self.stopped = False
@@ -45,11 +47,13 @@ class EarlyStopping:
             return value < self.best - self.min_delta
         return value > self.best + self.min_delta
 
-    def update(self, value: float, model: nn.Module) -> bool:
-        """Record one metric; return whether training should stop now."""
+    def update(self, value: float, model: nn.Module, step: Optional[int] = None) -> bool:
+        """Record one metric (``step``: the last optimizer step taken, for the plot);
+        return whether training should stop now."""
         self.calls += 1
         if self.improved(value):
             self.best, self.best_call, self.wait = value, self.calls, 0
+            self.best_step = step
             if self.restore_best:
                 # One CPU copy: never a second model on the accelerator.
                 self._best_state = {k: v.detach().to("cpu", copy=True)

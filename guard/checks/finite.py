@@ -42,11 +42,31 @@ class FiniteCheck(Check):
             return "loss"
         return "?"
 
-    def describe(self, step: int, loss: Optional[float], where: str, exact: bool) -> Finding:
+    def explosion_before(self, w, k: int) -> Optional[tuple]:
+        """(step, norm) of the first finite gradient norm above the exploding threshold
+        before step ``w.steps[k]``: in this window, else in the window before. A NaN is
+        often the overflow of the update an exploding gradient made."""
+        gn = self.guard._checks["gradient-norm"]
+        limit = gn.opt["exploding"]
+        for j in range(k):
+            n = w.grad_norm[j]
+            if n is not None and math.isfinite(n) and n > limit and not w.nonfinite[j] \
+                    and not w.scaler_skipped[j]:
+                return w.steps[j], n
+        last = gn.last_exploding
+        if last is not None and w.steps[k] - last[0] <= self.guard.check_every:
+            return last
+        return None
+
+    def describe(self, step: int, loss: Optional[float], where: str, exact: bool,
+                 explosion: Optional[tuple] = None) -> Finding:
         what = "the loss" if where == "loss" else f"the gradient of {where}"
         seen = f"non-finite value (NaN/Inf) in {what} at step {step}"
         if loss is not None and where != "loss":
             seen += f" (loss {loss:.4g})"
+        if explosion is not None:
+            seen += (f", after an exploding gradient (global norm {explosion[1]:.3g} at step "
+                     f"{explosion[0]}) whose update most likely made the model overflow")
         if self.mode == "skip":
             tail = "the update was skipped (optimizer state untouched); later skips are counted " \
                    "in g.history / g.report()."
@@ -69,7 +89,8 @@ class FiniteCheck(Check):
                 mask = w.has_grad[k].tolist() if w.has_grad is not None else None
                 where = self.first_offender(w.loss[k], row, mask)
                 exact = self.guard._gate in ("host", "device")
-                findings.append(self.describe(step, w.loss[k], where, exact))
+                findings.append(self.describe(step, w.loss[k], where, exact,
+                                              self.explosion_before(w, k)))
                 break
         bad_params = getattr(w, "nonfinite_params", None)
         if bad_params:

@@ -29,6 +29,7 @@ class GradientNormCheck(Check):
         "layer_ratio": 1e-3,   # first / last weight-layer gradient norm
         "first_layer": 1e-4,   # ... and the first layer's norm below this
     }
+    last_exploding = None      # (step, norm) of the latest exploding step seen
 
     def on_window(self, w) -> List[Finding]:
         findings: List[Finding] = []
@@ -41,6 +42,7 @@ class GradientNormCheck(Check):
         over = [(s, n) for s, n in usable if n > self.opt["exploding"]]
         if over:
             step, norm = over[0]
+            self.last_exploding = over[-1]   # a NaN soon after: the finite check names it
             peak = max(n for _, n in over)
             # Clipped by the guard, or by a framework or the user (seen through
             # observe_gradients): the norm the update used is below the one measured.

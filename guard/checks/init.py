@@ -60,7 +60,8 @@ class InitCheck(Check):
         embedding_params = {id(p) for m in root.modules()
                             if isinstance(m, (nn.Embedding, nn.EmbeddingBag))
                             for p in m.parameters(recurse=False)}
-        params = [p for p in root.parameters() if p.is_floating_point()]
+        # Parameters on the meta device have no values to check (the guard notes them).
+        params = [p for p in root.parameters() if p.is_floating_point() and not p.is_meta]
         if not params:
             return []
         findings: List[Finding] = []
@@ -81,7 +82,7 @@ class InitCheck(Check):
         for mname, module in root.named_modules():
             for pname, p in module.named_parameters(recurse=False):
                 if p.dim() < 2 or id(p) in seen or not p.is_floating_point() \
-                        or "weight" not in pname:
+                        or "weight" not in pname or p.is_meta:
                     # Only layer weights (weight, weight_hh_l0, in_proj_weight...):
                     # a zero positional embedding or class token is a common recipe.
                     continue
@@ -253,8 +254,8 @@ class ActivationProbe:
     def _make_hook(self, name, module, weighted):
         def hook(mod, inputs, output):
             out = _first_tensor(output)
-            if out is None or not out.is_floating_point():
-                return
+            if out is None or not out.is_floating_point() or out.is_meta:
+                return   # a forward on the meta device computes shapes, no values
             inp = _first_tensor(inputs)
             with torch.no_grad():
                 vals = [torch.isfinite(out).all().float(), _spread(out)]

@@ -67,6 +67,13 @@ def data(kind="vec", n=256, nin=20, ncls=5, seed=0):
     elif kind == "seq":
         x = torch.randn(n, 10, nin, generator=g)
         y = x[:, :, :ncls].mean(1).argmax(1)
+    elif kind == "digits":
+        # Like sklearn's digits: 8x8 images with pixel values 0..16 (scaled to 0..1),
+        # 10 noisy class prototypes, and a first image column that is always blank.
+        protos = (torch.rand(10, 64, generator=g) * 16).round()
+        y = torch.randint(0, 10, (n,), generator=g)
+        x = (protos[y] + 10 * torch.randn(n, 64, generator=g)).clamp(0, 16).round() / 16
+        x[:, ::8] = 0
     elif kind == "tok":
         x = torch.randint(0, 50, (n, 12), generator=g)
         y = x[:, 0] % ncls

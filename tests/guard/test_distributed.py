@@ -176,6 +176,30 @@ def scenario_nan_one_rank(rank, world, policy="raise", where="loss", bad_rank=1,
     return outcomes
 
 
+def scenario_exploding_one_rank(rank, world, bad_rank=1, at=2, steps=6):
+    """A bad batch (inputs 1e6 too large) on ``bad_rank`` only: after DDP's all-reduce
+    every rank holds the same exploding gradient, so with gradient-norm "raise" every
+    rank reads it and raises at the same step, before the update -- none hangs."""
+    model, ddp, x, y = _setup(rank)
+    crit = nn.CrossEntropyLoss()
+    opt = torch.optim.SGD(ddp.parameters(), lr=0.1)
+    outcome = {"raised": None, "step": None}
+    try:
+        with TrainingGuard(ddp, opt, loss_fn=crit, checks=_quiet_checks(**{
+                "gradient-norm": "raise"})) as gd:
+            for step in range(steps):
+                xb, yb = x[step * 8:][:8], y[step * 8:][:8]
+                if rank == bad_rank and step == at:
+                    xb = xb * 1e6
+                opt.zero_grad()
+                crit(ddp(xb), yb).backward()
+                opt.step()
+    except Exception as e:
+        outcome.update(raised=type(e).__name__, step=getattr(e, "step", None))
+    outcome.update(steps=len(gd.history), checksum=_checksum(model))
+    return outcome
+
+
 def scenario_early_stop(rank, world, bad_rank=1, patience=2, restore_best=False):
     """Every rank passes its own metric; only ``bad_rank``'s stops improving."""
     model, ddp, x, y = _setup(rank)
@@ -351,6 +375,13 @@ def test_nan_on_one_rank_all_ranks_raise_at_the_same_step(world, where):
         assert all(o["finite"] for o in outs)  # the NaN update was never applied
         _same(outs, "checksum")                # and the ranks stayed in step
         assert _same(outs, "steps") == 6
+
+
+def test_exploding_gradient_on_one_rank_all_ranks_raise_before_the_update():
+    a, b = run_ranks("scenario_exploding_one_rank")
+    assert a["raised"] == b["raised"] == "ExplodingGradientError"
+    assert a["step"] == b["step"] == 2 and a["steps"] == b["steps"] == 3
+    assert a["checksum"] == b["checksum"]
 
 
 @pytest.mark.parametrize("world", [2, 3])

@@ -1,9 +1,13 @@
 """gradient-norm: exploding / vanishing gradients, clipping at the right moment."""
+import copy
+import warnings
+
 import pytest
 import torch
 from torch import nn
 
-from guard import ExplodingGradientError, TrainingGuard, VanishingGradientError
+from guard import (ExplodingGradientError, GuardError, NonFiniteError, TrainingGuard,
+                   VanishingGradientError)
 from guard_helpers import RNN, causes, data, guard_warnings, mlp, train
 
 
@@ -226,3 +230,68 @@ def test_nanmedian_of_a_never_measured_column_is_nan_and_silent():
         warnings.simplefilter("error")
         med = nanmedian(np.array([[1.0, np.nan], [3.0, np.nan]]), axis=0)
     assert med[0] == 2.0 and np.isnan(med[1])
+
+
+# --- "raise" is exact where a host read is free --------------------------------------
+
+def _blow_up_at_step_0(lr=1e14, force_gate=None, check_every=50, mode="raise"):
+    """A bad first batch (inputs 1e6 too large) gives a finite gradient norm of ~5e5 at
+    step 0; with this lr its update overflows the model at step 1."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(10, 32), nn.ReLU(), nn.Linear(32, 3))
+    opt = torch.optim.SGD(model.parameters(), lr)
+    crit = nn.CrossEntropyLoss()
+    x, y = torch.randn(64, 10), torch.randint(0, 3, (64,))
+    g = TrainingGuard(model, opt, loss_fn=crit, check_every=check_every,
+                      checks={"gradient-norm": mode, "initial-loss": "off"})
+    g._force_gate = force_gate   # "deferred": the accelerator path (no per-step read)
+    before = copy.deepcopy(model.state_dict())
+    with warnings.catch_warnings(record=True):
+        warnings.simplefilter("always")
+        with pytest.raises(GuardError) as err:
+            with g:
+                for step in range(5):
+                    opt.zero_grad()
+                    crit(model(x * (1e6 if step == 0 else 1.0)), y).backward()
+                    opt.step()
+    untouched = all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
+    return err.value, untouched
+
+
+def test_raise_on_the_cpu_stops_at_the_exploding_step_before_its_update():
+    err, untouched = _blow_up_at_step_0()
+    assert isinstance(err, ExplodingGradientError) and err.step == 0
+    assert "5.16e+05 at step 0" in str(err)
+    assert untouched   # the exploding update was never applied
+
+
+def test_raise_with_check_every_1_is_exact_on_the_accelerator_path_too():
+    err, untouched = _blow_up_at_step_0(force_gate="deferred", check_every=1)
+    assert isinstance(err, ExplodingGradientError) and err.step == 0 and untouched
+
+
+def test_accelerator_nan_error_names_the_explosion_before_it():
+    """No per-step read on an accelerator: the NaN of step 1 is found at the read-back,
+    and its error says which explosion caused it."""
+    err, _ = _blow_up_at_step_0(force_gate="deferred")
+    assert isinstance(err, NonFiniteError) and err.step == 1
+    assert "after an exploding gradient (global norm 5.16e+05 at step 0)" in str(err)
+
+
+def test_nan_without_an_explosion_before_it_does_not_mention_one():
+    torch.manual_seed(0)
+    model = mlp()
+    x, y = data()
+    g, rec, err = train(model, torch.optim.SGD(model.parameters(), 0.1), x, y, steps=20,
+                        nan_steps=(7,), expect_error=True)
+    assert isinstance(err, NonFiniteError) and err.step == 7
+    assert "exploding" not in str(err)
+
+
+def test_raise_mode_on_a_healthy_run_reads_but_stays_silent():
+    torch.manual_seed(0)
+    model = mlp()
+    x, y = data()
+    g, rec, err = train(model, torch.optim.Adam(model.parameters(), 1e-3), x, y, steps=40,
+                        guard_kw=dict(checks={"gradient-norm": "raise"}))
+    assert err is None and guard_warnings(rec) == [] and len(g.history) == 40

@@ -78,7 +78,9 @@ def test_update_ratio_far_too_high():
     torch.manual_seed(0)
     model = mlp()
     x, y = data()
-    g, rec, _ = train(model, torch.optim.SGD(model.parameters(), lr=5.0), x, y, steps=40,
+    # Heavy momentum on top of lr=5: each step rewrites most of every weight matrix.
+    opt = torch.optim.SGD(model.parameters(), lr=5.0, momentum=0.9)
+    g, rec, _ = train(model, opt, x, y, steps=40,
                       guard_kw=dict(checks={"divergence": "off", "gradient-norm": "off"}))
     assert ("update", "ratio-high") in causes(rec)
     ratios = [r["update_ratio"] for r in g.history if r["update_ratio"] is not None]
@@ -109,3 +111,45 @@ def test_healthy_update_ratio_is_recorded():
     assert guard_warnings(rec) == []
     ratios = [r["update_ratio"] for r in g.history if r["update_ratio"] is not None]
     assert len(ratios) >= 3 and all(1e-5 < r < 1e-1 for r in ratios)
+
+
+def _mnist_like(n=512, seed=0):
+    """28x28 'digits': a blank 4-pixel border (as in MNIST, where those pixels are
+    always 0) around blobs whose position depends on the class."""
+    g = torch.Generator().manual_seed(seed)
+    y = torch.randint(0, 10, (n,), generator=g)
+    img = torch.zeros(n, 28, 28)
+    for c in range(10):
+        r, col = 4 + 2 * c, 4 + (7 * c) % 18
+        img[y == c, r:r + 6, col:col + 6] = 1.0
+    img[:, 4:24, 4:24] += 0.3 * torch.rand(n, 20, 20, generator=g)
+    return img.flatten(1), y
+
+
+def test_sampled_elements_spread_over_rows_and_columns():
+    from guard.guard import _SAMPLE_ELEMENTS, _sample_indices
+
+    gen = torch.Generator().manual_seed(0)
+    for shape in [(128, 784), (64, 32, 3, 3), (50000, 512), (40, 40)]:
+        numel = torch.Size(shape).numel()
+        idx = _sample_indices(numel, gen)
+        assert len(idx) == _SAMPLE_ELEMENTS == len(set(idx.tolist()))
+        assert 0 <= int(idx.min()) and int(idx.max()) < numel
+        # Every dimension (rows, input columns, channels, kernel positions) is covered.
+        for dim, coords in zip(shape, torch.unravel_index(idx, shape)):
+            assert len(set(coords.tolist())) >= min(dim, 12), (shape, dim)
+    assert _sample_indices(5, gen).tolist() == [0, 1, 2, 3, 4]
+
+
+def test_update_ratio_of_an_image_mlp_first_layer_is_not_zero():
+    """Linear(784 -> 128) on MNIST-like input whose first column (and whole border) is
+    always 0: the first layer learns, and its update ratio must say so."""
+    torch.manual_seed(0)
+    x, y = _mnist_like()
+    assert (x[:, 0] == 0).all()
+    model = nn.Sequential(nn.Linear(784, 128), nn.ReLU(), nn.Linear(128, 10))
+    g, rec, _ = train(model, torch.optim.Adam(model.parameters(), 1e-3), x, y, steps=40,
+                      batch=64)
+    assert guard_warnings(rec) == [], [str(w) for w in guard_warnings(rec)]
+    first = g.param_names.index("0.weight")
+    assert 1e-5 < g.layer_update_ratio[first] < 1e-1

@@ -62,6 +62,13 @@ def test_rule_prints_docs(run_cli, test_rules):
     assert "\n## Why is this bad?\n" in r.stdout
 
 
+def test_rule_says_when_its_fix_applies(run_cli):
+    out = run_cli("rule", "TL201").stdout
+    assert "Fixable: unsafe (when: see *Fix* below)." in out
+    fix = out.split("\n## Fix\n", 1)[1]
+    assert "only use" in fix and "without a fix" in fix
+
+
 def test_rule_unknown_code(run_cli):
     r = run_cli("rule", "TL999")
     assert r.exit_code == 2
@@ -82,7 +89,7 @@ def test_syntax_error_among_good_files_others_still_linted(run_cli, tmp_path, te
     write(tmp_path / "a.py", "flagme()\n")
     write(tmp_path / "b.py", SYNTAX_ERROR)
     write(tmp_path / "c.py", "x = 1\nflagme()\n")
-    r = run_cli(".", "--select", "TL000,TL990")
+    r = run_cli(".", "--select", "TL000,TL990", "--no-show-source")
     assert r.exit_code == 1
     assert r.stdout.splitlines()[:3] == [
         "a.py:1:1: TL990 [test-flag-me] flagme() called, use fixed()",
@@ -101,10 +108,58 @@ def test_missing_path_is_an_error_but_others_are_linted(run_cli, tmp_path):
 
 
 def test_folder_without_python_files(run_cli, tmp_path):
+    # Named on the command line and nothing to lint there: an error, never a silent pass.
     write(tmp_path / "docs" / "readme.md", "# hi\n")
     r = run_cli("docs")
+    assert r.exit_code == 2
+    assert r.stderr == (
+        "trainlint: error: no Python files or notebooks found under the given paths: no .py or .ipynb files there\n"
+    )
+    assert "All checks passed" not in r.stdout
+    # The implicit `.` with nothing in it only warns (as ruff does).
+    r = run_cli("check")
     assert r.exit_code == 0
-    assert "no Python files or notebooks found" in r.stderr
+    assert r.stderr.startswith("trainlint: warning: no Python files or notebooks found")
+
+
+def test_nothing_linted_says_why(run_cli, tmp_path):
+    (tmp_path / ".git").mkdir()
+    write(tmp_path / ".gitignore", "gen/\n")
+    write(tmp_path / "gen" / "a.py", "x = 1\n")
+    write(tmp_path / "vendor" / "b.py", "x = 1\n")
+    r = run_cli(".", "--exclude", "vendor")
+    assert r.exit_code == 2
+    assert "1 file or folder skipped by the exclude patterns" in r.stderr
+    assert "1 file or folder skipped by .gitignore (--no-respect-gitignore lints them)" in r.stderr
+    r = run_cli(".", "--exclude", "vendor", "--no-respect-gitignore")
+    assert r.exit_code == 0 and r.stderr == ""
+    # Named, the gitignored folder itself is walked (as ruff does).
+    assert run_cli("gen").exit_code == 0
+    # pre-commit naming only excluded files: exit 0, with the reason.
+    r = run_cli("vendor/b.py", "--exclude", "vendor", "--force-exclude")
+    assert r.exit_code == 0
+    assert "1 path given excluded by the exclude patterns (--force-exclude)" in r.stderr
+    assert run_cli("vendor/b.py", "--exclude", "vendor", "--force-exclude", "-q").stderr == ""
+
+
+def test_respect_gitignore_config_key(run_cli, tmp_path):
+    write(tmp_path / ".gitignore", "gen_*.py\n")
+    write(tmp_path / "gen_a.py", SYNTAX_ERROR)
+    write(tmp_path / "ok.py", "x = 1\n")
+    assert run_cli(".", "--no-cache").exit_code == 0
+    write(tmp_path / "pyproject.toml", "[tool.trainlint]\nrespect-gitignore = false\n")
+    assert run_cli(".", "--no-cache").exit_code == 1
+    # The command line wins over the configuration.
+    assert run_cli(".", "--no-cache", "--respect-gitignore").exit_code == 0
+
+
+def test_fifo_named_is_an_error(run_cli, tmp_path):
+    if not hasattr(os, "mkfifo"):
+        pytest.skip("no FIFOs on this platform")
+    os.mkfifo(tmp_path / "pipe")
+    r = run_cli("pipe")
+    assert r.exit_code == 2
+    assert r.stderr == "trainlint: error: pipe: not a regular file or folder\n"
 
 
 def test_non_utf8_file_is_reported_as_tl000(run_cli, tmp_path):
@@ -167,6 +222,34 @@ def test_unknown_code_in_select_exit_2(run_cli, tmp_path):
     assert "--select: unknown rule code or prefix: 'TL9999'" in r.stderr
 
 
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (("a.py", "--fix", "--diff"), "--fix and --diff cannot be used together"),
+        (("a.py", "--stdin-filename", "x.py"), "--stdin-filename names the code read from standard input: give '-'"),
+    ],
+)
+def test_option_misuse_is_a_one_line_usage_error(run_cli, tmp_path, args, message):
+    write(tmp_path / "a.py", "flagme()\n")
+    r = run_cli(*args)
+    assert r.exit_code == 2
+    assert r.stderr == f"trainlint: error: {r.stderr.split('error: ', 1)[1]}" and message in r.stderr
+    assert len(r.stderr.splitlines()) == 1 and r.stdout == ""
+    assert (tmp_path / "a.py").read_text() == "flagme()\n"
+
+
+def test_diff_with_fix_from_the_config_is_fine(run_cli, tmp_path, test_rules):
+    # `fix = true` in the configuration and `--diff` on the command line: the diff wins.
+    write(tmp_path / "pyproject.toml", "[tool.trainlint]\nfix = true\n")
+    write(tmp_path / "a.py", "flagme()\n")
+    r = run_cli("a.py", "--diff", "--no-cache")
+    assert r.exit_code == 1 and "+fixed()" in r.stdout
+    assert (tmp_path / "a.py").read_text() == "flagme()\n"
+    # `--stdin-filename` with '-' or no path reads standard input.
+    assert run_cli("-", "--stdin-filename", "x.py", "--no-fix", input="flagme()\n").exit_code == 1
+    assert run_cli("--stdin-filename", "x.py", "--no-fix", input="x = 1\n").exit_code == 0
+
+
 def test_unknown_option_is_a_usage_error(run_cli):
     r = run_cli("check", "--no-such-option", ".")
     assert r.exit_code == 2
@@ -196,7 +279,13 @@ def test_quiet_prints_findings_only(run_cli, tmp_path):
     write(tmp_path / "bad.py", SYNTAX_ERROR)
     write(tmp_path / "ok.py", "x = 1\n")
     r = run_cli(".", "-q")
-    assert r.stdout.splitlines() == ["bad.py:1:11: TL000 [syntax-error] file does not parse: expected ':'"]
+    # The findings (with their source, the default) and no summary line.
+    assert r.stdout.splitlines() == [
+        "bad.py:1:11: TL000 [syntax-error] file does not parse: expected ':'",
+        "  |", "1 | for x in y", "  |           ^", "  |", "",
+    ]
+    assert run_cli(".", "-q", "--no-show-source").stdout == (
+        "bad.py:1:11: TL000 [syntax-error] file does not parse: expected ':'\n")
     assert run_cli("ok.py", "--quiet").stdout == ""
 
 
@@ -291,7 +380,10 @@ def test_fix_writes_safe_fixes_and_reports_the_rest(run_cli, tmp_path, test_rule
     r = run_cli("a.py", "--fix")
     assert p.read_text() == "# keep me\nfixed()  # and me\nunsafeme()\n"
     assert stat.S_IMODE(p.stat().st_mode) == 0o754
-    assert r.stdout.splitlines() == ["a.py:3:1: TL992 [test-unsafe] unsafeme() called", "Found 2 findings (1 fixed, 1 remaining)."]
+    # The source shown is the fixed file's.
+    assert r.stdout.splitlines() == ["a.py:3:1: TL992 [test-unsafe] unsafeme() called",
+                                     "  |", "3 | unsafeme()", "  | ^^^^^^^^^^", "  |", "",
+                                     "Found 2 findings (1 fixed, 1 remaining)."]
     assert r.exit_code == 1
     assert not [x for x in tmp_path.iterdir() if x.name.endswith(".tmp")]
 
@@ -430,3 +522,49 @@ def test_runner_reads_files_lazily_and_keeps_order():
     outs = list(runner.iter_outcomes(tasks(50), jobs=2, most=50))
     assert [o.display for o in outs] == [f"f{i}.py" for i in range(50)]
     assert [bool(o.findings) for o in outs] == [i % 7 == 0 for i in range(50)]
+
+
+def test_profiler_gets_its_profile_and_exit_handlers_run(tmp_path):
+    # The CLI ends with a fast exit (os._exit) only when nothing waits for it: under
+    # cProfile the profile is written after the program returns, so it must return.
+    write(tmp_path / "bad.py", SYNTAX_ERROR)
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    p = subprocess.run([sys.executable, "-m", "cProfile", "-o", "out.prof", "-m", "trainlint", "bad.py", "--no-cache"],
+                       cwd=tmp_path, capture_output=True, text=True, env=env)
+    assert "TL000" in p.stdout, p.stderr  # (cProfile swallows the program's exit code)
+    import pstats
+
+    stats = pstats.Stats(str(tmp_path / "out.prof"))
+    assert any(func[2] == "run_check" for func in stats.stats)  # the profile saw the CLI run
+    # `python -m trainlint` itself does take the fast exit (spied on through sitecustomize).
+    spy = tmp_path / "spy"
+    spy.mkdir()
+    (spy / "sitecustomize.py").write_text(
+        "import os, sys\n_real = os._exit\n"
+        "def _spy(code):\n    sys.stderr.write('fast exit\\n'); sys.stderr.flush(); _real(code)\n"
+        "os._exit = _spy\n")
+    spy_env = {**env, "PYTHONPATH": os.pathsep.join([str(spy), env["PYTHONPATH"]])}
+    p = subprocess.run([sys.executable, "-m", "trainlint", "bad.py", "--no-cache", "-q"], cwd=tmp_path,
+                       capture_output=True, text=True, env=spy_env)
+    assert p.returncode == 1 and p.stderr == "fast exit\n"
+    p = subprocess.run([sys.executable, "-m", "cProfile", "-o", "out2.prof", "-m", "trainlint", "bad.py", "--no-cache", "-q"],
+                       cwd=tmp_path, capture_output=True, text=True, env=spy_env)
+    assert "fast exit" not in p.stderr and (tmp_path / "out2.prof").exists()
+    # atexit handlers run before the fast exit, and the exit code survives it.
+    code = ("import atexit, sys\natexit.register(lambda: print('handler ran'))\n"
+            "sys.argv = ['trainlint', 'bad.py', '--no-cache', '-q']\nfrom trainlint.cli import main\nmain()\n")
+    p = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, env=env)
+    assert p.returncode == 1, p.stderr
+    assert p.stdout.endswith("handler ran\n") and p.stdout.startswith("bad.py:1:11: TL000")
+
+
+def test_help_lists_every_option(run_cli):
+    from trainlint.cli import check
+
+    top, sub = run_cli("--help").stdout, run_cli("check", "--help").stdout
+    options = [o for p in check.params if p.param_type_name == "option" for o in (*p.opts, *p.secondary_opts)]
+    assert {"--no-respect-gitignore", "--show-source", "--no-show-source", "-o", "--output-file", "--color",
+            "--add-noqa"} <= set(options)
+    for opt in options:
+        assert opt in sub, opt
+        assert opt in top, opt

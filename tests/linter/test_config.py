@@ -45,7 +45,7 @@ def test_config_applies_and_cli_overrides(run_cli, tmp_path, test_rules):
 
 
 def test_config_found_from_a_subfolder_path(run_cli, tmp_path, test_rules, monkeypatch):
-    write(tmp_path / "proj" / "pyproject.toml", '[tool.trainlint]\nextend-select = []\nignore = "TL990"\n')
+    write(tmp_path / "proj" / "pyproject.toml", '[tool.trainlint]\nextend-select = []\nignore = ["TL990"]\n')
     write(tmp_path / "proj" / "pkg" / "a.py", "flagme()\ninfome()\n")
     r = run_cli("proj/pkg/a.py", "--format", "json")
     assert codes(r) == ["TL991"]
@@ -54,7 +54,7 @@ def test_config_found_from_a_subfolder_path(run_cli, tmp_path, test_rules, monke
 def test_output_format_and_per_file_ignores_from_config(run_cli, tmp_path, test_rules):
     write(
         tmp_path / "pyproject.toml",
-        '[tool.trainlint]\noutput-format = "json"\n[tool.trainlint.per-file-ignores]\n"tests/*" = ["TL99"]\n"*.ipynb" = "TL991"\n',
+        '[tool.trainlint]\noutput-format = "json"\n[tool.trainlint.per-file-ignores]\n"tests/*" = ["TL99"]\n"*.ipynb" = ["TL991"]\n',
     )
     write(tmp_path / "tests" / "t.py", "flagme()\n")
     write(tmp_path / "m.py", "flagme()\n")
@@ -95,6 +95,14 @@ def test_explicit_config_file(run_cli, tmp_path, test_rules):
         ("output-format = 'xml'", "'output-format' must be one of text, json, sarif, github"),
         ("select = ['TL9999']", "unknown rule code or prefix: 'TL9999'"),
         ("per-file-ignores = ['x']", "'per-file-ignores' must be a table"),
+        # A string where a list is expected: refused, never split or taken as one pattern.
+        ("select = 'TL1'", """'select' must be a list of strings, e.g. select = ["TL1"]"""),
+        ("ignore = 'TL101,TL2'", "'ignore' must be a list of strings"),
+        ("extend-select = 'TL4'", "'extend-select' must be a list of strings"),
+        ("exclude = 'gen/'", """'exclude' must be a list of strings, e.g. exclude = ["gen/"]"""),
+        ("extend-exclude = '*_pb2.py'", "'extend-exclude' must be a list of strings"),
+        ("select = ['TL1', 2]", "'select' must be a list of strings"),
+        ("[tool.trainlint.per-file-ignores]\n'tests/*' = 'TL101'", """per-file-ignores 'tests/*' must be a list of codes, e.g. "tests/*" = ["TL101"]"""),
     ],
 )
 def test_bad_values_exit_2_with_one_line(run_cli, tmp_path, body, message):

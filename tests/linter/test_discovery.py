@@ -117,3 +117,46 @@ def test_cli_respects_gitignore_and_exclude(run_cli, tmp_path):
     (tmp_path / ".gitignore").write_text("ignored.py\n")
     r = run_cli(".", "--exclude", "excluded.py")
     assert r.exit_code == 0, r.stdout
+
+
+def test_named_folder_inside_a_gitignored_one_is_walked(tmp_path):
+    # `trainlint .venv/lib/.../torch/optim` in a repository whose .gitignore lists `.venv/`:
+    # the folder was asked for by name, so the pattern that hides it does not apply inside it,
+    # but the .gitignore's other patterns still do.
+    (tmp_path / ".git").mkdir()
+    (tmp_path / ".gitignore").write_text("envs/\ngen_*.py\n")
+    touch(tmp_path, "envs/lib/pkg/mod.py", "envs/lib/pkg/gen_x.py", "envs/lib/pkg/sub/deep.py", "top.py")
+    assert found(tmp_path, ["envs/lib/pkg"]) == ["envs/lib/pkg/mod.py", "envs/lib/pkg/sub/deep.py"]
+    assert found(tmp_path, ["envs"]) == ["envs/lib/pkg/mod.py", "envs/lib/pkg/sub/deep.py"]
+    # Walking from above, the ignored folder is still pruned.
+    assert found(tmp_path) == ["top.py"]
+    assert found(tmp_path, ["envs/lib/pkg"], respect_gitignore=False) == [
+        "envs/lib/pkg/gen_x.py", "envs/lib/pkg/mod.py", "envs/lib/pkg/sub/deep.py"]
+
+
+def test_walk_counts_what_it_skipped(tmp_path):
+    (tmp_path / ".git").mkdir()
+    (tmp_path / ".gitignore").write_text("gen_*.py\nout/\n")
+    touch(tmp_path, "gen_a.py", "out/x.py", "build/y.py", "skipme.py", "readme.md")
+    d = discover(["."], root=tmp_path, cwd=tmp_path, exclude=["skipme.py"])
+    assert d.files == []
+    # `.git` is pruned too but is not worth a mention; `build` (a default exclude) is.
+    assert d.skipped == {"gitignore": 2, "exclude": 2}
+    d = discover(["gen_a.py"], root=tmp_path, cwd=tmp_path, exclude=["gen_*"], force_exclude=True)
+    assert d.files == [] and d.skipped == {"force-exclude": 1}
+
+
+def test_fifo_named_on_the_command_line_is_an_error(tmp_path):
+    import os
+
+    import pytest
+
+    if not hasattr(os, "mkfifo"):
+        pytest.skip("no FIFOs on this platform")
+    os.mkfifo(tmp_path / "pipe.py")
+    touch(tmp_path, "a.py")
+    d = discover(["pipe.py", "a.py"], root=tmp_path, cwd=tmp_path)
+    assert d.errors == ["pipe.py: not a regular file or folder"]
+    assert [f.display for f in d.files] == ["a.py"]
+    # Walking a folder never opens a FIFO: only regular files are collected.
+    assert found(tmp_path) == ["a.py"]

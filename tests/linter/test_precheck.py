@@ -11,7 +11,7 @@ import textwrap
 import pytest
 
 from trainlint.engine import lint_text
-from trainlint.precheck import CATALOGUE, applicable, is_test_path
+from trainlint.precheck import CATALOGUE, applicable
 
 
 def passes(code, src, path="train.py"):
@@ -121,13 +121,15 @@ def test_spellings_a_text_needle_could_miss_still_reach_the_rule(code, src):
     assert with_precheck == lint_text(src, "train.py", precheck=False).findings
 
 
-def test_rules_that_skip_test_files_skip_them_by_path():
+def test_no_entry_skips_a_file_by_its_name():
+    """Test modules are told apart by content after parsing (a `test_*.py` script is linted):
+    a name alone never lets the pre-check skip a file, so it cannot disagree with the parse."""
     src = "import torch\nfrom torch.utils.data import DataLoader\nloader = DataLoader(train_set)\n"
-    assert passes("TL401", src, "pkg/train.py")
-    assert passes("TL401", src, "test.py")   # usually the script that evaluates a checkpoint
-    for path in ("tests/test_data.py", "pkg/test_loader.py", "loader_test.py", "conftest.py", "pkg/tests.py"):
-        assert is_test_path(path)
-        assert not passes("TL401", src, path)
+    for path in ("pkg/train.py", "test.py", "tests/test_data.py", "pkg/test_loader.py", "loader_test.py", "conftest.py"):
+        assert passes("TL401", src, path)
+    pytest_module = "import pytest\n" + src
+    for path in ("tests/test_data.py", "train.py"):
+        assert lint_text(pytest_module, path).findings == lint_text(pytest_module, path, precheck=False).findings == []
 
 
 def test_codes_outside_the_catalogue_always_apply():
@@ -155,3 +157,52 @@ def test_precheck_off_parses_and_finds_the_same():
     src = "import torch\nfor x, y in loader:\n    loss = F.cross_entropy(model(x), y)\n    loss.backward()\n    opt.step()\n"
     assert [f.code for f in lint_text(src, "train.py").findings] == ["TL101"]
     assert lint_text(src, "train.py").findings == lint_text(src, "train.py", precheck=False).findings
+
+
+_BCE_LOGITS_MODEL = """
+import torch
+import torch.nn as nn
+model = nn.Sequential(nn.Linear(30, 16), nn.ReLU(), nn.Linear(16, 1))
+criterion = nn.BCEWithLogitsLoss()
+logits = model(x)
+loss = criterion(logits, y)
+{use}
+"""
+
+
+@pytest.mark.parametrize(
+    "code,src",
+    [
+        # 0.5 written without its leading zero; a rounding method
+        ("TL208", _BCE_LOGITS_MODEL.format(use="preds = (logits >= .5).float()")),
+        ("TL208", _BCE_LOGITS_MODEL.format(use="preds = logits.round()")),
+        # a cut by float() and a copy by torch.tensor(), no .detach()/.item() in the file
+        ("TL109", "import torch\nfor x, y in loader:\n    out = model(x)\n    loss = torch.tensor(float(out.sum()), requires_grad=True)\n    loss.backward()\n"),
+        ("TL109", "import torch\nfor x, y in loader:\n    loss = torch.tensor(net(x), requires_grad=True).mean()\n    loss.backward()\n"),
+        # AdamW's default weight decay, no `weight_decay=` in the file
+        ("TL504", "import torch\nfrom torch import nn\nnet = nn.Sequential(nn.Linear(4, 4), nn.LayerNorm(4))\nopt = torch.optim.AdamW(net.parameters())\n"),
+        # a convolution's raw output into NLL loss; ReLU6 before cross-entropy
+        ("TL205", "import torch\nfrom torch import nn\nnet = nn.Sequential(nn.Conv2d(3, 5, 1))\nloss = nn.NLLLoss()(net(x), y)\n"),
+        ("TL207", "import torch\nfrom torch import nn\nnet = nn.Sequential(nn.Linear(3, 5), nn.ReLU6())\nloss = nn.CrossEntropyLoss()(net(x), y)\n"),
+    ],
+)
+def test_new_rules_reach_spellings_a_needle_could_miss(code, src):
+    without = lint_text(src, "train.py", precheck=False).findings
+    assert code in {f.code for f in without}
+    assert lint_text(src, "train.py").findings == without
+
+
+@pytest.mark.parametrize(
+    "code,src",
+    [
+        # NLL loss with no layer, softmax or convolution named in the file: nothing to show
+        ("TL205", "import torch\nloss = F.nll_loss(model(x), y)\n"),
+        ("TL206", "import torch\nloss = nn.BCELoss()(model(x), y)\n"),
+        # weight decay in a file without normalisation layers
+        ("TL504", "import torch\nopt = torch.optim.SGD(model.parameters(), lr=0.1, weight_decay=5e-4)\n"),
+        # no cut in a file that backpropagates
+        ("TL109", "import torch\nloss = criterion(model(x), y)\nloss.backward()\n"),
+    ],
+)
+def test_new_rules_needles_skip_near_misses(code, src):
+    assert not passes(code, src)

@@ -100,3 +100,43 @@ def test_pre_commit_try_repo(tmp_path):
     r = _try_repo(pre_commit, hook, project, tmp_path / "home", "good.py", "gen/generated.py")
     assert r.returncode == 0, r.stdout + r.stderr
     assert "Passed" in r.stdout
+
+
+@pytest.mark.slow
+def test_pre_commit_run_pins_a_tag(tmp_path):
+    """The README's configuration: `repo:` the repository, `rev:` a tag you pin.
+
+    The hook repository gets a tag, then a later commit that breaks the hook: pre-commit
+    must run the tagged version (a clone at `rev`), not the branch's head.
+    """
+    pre_commit = _pre_commit()
+    hook = _hook_repo(tmp_path / "hook")
+    _git(hook, "tag", "v0.0.1-test")
+    hooks_yaml = hook / ".pre-commit-hooks.yaml"
+    hooks_yaml.write_text(hooks_yaml.read_text().replace("entry: trainlint check", "entry: trainlint-missing check"))
+    _git(hook, "commit", "-q", "-am", "after the tag: a broken hook")
+
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / ".pre-commit-config.yaml").write_text(
+        f"repos:\n  - repo: {hook.as_posix()}\n    rev: v0.0.1-test\n    hooks:\n      - id: trainlint\n"
+    )
+    (project / "bad.py").write_text("for x in y\n    pass\n")
+    (project / "good.py").write_text("import torch\nx = torch.zeros(3)\n")
+    _git(project, "init", "-q")
+    _git(project, "add", "-A")
+    env = {**os.environ, "PRE_COMMIT_HOME": str(tmp_path / "home"), "PRE_COMMIT_COLOR": "never"}
+
+    def run(*files):
+        return subprocess.run([*pre_commit, "run", "--files", *files], cwd=project,
+                              capture_output=True, text=True, env=env, timeout=540)
+
+    r = run("good.py")
+    out = r.stdout + r.stderr
+    if r.returncode not in (0, 1) and any(s in out for s in NO_NETWORK_SIGNS):
+        pytest.skip("no network: pre-commit could not install the hook environment from PyPI")
+    assert r.returncode == 0 and "Passed" in r.stdout, out
+    r = run("bad.py", "good.py")
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "bad.py:1:11: TL000 [syntax-error] file does not parse: expected ':'" in r.stdout
+    assert "trainlint-missing" not in r.stdout + r.stderr

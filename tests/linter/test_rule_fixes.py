@@ -62,3 +62,23 @@ def test_fixable_rule_offers_a_fix_on_some_example(rule):
         if f.fix is not None and f.fix.applicability == rule.fixable
     ]
     assert offered
+
+
+def _fix_examples():
+    for rule in FIXABLE:
+        for i, (src, fixed) in enumerate(getattr(rule, "FIX_EXAMPLES", ())):
+            yield pytest.param(rule, textwrap.dedent(src), fixed and textwrap.dedent(fixed), id=f"{rule.code}-fix-{i}")
+
+
+@pytest.mark.parametrize("rule,src,expected", list(_fix_examples()))
+def test_fix_examples(rule, src, expected):
+    """A rule's FIX_EXAMPLES: (source, what --fix --unsafe-fixes makes of it, or None: reported, no fix)."""
+    findings = lint_text(src, "train.py", frozenset({rule.code})).findings
+    assert findings, "the example must be reported"
+    if expected is None:
+        assert all(f.fix is None for f in findings)
+        assert _fix(rule, src) == src
+        return
+    assert any(f.fix is not None for f in findings)
+    assert _fix(rule, src) == expected
+    assert lint_text(expected, "train.py", frozenset({rule.code})).findings == []

@@ -86,6 +86,10 @@ class FileContext:
         return self._by_function(self.facts.calls)
 
     @cached_property
+    def _calls_by_node(self) -> Dict[int, CallSite]:
+        return {id(c.node): c for c in self.facts.calls}
+
+    @cached_property
     def _returns_by_function(self) -> Dict[int, List[ReturnSite]]:
         return self._by_function(self.facts.returns)
 
@@ -110,13 +114,12 @@ class FileContext:
         return bool(roots & TORCH_ROOTS)
 
     @cached_property
-    def imports_test_framework(self) -> bool:
-        roots = {q.split(".", 1)[0] for q in self.imports.alias.values()}
-        return bool(roots & {"pytest", "unittest", "hypothesis"})
-
-    @cached_property
     def is_test_file(self) -> bool:
-        return precheck.is_test_path(self.path)
+        """A pytest/unittest module, judged by its content (see analysis/pytest_modules.py):
+        the rules that exempt tests skip it; a script named `test_*.py` is linted."""
+        from trainlint.analysis.pytest_modules import is_test_module
+
+        return is_test_module(self)
 
     @cached_property
     def loops(self) -> List[Block]:
@@ -129,6 +132,10 @@ class FileContext:
     def calls_in(self, function: Optional[FunctionInfo]) -> List[CallSite]:
         """Calls whose innermost enclosing function is `function` (None: module level)."""
         return self._calls_by_function.get(id(function), [])
+
+    def call_site(self, node: cst.CSTNode) -> Optional[CallSite]:
+        """The recorded site of a call node (its function, loops, order)."""
+        return self._calls_by_node.get(id(node))
 
     def returns_of(self, function: FunctionInfo) -> List[ReturnSite]:
         return self._returns_by_function.get(id(function), [])

@@ -2,9 +2,12 @@
 
 An evaluation pass is either
 - a function named like evaluate/validate/test/predict/infer that runs a model and never
-  calls `backward()`/`step()` (Lightning's `*_step` hooks and pytest `test_*` functions
-  are not: the framework sets the modes), or
+  calls `backward()`/`step()` (Lightning's `*_step` hooks are not, and pytest modules are
+  skipped: the framework sets the modes), or
 - a loop over a validation/test loader that runs a model and never trains.
+A function that only feeds the model synthetic tensors (`net(torch.randn(1, 3, 32, 32))`
+to print the output's shape) is a smoke test, not an evaluation pass: it reads no held-out
+data and computes no metric over it, so its modes change nothing anyone reads.
 Modes are read from the pass itself, from what runs before it in its function, and from
 the function's same-module callers.
 """
@@ -20,7 +23,7 @@ from typing import List, Optional, Tuple
 import libcst as cst
 
 from trainlint.analysis.context import TORCH_ROOTS, FileContext
-from trainlint.analysis.facts import Block, CallSite, ClassInfo, FunctionInfo, Site, walk
+from trainlint.analysis.facts import Block, CallSite, ClassInfo, FunctionInfo, Site, iter_children, walk
 from trainlint.analysis.names import dotted, expression_facts
 from trainlint.analysis.project import constructor_summary
 from trainlint.analysis.torch_api import MODE_DEPENDENT_LAYER, SET_GRAD_ENABLED
@@ -33,6 +36,25 @@ EVAL_FUNCTION_NAME = re.compile(
 EVAL_DATA_NAME = re.compile(r"(^|_)(val|valid|validation|test|testing|eval|evaluation|dev|holdout)(_|$|loader|dl|data|set|ds|iter)", re.I)
 FRAMEWORK_HOOK = re.compile(r"^(validation|test|predict|val)_step$|_epoch_end$|^on_", re.I)
 PLAIN_BASES = {"?.object", "?.ABC", "?.Generic", "?.Protocol", "?.NamedTuple", "?.dict", "?.list"}
+# Tensor factories whose output is made-up data, not a sample of any data set.
+SYNTHETIC_TENSORS = {
+    f"torch.{n}"
+    for n in (
+        "randn", "rand", "randint", "randn_like", "rand_like", "randint_like", "zeros", "ones", "empty",
+        "full", "zeros_like", "ones_like", "empty_like", "full_like", "arange", "linspace", "eye", "randperm",
+    )
+}
+# Converters: made-up data only when what they convert is (`torch.tensor([[1.0, 2.0]])`, not
+# `torch.Tensor(obs)`).
+TENSOR_CONVERTERS = {
+    *(f"torch.{n}" for n in ("tensor", "Tensor", "FloatTensor", "LongTensor", "as_tensor", "from_numpy")),
+    "torch.autograd.Variable",  # pre-0.4 code: `Variable(torch.randn(1, 3, 32, 32))`
+    "torch.autograd.variable.Variable",
+}
+# Where a smoke test looks at a model's output: its shape, printed, asserted.
+_INSPECTING_ATTRS = {"size", "shape", "dtype", "device", "ndim", "dim", "numel"}
+_INSPECTING_CALLS = {"print", "len", "type", "isinstance"}
+_MODULE_METHODS = {"load_state_dict", "eval", "train", "parameters", "named_parameters", "state_dict", "modules", "apply"}
 _NEEDS_GRAD = {"grad", "backward", "requires_grad_", "enable_grad", "generate", "jacobian", "hessian", "vjp", "jvp"}
 
 
@@ -48,6 +70,36 @@ class EvalPass:
     @property
     def start(self) -> int:
         return self.loop.start if self.loop is not None else self.function.start  # type: ignore[union-attr]
+
+
+def _outputs_only_inspected(fn: FunctionInfo, model_calls: List[CallSite]) -> bool:
+    """The model's outputs are only looked at -- printed, their shape read, asserted -- not
+    scored: a metric over noise fed to a generator (`fid(G(z))`) is an evaluation."""
+    calls = {id(c.node) for c in model_calls}
+    assigned, names = set(), set()
+    for node in walk(fn.node.body):
+        if isinstance(node, cst.Assign) and id(node.value) in calls:
+            targets = [t.target for t in node.targets]
+            if all(isinstance(t, cst.Name) for t in targets):
+                assigned.add(id(node.value))
+                names.update(t.value for t in targets)  # type: ignore[union-attr]
+
+    def fine(node: cst.CSTNode, inspecting: bool) -> bool:
+        if id(node) in calls:
+            return inspecting or id(node) in assigned
+        if isinstance(node, cst.Name):
+            return inspecting or node.value not in names
+        if isinstance(node, cst.Assign):
+            return fine(node.value, inspecting)  # the targets are bindings, not uses
+        if isinstance(node, cst.Attribute) and node.attr.value in _INSPECTING_ATTRS:
+            return fine(node.value, True)
+        if isinstance(node, cst.Call) and isinstance(node.func, cst.Name) and node.func.value in _INSPECTING_CALLS:
+            return all(fine(a.value, True) for a in node.args)
+        if isinstance(node, cst.Assert):
+            return fine(node.test, True) and (node.msg is None or fine(node.msg, True))
+        return all(fine(child, inspecting) for child in iter_children(node))
+
+    return fine(fn.node.body, False)
 
 
 class Evaluation:
@@ -67,16 +119,16 @@ class Evaluation:
                 continue
             if fn.cls is not None and self.tr.is_module_class(fn.cls):
                 continue  # the model's own method (`predict()` inside forward): not a pass
-            if fn.name.startswith("test_") and ctx.imports_test_framework:
-                continue  # a pytest/unittest test: the test sets up what it needs
             if self._called_while_training(fn):
                 continue
             if any(id(p) in eval_functions for p in ctx.enclosing_function_chain(fn.parent)):
                 continue
             calls = self._all_calls(fn)
-            model_calls = [c for c in calls if self.tr.is_model_call(c)]
+            model_calls = self._forward_calls(calls)
             if not model_calls or self._trains(self.tr.function_events(fn)) or self._needs_grad(calls) or self._imported_trains(calls):
                 continue
+            if all(self.feeds_synthetic_data(c) for c in model_calls) and _outputs_only_inspected(fn, model_calls):
+                continue  # a shape smoke test: `y = net(torch.randn(1, 3, 32, 32)); print(y.size())`
             eval_functions.add(id(fn))
             out.append(EvalPass("function", fn.node.name, fn, None, model_calls[0], f"`{fn.name}()`"))
         eval_loops: List[Block] = []
@@ -91,12 +143,66 @@ class Evaluation:
                 continue  # nested inside an evaluation loop already reported
             eval_loops.append(loop)
             calls = ctx.calls_within(loop)
-            model_calls = [c for c in calls if self.tr.is_model_call(c)]
+            model_calls = self._forward_calls(calls)
             if not model_calls or self._trains(self.tr.all_events(loop)) or self._needs_grad(calls) or self._imported_trains(calls):
                 continue
             it = ctx.module.code_for_node(loop.iter)  # type: ignore[arg-type]
             out.append(EvalPass("loop", loop.node, loop.function, loop, model_calls[0], f"the loop over `{it}`"))
         return out
+
+    def _forward_calls(self, calls: List[CallSite]) -> List[CallSite]:
+        """The model calls among `calls` that run a forward pass. `model = Model(envs).to(dev)`
+        followed by `model(obs)` constructs the model (a class passed in as a parameter
+        looks like a model by name): a call whose result is a name later called as a model,
+        or used as a module, is a construction, not a forward."""
+        model_calls = [c for c in calls if self.tr.is_model_call(c)]
+        modules = {self.tr.model_key(c) for c in model_calls}
+        # ... or a name that module-only methods are called on (`agent.load_state_dict(...)`).
+        modules.update(dotted(c.receiver) for c in calls if c.attr in _MODULE_METHODS and c.receiver is not None)
+        constructed = set()
+        for a in self.ctx.facts.assigns:
+            if a.op != "=" or a.value is None or not any(isinstance(t, cst.Name) and t.value in modules for t in a.targets):
+                continue
+            inner = self.ctx.unwrap_model(a.value)
+            if isinstance(inner, cst.Call):
+                constructed.add(id(inner))
+        return [c for c in model_calls if id(c.node) not in constructed]
+
+    def feeds_synthetic_data(self, call: CallSite) -> bool:
+        """Every input of the model call is made-up data: a tensor factory (`torch.randn`,
+        `torch.zeros`, ...), followed through local assignments and tensor methods
+        (`.to(device)`, `.unsqueeze(0)`), or a literal."""
+        args = [a.value for a in call.node.args]  # type: ignore[attr-defined]
+        return bool(args) and all(self._synthetic(v, call, 0) for v in args)
+
+    def _synthetic(self, expr: cst.BaseExpression, at: Site, depth: int) -> bool:
+        if depth > 6:
+            return False
+        if isinstance(expr, (cst.Integer, cst.Float)):
+            return True
+        if isinstance(expr, cst.Name) and expr.value in ("True", "False", "None"):
+            return True
+        if isinstance(expr, (cst.Tuple, cst.List)):
+            return bool(expr.elements) and all(self._synthetic(e.value, at, depth + 1) for e in expr.elements)
+        if isinstance(expr, cst.BinaryOperation):
+            return self._synthetic(expr.left, at, depth + 1) and self._synthetic(expr.right, at, depth + 1)
+        if isinstance(expr, cst.UnaryOperation):
+            return self._synthetic(expr.expression, at, depth + 1)
+        if isinstance(expr, cst.Call):
+            q = self.ctx.qualname(expr.func)
+            if q in SYNTHETIC_TENSORS:
+                return True
+            if q in TENSOR_CONVERTERS:
+                return bool(expr.args) and all(self._synthetic(a.value, at, depth + 1) for a in expr.args if a.keyword is None)
+            # A tensor method on made-up data is still made-up data: `.to(device)`, `.view(...)`.
+            f = expr.func
+            return isinstance(f, cst.Attribute) and self._synthetic(f.value, at, depth + 1)
+        if isinstance(expr, cst.Name):
+            values = self.ctx.resolve(expr, at)
+            return bool(values) and all(
+                v is not expr and self._synthetic(v, site, depth + 1) for v, site in values
+            )
+        return False
 
     def _called_while_training(self, fn: FunctionInfo) -> bool:
         """A same-module caller trains around it (`infer()` used by the training step), or,
@@ -330,6 +436,14 @@ class Evaluation:
             cls = self.ctx.class_named(call.func.value)
             if cls is not None:
                 return self._class_has_mode_layers(cls, seen)
+            factory = self.ctx.function_named(call.func.value)
+            if factory is not None and factory.name not in seen:
+                # `def ResNet18(): return ResNet(BasicBlock, [2, 2, 2, 2])`: what it returns.
+                seen.add(factory.name)
+                returns = [r.value for r in self.ctx.returns_of(factory)]
+                return not returns or any(
+                    not isinstance(v, cst.Call) or self._construction_has_mode_layers(v, seen) for v in returns
+                )
             found = constructor_summary(self.ctx, call.func)  # `from models import *`
             if found is not None:
                 return bool(found[0].get("mode_layers"))

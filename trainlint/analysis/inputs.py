@@ -192,3 +192,19 @@ def _value_is_parsed_args(ctx: FileContext, value: cst.BaseExpression, site: Sit
                 r.value is not None and _value_is_parsed_args(ctx, r.value, r, depth + 1) for r in ctx.returns_of(fn)
             )
     return False
+
+
+def constructor_arguments(ctx: FileContext, function: FunctionInfo, name: str):
+    """For `__init__`'s parameter `name`: (argument, call site) for what the module's
+    `ClassName(...)` calls pass (shared with analysis/outputs.py)."""
+    return _constructor_arguments(ctx, function, name)
+
+
+def holds_namespace(ctx: FileContext, expr: cst.BaseExpression, at: Site) -> bool:
+    """`expr` is an `argparse.Namespace`: `argparse.Namespace(...)`, or the parsed command
+    line (`args` bound to `parser.parse_args()`, directly or through a helper)."""
+    if isinstance(expr, cst.Call):
+        return ctx.qualname(expr.func) == "argparse.Namespace" or _value_is_parsed_args(ctx, expr, at, 0)
+    if isinstance(expr, cst.Name):
+        return ctx.qualname(expr) is None and _is_parsed_args(ctx, expr, at, 0)
+    return False

@@ -347,3 +347,82 @@ def other_weight_layer(ctx: FileContext, cls, attr: str) -> bool:
             if isinstance(a.value, cst.Call) and is_weight_layer_qualname(ctx.qualname(a.value.func)):
                 return True
     return False
+
+
+# Normalisation layers with learnable scale/shift (InstanceNorm has none by default).
+_AFFINE_NORM = re.compile(r"^torch\.nn\.(Lazy)?(BatchNorm[123]d|SyncBatchNorm|LayerNorm|GroupNorm|RMSNorm)$")
+_AFFINE_OFF = {"affine", "elementwise_affine"}
+_CONTAINERS = {"torch.nn.Sequential", "torch.nn.ModuleList", "torch.nn.ModuleDict"}
+
+
+def norm_layer_in(ctx: FileContext, model: cst.BaseExpression, at: Site) -> Optional[str]:
+    """A normalisation layer with learnable weights that the model `model` builds, as
+    written (`nn.BatchNorm2d`), looking through `nn.Sequential`/`ModuleList` and the model
+    classes of this module (their sub-module classes too); `self` is the class of the
+    method `at` is in. None when none can be seen (which does not mean there is none)."""
+    if isinstance(model, cst.Name) and model.value == "self":
+        cls = ctx.method_class(at.function)
+        return _norm_in_class(ctx, cls, set()) if cls is not None else None
+    try:
+        cands = ctx.constructions(model, at)
+    except RecursionError:
+        return None
+    for value, _ in cands:
+        found = _norm_in_value(ctx, value, set())
+        if found:
+            return found
+    return None
+
+
+def _is_affine_norm(ctx: FileContext, call: cst.Call) -> bool:
+    if not _AFFINE_NORM.match(ctx.qualname(call.func) or ""):
+        return False
+    for a in call.args:
+        if a.keyword is not None and a.keyword.value in _AFFINE_OFF and isinstance(a.value, cst.Name) and a.value.value == "False":
+            return False
+    return True
+
+
+def _norm_in_value(ctx: FileContext, value: cst.BaseExpression, seen: Set[str]) -> Optional[str]:
+    if not isinstance(value, cst.Call):
+        return None
+    if _is_affine_norm(ctx, value):
+        return ctx.module.code_for_node(value.func)
+    q = ctx.qualname(value.func)
+    if q in _CONTAINERS:
+        for node in walk(value):
+            if node is not value and isinstance(node, cst.Call):
+                found = _norm_in_value(ctx, node, seen)
+                if found:
+                    return found
+        return None
+    if q is None and isinstance(value.func, cst.Name):
+        cls = ctx.class_named(value.func.value)
+        if cls is not None:
+            return _norm_in_class(ctx, cls, seen)
+    return None
+
+
+def _norm_in_class(ctx: FileContext, cls, seen: Set[str]) -> Optional[str]:
+    if cls.name in seen or len(seen) > 20:
+        return None
+    seen.add(cls.name)
+    for call in ctx.facts.calls:
+        if ctx.method_class(call.function) is not cls:
+            continue
+        node = call.node
+        if _is_affine_norm(ctx, node):  # type: ignore[arg-type]
+            return ctx.module.code_for_node(call.func)
+        if call.qualname is None and isinstance(call.func, cst.Name):
+            sub = ctx.class_named(call.func.value)
+            if sub is not None and sub is not cls:
+                found = _norm_in_class(ctx, sub, seen)
+                if found:
+                    return found
+    for base in cls.bases:  # layers built by a same-module base class
+        base_cls = ctx.class_named((dotted(base) or "").rsplit(".", 1)[-1])
+        if base_cls is not None:
+            found = _norm_in_class(ctx, base_cls, seen)
+            if found:
+                return found
+    return None

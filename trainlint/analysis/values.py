@@ -57,7 +57,9 @@ def source_of(ctx: FileContext, expr: cst.BaseExpression, at: Site, kind: Output
     if q in kind.funcs:
         return f"`{ctx.module.code_for_node(func)}(...)`"
     if isinstance(func, cst.Attribute):
-        if func.attr.value == kind.method and q is None:
+        # `self.softmax(x)` is a layer kept under that name (often `nn.LogSoftmax()`), not
+        # the tensor method: it is followed as a module below.
+        if func.attr.value == kind.method and q is None and not (isinstance(func.value, cst.Name) and func.value.value == "self"):
             return f"`.{kind.method}(...)`"
         if func.attr.value in _SHAPE_METHODS and q is None:
             return source_of(ctx, func.value, at, kind, depth + 1)
@@ -194,6 +196,49 @@ def activation_input(ctx: FileContext, expr: cst.BaseExpression, kind: OutputKin
     if isinstance(func, cst.Attribute) and func.attr.value == kind.method and ctx.qualname(func) is None:
         return func.value
     return None
+
+
+def activation_through_name(
+    ctx: FileContext, name: cst.BaseExpression, at: Site, kind: OutputKind
+) -> Optional[Tuple[cst.Call, cst.BaseExpression]]:
+    """For `probs` read at `at` after `probs = F.softmax(logits, 1)`: (that softmax call, `logits`),
+    when the name is nothing but a way to carry the activation to this one read, so that
+    writing `probs = logits` changes nothing but what this read gets.
+
+    That holds when `probs` has this single `probs = <activation written in place>`
+    statement as its binding in the read's own scope (function or module) and no other
+    occurrence there at all, nested functions included: no second binding (loop target,
+    walrus, augmented assignment, `del`), no other read (`probs.argmax(1)`, a log call,
+    an in-place `probs.clamp_()`). None otherwise, and a fix must then not be offered.
+    """
+    if not isinstance(name, cst.Name):
+        return None
+    sites = ctx.reaching(name.value, at)
+    if len(sites) != 1:
+        return None
+    site = sites[0]
+    stmt = site.node
+    if (
+        site.function is not at.function
+        or site.op != "="
+        or not isinstance(stmt, cst.Assign)
+        or len(stmt.targets) != 1
+        or not isinstance(stmt.targets[0].target, cst.Name)
+        or stmt.value is not site.value
+        or not isinstance(site.value, cst.Call)
+    ):
+        return None
+    inner = activation_input(ctx, site.value, kind)
+    if inner is None:
+        return None
+    from trainlint.analysis.facts import walk
+
+    scope = site.function.node if site.function is not None else ctx.module
+    target = stmt.targets[0].target
+    for node in walk(scope):
+        if isinstance(node, cst.Name) and node.value == name.value and node is not target and node is not name:
+            return None
+    return site.value, inner
 
 
 def snippet(ctx: FileContext, node: cst.CSTNode, limit: int = 40) -> str:

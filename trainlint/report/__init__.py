@@ -5,9 +5,12 @@ from __future__ import annotations
 import importlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import List
+from typing import TYPE_CHECKING, List, Optional
 
 from trainlint.finding import Finding
+
+if TYPE_CHECKING:  # pragma: no cover
+    from trainlint.report.source import SourceLines
 
 _MODULES = {"text": "text", "json": "json_format", "sarif": "sarif", "github": "github"}
 
@@ -22,6 +25,10 @@ class Summary:
     statistics: bool = False
     quiet: bool = False
     root: Path = Path(".")  # SARIF: the folder relative URIs start from
+    # Text only: the source line under each finding (read through `sources`), ANSI colour.
+    show_source: bool = False
+    sources: Optional["SourceLines"] = None
+    color: bool = False
 
 
 def render(fmt: str, findings: List[Finding], summary: Summary) -> str:

@@ -2,7 +2,8 @@
 
 Severity error -> `error`, warning -> `warning`, info -> `notice`. Escaping follows
 the Actions toolkit (`@actions/core` command.ts): data escapes `%`, CR and LF;
-property values additionally `:` and `,`.
+property values additionally `:` and `,`. A finding spanning several lines gets
+`line`/`endLine` only: GitHub's docs say to omit `col`/`endColumn` then.
 Notebook findings carry no line (a line of the .ipynb JSON would point nowhere
 useful): the cell and line go into the message.
 """
@@ -28,7 +29,10 @@ def escape_property(s: str) -> str:
 def format_finding(f: Finding) -> str:
     props = [("file", f.path)]
     message = f"{f.code} {f.message}"  # SPEC: the annotation text starts with the code
-    if f.cell is None:
+    if f.cell is None and f.end_line != f.line:
+        # GitHub: give `col`/`endColumn` only for an annotation on one line.
+        props += [("line", f.line), ("endLine", f.end_line)]
+    elif f.cell is None:
         props += [("line", f.line), ("col", f.column), ("endLine", f.end_line), ("endColumn", f.end_column)]
     else:
         message = f"{f.code} cell {f.cell}, line {f.line}, column {f.column}: {f.message}"

@@ -5,8 +5,11 @@
   which is what code scanning expects from a checkout; files outside it get an
   absolute `file://` URI.
 - Columns count Unicode code points (`columnKind`), as trainlint's do.
-- Notebook findings: the region's line is the line within the cell; the cell is
-  named in the message and in the result's properties.
+- Notebook findings: the region points into the `.ipynb` file as stored (its JSON),
+  at the line and column where that cell's source line is written
+  (`ipynb_positions`), since that is the file code scanning shows; the cell and the
+  line within it are named in the message and in the result's properties. A notebook
+  that cannot be read again falls back to the line within the cell.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict, List, Optional
 from urllib.parse import quote
 
 from trainlint import __version__
@@ -53,6 +56,34 @@ def _uri(path: str, root: Path) -> dict:
         return {"uri": p.as_uri()}
 
 
+class _NotebookRegions:
+    """Regions of notebook findings in the `.ipynb` files' own lines (each file read once)."""
+
+    def __init__(self) -> None:
+        self._files: Dict[str, object] = {}
+
+    def _positions(self, path: str):
+        if path not in self._files:
+            from trainlint.report.ipynb_positions import load
+
+            try:
+                raw = Path(path).read_bytes().decode("utf-8-sig")
+            except (OSError, UnicodeDecodeError):
+                raw = None
+            self._files[path] = load(raw) if raw is not None else None
+        return self._files[path]
+
+    def region(self, f: Finding) -> Optional[dict]:
+        positions = self._positions(f.path)
+        if positions is None:
+            return None
+        start = positions.position(f.cell, f.line, f.column)
+        end = positions.position(f.cell, f.end_line, f.end_column)
+        if start is None or end is None or end < start:
+            return None
+        return {"startLine": start[0], "startColumn": start[1], "endLine": end[0], "endColumn": max(end[1], 1)}
+
+
 def build(findings: List[Finding], s: Summary) -> dict:
     from trainlint.registry import all_rules
 
@@ -61,15 +92,18 @@ def build(findings: List[Finding], s: Summary) -> dict:
     index: Dict[str, int] = {r.code: i for i, r in enumerate(rules)}
     descriptors = [_rule_descriptor(r) for r in rules]
     results = []
+    notebooks = _NotebookRegions()
     for f in findings:
         if f.code not in index:  # not in the registry (should not happen): describe it minimally
             index[f.code] = len(descriptors)
             descriptors.append({"id": f.code, "name": f.name, "shortDescription": {"text": f.name}})
-        message = f.message if f.cell is None else f"cell {f.cell}: {f.message}"
+        message = f.message if f.cell is None else f"cell {f.cell}, line {f.line}: {f.message}"
         start_line, start_col = max(f.line, 1), max(f.column, 1)
         end_line = max(f.end_line, start_line)
         end_col = max(f.end_column, start_col) if end_line == start_line else max(f.end_column, 1)
         region = {"startLine": start_line, "startColumn": start_col, "endLine": end_line, "endColumn": end_col}
+        if f.cell is not None:
+            region = notebooks.region(f) or region
         result = {
             "ruleId": f.code,
             "ruleIndex": index[f.code],
@@ -78,7 +112,7 @@ def build(findings: List[Finding], s: Summary) -> dict:
             "locations": [{"physicalLocation": {"artifactLocation": _uri(f.path, root), "region": region}}],
         }
         if f.cell is not None:
-            result["properties"] = {"cell": f.cell}
+            result["properties"] = {"cell": f.cell, "cellLine": f.line, "cellColumn": f.column}
         results.append(result)
     return {
         "$schema": SCHEMA,

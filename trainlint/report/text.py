@@ -1,12 +1,24 @@
 """ruff-like text: `path:line:col: CODE [name] message`, then a summary line.
 
 Notebook findings read `nb.ipynb:cell 3:line 4:9: CODE [name] message`.
+With `--show-source` (the default, as ruff's `full` output) each finding is followed by
+the line it starts on, a caret under what it points at, and a blank line:
+
+    train.py:9:16: TL401 [unshuffled-train-loader] this DataLoader feeds training ...
+      |
+    9 | loader = DataLoader(ds, batch_size=32)
+      |          ^^^^^^^^^^^^^^^^^^^^^^^^^^^^^
+      |
+
+Colour (`--color`) only styles: the text is the same with or without it.
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from typing import List
+from typing import List, Optional
+
+import click
 
 from trainlint.finding import Finding
 from trainlint.report import Summary
@@ -18,8 +30,35 @@ def location(f: Finding) -> str:
     return f"{f.path}:{f.line}:{f.column}"
 
 
-def format_finding(f: Finding) -> str:
-    return f"{location(f)}: {f.code} [{f.name}] {f.message}"
+_SEVERITY_COLOR = {"error": "red", "warning": "yellow", "info": "cyan"}
+
+
+def format_finding(f: Finding, color: bool = False) -> str:
+    if not color:
+        return f"{location(f)}: {f.code} [{f.name}] {f.message}"
+    code = click.style(f.code, fg=_SEVERITY_COLOR.get(f.severity, "red"), bold=True)
+    return f"{click.style(location(f), bold=True)}: {code} [{f.name}] {f.message}"
+
+
+def source_block(f: Finding, line: Optional[str], color: bool = False) -> List[str]:
+    """The gutter, the source line and the carets under the finding's span (first line only)."""
+    if line is None:
+        return []
+    line = line.rstrip("\r\n")
+    start = max(f.column, 1)
+    end = f.end_column if f.end_line == f.line else len(line) + 1
+    width = max(1, min(end, len(line) + 1) - start)
+    # Tabs before the span stay tabs, so the carets line up however the terminal sets them.
+    pad = "".join("\t" if ch == "\t" else " " for ch in line[: start - 1])
+    number = str(f.line)
+    gutter = " " * len(number) + " |"
+    carets = "^" * width
+    if color:
+        gutter = click.style(gutter, fg="blue", bold=True)
+        number = click.style(number, fg="blue", bold=True)
+        carets = click.style(carets, fg=_SEVERITY_COLOR.get(f.severity, "red"), bold=True)
+    sep = click.style(" |", fg="blue", bold=True) if color else " |"
+    return [gutter, f"{number}{sep} {line}".rstrip(), f"{gutter} {pad}{carets}", gutter, ""]
 
 
 def _plural(n: int) -> str:
@@ -62,7 +101,15 @@ def statistics(findings: List[Finding]) -> List[str]:
 
 
 def render(findings: List[Finding], s: Summary) -> str:
-    lines = statistics(findings) if s.statistics else [format_finding(f) for f in findings]
+    if s.statistics:
+        lines = statistics(findings)
+    else:
+        lines = []
+        for f in findings:
+            lines.append(format_finding(f, s.color))
+            if s.show_source and s.sources is not None:
+                lines += source_block(f, s.sources.line(f), s.color)
     if not s.quiet:
-        lines += summary_lines(findings, s)
+        summary = summary_lines(findings, s)
+        lines += [click.style(x, bold=True) for x in summary[:1]] + summary[1:] if s.color else summary
     return "\n".join(lines) + "\n" if lines else ""

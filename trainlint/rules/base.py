@@ -24,11 +24,13 @@ class Replacement:
 
 @dataclass(frozen=True)
 class Report:
-    """What a rule yields: the node to point at, the message and an optional fix."""
+    """What a rule yields: the node to point at, the message, an optional fix, and the
+    finding's own severity when it differs from the rule's (one of the rule's `severities`)."""
 
     node: "cst.CSTNode"
     message: str
     fix: Optional[Replacement] = None
+    severity: Optional[str] = None
 
 
 class Rule:
@@ -44,6 +46,9 @@ class Rule:
     code: ClassVar[str] = ""
     name: ClassVar[str] = ""
     severity: ClassVar[str] = "error"
+    # Other severities one of its findings may carry (a report's `severity`), e.g. "info"
+    # where the rule cannot read what would make the finding certain.
+    severities: ClassVar[Tuple[str, ...]] = ()
     fixable: ClassVar[Optional[str]] = None  # None, "safe" or "unsafe"
     VALID: ClassVar[Tuple[str, ...]] = ()
     INVALID: ClassVar[Tuple[str, ...]] = ()

@@ -2,33 +2,10 @@ from __future__ import annotations
 
 from typing import Iterator, Optional
 
-import libcst as cst
-
+from trainlint.analysis.losses import is_loss_call
 from trainlint.analysis.torch_api import CROSS_ENTROPY_FUNCS, CROSS_ENTROPY_MODULES
-from trainlint.analysis.values import SOFTMAX, activation_input, snippet, source_of
+from trainlint.analysis.values import SOFTMAX, activation_input, activation_through_name, snippet, source_of
 from trainlint.rules.base import Replacement, Report, Rule
-
-
-def is_loss_call(ctx, call, funcs, modules) -> bool:
-    """`F.cross_entropy(...)`, `nn.CrossEntropyLoss()(...)` or `criterion(...)` with
-    `criterion` (a name, `self.` attribute or parameter) built from the loss class."""
-    if call.qualname in funcs:
-        return True
-    func = call.func
-    if isinstance(func, cst.Call):
-        return ctx.qualname(func.func) in modules
-    if call.qualname is not None or not isinstance(func, (cst.Name, cst.Attribute)):
-        return False
-    cands = ctx.constructions(func, call)
-    if not cands:
-        return False
-    for value, _ in cands:
-        if isinstance(value, cst.Call):
-            if ctx.qualname(value.func) not in modules:
-                return False
-        elif ctx.qualname(value) not in funcs:  # `loss_fn = F.cross_entropy`
-            return False
-    return True
 
 
 class SoftmaxBeforeCrossEntropy(Rule):
@@ -54,6 +31,17 @@ class SoftmaxBeforeCrossEntropy(Rule):
     loss = nn.CrossEntropyLoss()(logits, y)
     probs = logits.softmax(dim=1)  # for reporting only
     ```
+
+    ## Fix
+    Unsafe (`--fix --unsafe-fixes`): it changes what the loss computes, which is the point,
+    but also the scale of the loss and of the gradients a tuned learning rate was set for.
+    It applies when the softmax is written in the loss call (`criterion(F.softmax(z, 1), y)`
+    becomes `criterion(z, y)`), or assigned to a variable that only carries it to the loss:
+    `probs = F.softmax(z, dim=1)` becomes `probs = z` when that statement is the variable's
+    only assignment in the function (or module) of the loss call and the loss call is its
+    only use there. A softmax whose output is also used elsewhere (accuracy, logging), one
+    inside a model's `forward` or an `nn.Sequential`, or reached through a helper
+    function is reported without a fix: removing it would change the other uses.
     """
 
     code = "TL201"
@@ -113,6 +101,111 @@ class SoftmaxBeforeCrossEntropy(Rule):
         out = head(out)
         loss = F.cross_entropy(out, y)
         """,
+        """
+        import torch.nn as nn
+        # a layer named `softmax` that is a LogSoftmax (harmless before cross-entropy)
+        class RNN(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.out = nn.Linear(128, 10)
+                self.softmax = nn.LogSoftmax(dim=1)
+            def forward(self, x):
+                return self.softmax(self.out(x))
+        rnn = RNN()
+        loss = nn.CrossEntropyLoss()(rnn(x), y)
+        """,
+    )
+    # Softmax through a variable: fixed (unsafe) only where the variable just carries the
+    # softmax to the loss; `FIX_EXAMPLES` pairs (source, fixed source or None for no fix).
+    FIX_EXAMPLES = (
+        (
+            """
+            import torch.nn.functional as F
+            def step(model, x, y):
+                logits = model(x)
+                probs = F.softmax(logits, 1)
+                loss = F.cross_entropy(probs, y)
+                return loss
+            """,
+            """
+            import torch.nn.functional as F
+            def step(model, x, y):
+                logits = model(x)
+                probs = logits
+                loss = F.cross_entropy(probs, y)
+                return loss
+            """,
+        ),
+        (
+            """
+            import torch.nn as nn
+            criterion = nn.CrossEntropyLoss()
+            for x, y in loader:
+                probs = model(x).softmax(dim=-1)
+                loss = criterion(probs, y)
+            """,
+            """
+            import torch.nn as nn
+            criterion = nn.CrossEntropyLoss()
+            for x, y in loader:
+                probs = model(x)
+                loss = criterion(probs, y)
+            """,
+        ),
+        (  # `probs` also feeds the accuracy: dropping its softmax would change that
+            """
+            import torch.nn.functional as F
+            def step(model, x, y):
+                probs = F.softmax(model(x), dim=1)
+                loss = F.cross_entropy(probs, y)
+                acc = (probs.argmax(1) == y).float().mean()
+                return loss, acc
+            """,
+            None,
+        ),
+        (  # read by a nested function (a closure): another use
+            """
+            import torch.nn.functional as F
+            def step(model, x, y):
+                probs = F.softmax(model(x), dim=1)
+                def report():
+                    return probs.max()
+                return F.cross_entropy(probs, y), report
+            """,
+            None,
+        ),
+        (  # two assignments: which softmax reaches the loss depends on the path
+            """
+            import torch.nn.functional as F
+            def step(model, x, y, hard):
+                probs = F.softmax(model(x), dim=1)
+                if hard:
+                    probs = F.softmax(model(x) / 2, dim=1)
+                return F.cross_entropy(probs, y)
+            """,
+            None,
+        ),
+        (  # an in-place change between the softmax and the loss
+            """
+            import torch.nn.functional as F
+            def step(model, x, y):
+                probs = F.softmax(model(x), dim=1)
+                probs.clamp_(1e-6, 1.0)
+                return F.cross_entropy(probs, y)
+            """,
+            None,
+        ),
+        (  # a softmax computed through a helper: not the variable's own statement
+            """
+            import torch.nn.functional as F
+            def predict(model, x):
+                return F.softmax(model(x), dim=1)
+            def step(model, x, y):
+                probs = predict(model, x)
+                return F.cross_entropy(probs, y)
+            """,
+            None,
+        ),
     )
     INVALID = (
         """
@@ -191,14 +284,21 @@ class SoftmaxBeforeCrossEntropy(Rule):
                 inp,
                 f"`{text}` is softmax output (from {why}) fed to cross-entropy, which applies "
                 f"log_softmax itself: softmax runs twice and the gradients shrink. Pass the raw logits.",
-                self._fix(ctx, inp),
+                self._fix(ctx, inp, call),
             )
 
     @staticmethod
-    def _fix(ctx, inp) -> Optional[Replacement]:
-        """Drop a softmax written directly inside the loss call."""
+    def _fix(ctx, inp, call) -> Optional[Replacement]:
+        """Drop the softmax: written inside the loss call, or in the one assignment of a
+        variable that only carries it to the loss (see the docstring's *Fix*)."""
         inner = activation_input(ctx, inp, SOFTMAX)
-        return Replacement(inp, inner, "unsafe", "drop the softmax feeding the loss") if inner is not None else None
+        if inner is not None:
+            return Replacement(inp, inner, "unsafe", "drop the softmax feeding the loss")
+        through = activation_through_name(ctx, inp, call, SOFTMAX)
+        if through is not None:
+            softmax_call, inner = through
+            return Replacement(softmax_call, inner, "unsafe", f"drop the softmax assigned to `{inp.value}`")
+        return None
 
 
 RULE = SoftmaxBeforeCrossEntropy

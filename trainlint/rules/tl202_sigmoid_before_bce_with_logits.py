@@ -4,9 +4,9 @@ from typing import Iterator, Optional
 
 import libcst as cst
 
+from trainlint.analysis.losses import is_loss_call
 from trainlint.analysis.values import SIGMOID, activation_input, snippet, source_of
 from trainlint.rules.base import Replacement, Report, Rule
-from trainlint.rules.tl201_softmax_before_cross_entropy import is_loss_call
 
 BCE_LOGITS_FUNCS = {
     "torch.nn.functional.binary_cross_entropy_with_logits",

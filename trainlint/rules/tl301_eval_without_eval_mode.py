@@ -145,8 +145,79 @@ class EvalWithoutEvalMode(Rule):
             model.to("cuda")
             return [model(b).logits for b in batches]
         """,
+        """
+        import torch
+        import torch.nn as nn
+        class Net(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.conv = nn.Conv2d(3, 8, 3)
+                self.bn = nn.BatchNorm2d(8)
+            def forward(self, x):
+                return self.bn(self.conv(x))
+
+        # shape smoke tests: made-up input, the output's shape looked at, nothing measured
+        def test():
+            net = Net()
+            x = torch.randn(2, 3, 32, 32).to("cpu")
+            y = net(x)
+            print(y.size())
+
+        def test_net():
+            net = Net()
+            assert net(torch.zeros(1, 3, 8, 8)).shape == (1, 8, 6, 6), "bad shape"
+        """,
+        """
+        import torch
+        import torch.nn as nn
+        def make_mlp():
+            return nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
+
+        # under no_grad, and the model (built by a factory here) has no dropout/normalisation
+        @torch.no_grad()
+        def predict(batch):
+            model = make_mlp()
+            return model(batch)
+        """,
+        """
+        import torch
+        # the model class is a parameter: `Model(envs)` builds the model, eval() precedes its use
+        def evaluate(model_path, make_env, Model):
+            envs = make_env()
+            model = Model(envs)
+            model.load_state_dict(torch.load(model_path))
+            model.eval()
+            obs = envs.reset()
+            with torch.no_grad():
+                return model(torch.Tensor(obs))
+        """,
     )
     INVALID = (
+        """
+        import torch
+        from torch.autograd import Variable
+        # near-miss of a smoke test: noise is a generator's real input, and it is scored
+        @torch.no_grad()
+        def evaluate_generator(netG):  # !
+            z = Variable(torch.randn(64, 100, 1, 1))
+            fake = netG(z)
+            return inception_score(fake)
+        """,
+        """
+        import torch
+        # near-miss of a smoke test: the input is held-out data converted to a tensor
+        def predict(model):  # !
+            x = torch.tensor(X_test, dtype=torch.float32)
+            return model(x).argmax(1)
+        """,
+        """
+        import torch
+        # one real batch of the test set
+        @torch.no_grad()
+        def test(net):  # !
+            images, labels = next(iter(test_loader))
+            print(net(images).argmax(1), labels)
+        """,
         """
         import torch
         from transformers import GPT2LMHeadModel

@@ -85,8 +85,26 @@ class EvalWithoutNoGrad(Rule):
         with torch.no_grad():
             val_loss = sum(loss_func(model(xb), yb) for xb, yb in val_dl)
         """,
+        """
+        import torch
+        # a shape smoke test in a model file: made-up input, only the shape is printed
+        def test_resnext():
+            net = ResNeXt29_2x64d()
+            x = torch.randn(1, 3, 32, 32)
+            y = net(x)
+            print(y.size())
+        """,
     )
     INVALID = (
+        """
+        import torch
+        # near-miss of a smoke test: a real validation batch, and a loss over it
+        def validate(model, criterion):  # !
+            model.eval()
+            x, y = next(iter(val_loader))
+            x = x.to("cuda")
+            return criterion(model(x), y).item()
+        """,
         """
         import torch
         model.eval()

@@ -5,6 +5,7 @@ from typing import Iterator, Optional
 
 import libcst as cst
 
+from trainlint.analysis.datasets import draws_fresh_samples
 from trainlint.analysis.names import dotted
 from trainlint.analysis.torch_api import DATALOADERS
 from trainlint.analysis.training import BACKWARD
@@ -35,7 +36,9 @@ class UnshuffledTrainLoader(Rule):
     ## Why is this bad?
     Without shuffling every epoch sees the batches in the same order; with data stored by
     class or by time, batches are not representative and SGD follows a biased path. Models
-    train worse and, with sorted data, may not learn at all. Iterable-style datasets,
+    train worse and, with sorted data, may not learn at all. A same-module map-style dataset
+    whose `__getitem__` draws a fresh random sample (ignoring the index, or using it only to
+    seed a generator) gains nothing from shuffling and is not reported. Iterable-style datasets,
     `shuffle=<variable>`, and a `train*` loader only read where nothing trains (one batch
     peeked at with `next(iter(loader))`, statistics, an accuracy function under
     `no_grad`) are not reported.
@@ -111,8 +114,60 @@ class UnshuffledTrainLoader(Rule):
         imgs, labels = next(iter(small_loader))
         show_gradients(net, imgs, labels)
         """,
+        """
+        import numpy as np
+        import torch
+        from torch.utils.data import DataLoader, Dataset
+        # every item is a fresh random draw (the index only seeds it): order is random already
+        class GeneratedShapes(Dataset):
+            def __init__(self, n, seed=0):
+                self.n, self.seed = n, seed
+            def __len__(self):
+                return self.n
+            def __getitem__(self, idx):
+                rng = np.random.default_rng(self.seed + idx)
+                return torch.from_numpy(rng.normal(size=(3, 32, 32))).float(), int(rng.integers(10))
+        train_loader = DataLoader(GeneratedShapes(5000), batch_size=64)
+        for x, y in train_loader:
+            loss = loss_fn(model(x), y)
+            loss.backward()
+        """,
+        """
+        import numpy as np
+        import torch
+        from torch.utils.data import DataLoader, Dataset
+        # the index is ignored: each item is a new random task
+        class SineTasks(Dataset):
+            def __len__(self):
+                return 10000
+            def __getitem__(self, _):
+                return self._sample()
+            def _sample(self):
+                amp = np.random.uniform(0.1, 5.0)
+                return amp * torch.sin(torch.linspace(-5, 5, 50))
+        tasks = DataLoader(SineTasks(), batch_size=25)
+        for batch in tasks:
+            loss = meta_loss(model, batch)
+            loss.backward()
+        """,
     )
     INVALID = (
+        """
+        import numpy as np
+        import torch
+        from torch.utils.data import DataLoader, Dataset
+        # near-miss: random augmentation, but the index picks the sample
+        class Augmented(Dataset):
+            def __init__(self, images, labels):
+                self.images, self.labels = images, labels
+            def __len__(self):
+                return len(self.images)
+            def __getitem__(self, idx):
+                rng = np.random.default_rng(idx)
+                img = self.images[idx] + rng.normal(scale=0.1, size=self.images[idx].shape)
+                return torch.as_tensor(img), self.labels[idx]
+        train_loader = DataLoader(Augmented(X, y), batch_size=64)  # !
+        """,
         """
         import torch
         from torch.utils.data import DataLoader
@@ -165,6 +220,8 @@ class UnshuffledTrainLoader(Rule):
             dataset = call.arg(0, "dataset")
             if dataset is None or self._iterable(ctx, dataset, call) or self._unknown_or_synthetic(ctx, dataset, call):
                 continue
+            if draws_fresh_samples(ctx, dataset, call):
+                continue  # every item is a fresh random draw: any order is already random
             if not self._is_training(ctx, call, dataset):
                 continue
             yield Report(

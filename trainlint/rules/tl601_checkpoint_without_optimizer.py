@@ -7,10 +7,13 @@ import libcst as cst
 
 from trainlint.analysis.facts import Site, walk
 from trainlint.analysis.names import dotted
+from trainlint.analysis.training import BACKWARD, STEP
 from trainlint.analysis.torch_api import MODEL_CONSTRUCTOR_PREFIXES, is_optimizer_qualname, looks_like_model_name
 from trainlint.rules.base import Report, Rule
 
 TORCH_SAVE = {"torch.save", "torch.serialization.save"}
+TORCH_LOAD = {"torch.load", "torch.serialization.load"}
+RESUME_NAME = re.compile(r"resum|restore|load_checkpoint|load_ckpt", re.I)
 MODEL_KEY = re.compile(r"^(model|net|network|state_dict|model_state|model_state_dict|model_dict|net_state_dict|model_weights|weights)$", re.I)
 PROGRESS_KEY = re.compile(r"epoch|step|iter", re.I)
 OPTIMIZER_TEXT = re.compile(r"optim|(^|[^a-z])opt([^a-z]|$)", re.I)
@@ -25,6 +28,10 @@ def _key(element: cst.DictElement) -> Optional[str]:
         v = k.evaluated_value
         return v if isinstance(v, str) else None
     return None
+
+
+def _is_none(node: cst.BaseExpression) -> bool:
+    return isinstance(node, cst.Name) and node.value == "None"
 
 
 def _entries(node: cst.BaseExpression) -> Optional[List[Tuple[Optional[str], cst.BaseExpression]]]:
@@ -59,7 +66,11 @@ class CheckpointWithoutOptimizer(Rule):
     resume are wrong-sized updates, the loss jumps, and the run is not reproducible. Saving
     just `model.state_dict()` (no dict) for export is not reported, nor is a dict filled in
     later (`ckpt["optimizer"] = ...`: keys set one by one count as the dict's), one with `**`
-    entries or one completed by `update(...)` or a helper.
+    entries or one completed by `update(...)` or a helper. A scheduler the script puts back
+    at the saved position (`scheduler.last_epoch = start_epoch - 1`, `last_epoch=` when it is
+    built, or a loop that only steps it up to the saved epoch) needs no saved state; a dict
+    that sets `"optimizer": None` on purpose in a script with no way to resume (no
+    `torch.load`/`load_state_dict`/resume code) is a snapshot, not a resume point.
 
     ## Example
     ```python
@@ -144,8 +155,74 @@ class CheckpointWithoutOptimizer(Rule):
             checkpoint.update(extra_state(optimizer))
             torch.save(checkpoint, f"ckpt_{epoch}.pt")
         """,
+        """
+        import torch
+        # the schedule is put back at the saved epoch, so its state need not be saved
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+        scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, [30, 60])
+        start_epoch = 0
+        if args.resume:
+            ckpt = torch.load(args.resume, weights_only=True)
+            model.load_state_dict(ckpt["model"])
+            optimizer.load_state_dict(ckpt["optimizer"])
+            start_epoch = ckpt["epoch"] + 1
+            scheduler.last_epoch = start_epoch - 1
+        for epoch in range(start_epoch, 90):
+            train(model, optimizer)
+            scheduler.step()
+            torch.save({"epoch": epoch, "model": model.state_dict(), "optimizer": optimizer.state_dict()}, "ckpt.pt")
+        """,
+        """
+        import torch
+        # fast-forwarding the schedule to the saved epoch rebuilds it
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+        scheduler = torch.optim.lr_scheduler.StepLR(optimizer, 30)
+        ckpt = torch.load("ckpt.pt", weights_only=True)
+        optimizer.load_state_dict(ckpt["optimizer"])
+        for _ in range(ckpt["epoch"]):
+            scheduler.step()
+        for epoch in range(ckpt["epoch"], 90):
+            train(model, optimizer)
+            scheduler.step()
+            torch.save({"epoch": epoch, "model": model.state_dict(), "optimizer": optimizer.state_dict()}, "ckpt.pt")
+        """,
+        """
+        import torch
+        # no way to resume in this script: `"optimizer": None` marks a snapshot on purpose
+        optimizer = torch.optim.Adam(model.parameters())
+        for epoch in range(10):
+            train(model, optimizer)
+            torch.save({"epoch": epoch, "model": model.state_dict(), "optimizer": None}, "snapshot.pt")
+        """,
     )
     INVALID = (
+        """
+        import torch
+        # the schedule is restored from the epoch, but the optimizer's moments are not saved
+        optimizer = torch.optim.Adam(model.parameters())
+        scheduler = torch.optim.lr_scheduler.StepLR(optimizer, 30)
+        if args.resume:
+            ckpt = torch.load(args.resume, weights_only=True)
+            model.load_state_dict(ckpt["model"])
+            scheduler.last_epoch = ckpt["epoch"]
+        for epoch in range(90):
+            train(model, optimizer)
+            scheduler.step()
+            torch.save({"epoch": epoch, "model": model.state_dict()}, "ckpt.pt")  # !
+        """,
+        """
+        import torch
+        # `"optimizer": None` in a script that resumes from the checkpoint: Adam restarts
+        optimizer = torch.optim.Adam(model.parameters())
+        start = 0
+        if args.resume:
+            ckpt = torch.load(args.resume, weights_only=True)
+            model.load_state_dict(ckpt["model"])
+            start = ckpt["epoch"]
+        for epoch in range(start, 10):
+            train(model, optimizer)
+            torch.save({"epoch": epoch, "model": model.state_dict(), "optimizer": None}, "ckpt.pt")  # !
+        """,
         """
         import torch
         optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
@@ -208,11 +285,16 @@ class CheckpointWithoutOptimizer(Rule):
             obj = call.arg(0, "obj")
             if obj is None:
                 continue
-            saved_texts.append(ctx.module.code_for_node(obj))
+            if _entries(obj) is None:  # a dict display is read entry by entry below
+                saved_texts.append(ctx.module.code_for_node(obj))
             for node, _ in self._safe_dicts(ctx, obj, call) or []:
-                saved_texts.append(ctx.module.code_for_node(node))
-                for k, v in self._folded.get(id(node), ((), None))[0]:
-                    saved_texts.append((k or "") + " " + ctx.module.code_for_node(v))
+                entries = _entries(node)
+                if entries is None:
+                    saved_texts.append(ctx.module.code_for_node(node))
+                    entries = []
+                for k, v in [*entries, *self._folded.get(id(node), ((), None))[0]]:
+                    if not _is_none(v):  # `"optimizer": None` saves no optimizer
+                        saved_texts.append((k or "") + " " + ctx.module.code_for_node(v))
         optimizer_saved = any(OPTIMIZER_TEXT.search(t) for t in saved_texts)
         scheduler_saved = any(SCHEDULER_TEXT.search(t) for t in saved_texts)
         seen = set()
@@ -237,6 +319,12 @@ class CheckpointWithoutOptimizer(Rule):
                     continue
                 if not any(k is not None and PROGRESS_KEY.search(k) for k, _ in entries):
                     continue  # model state without training progress: an export, not a resume point
+                if any(_is_none(v) for k, v in entries if k is not None and OPTIMIZER_TEXT.search(k)):
+                    # `"optimizer": None`, written on purpose: with no way back in, this is a
+                    # snapshot, not a resume point (with one, a missing optimizer it is).
+                    if not self._has_resume_path(ctx):
+                        continue
+                    entries = [(k, v) for k, v in entries if not (k is not None and OPTIMIZER_TEXT.search(k) and _is_none(v))]
                 texts = [(k or "") + " " + ctx.module.code_for_node(v) for k, v in entries]
                 if not any(OPTIMIZER_TEXT.search(t) for t in texts):
                     if optimizer_saved:
@@ -288,8 +376,8 @@ class CheckpointWithoutOptimizer(Rule):
                 return False
         return True
 
-    @staticmethod
-    def _has_scheduler(ctx) -> bool:
+    @classmethod
+    def _has_scheduler(cls, ctx) -> bool:
         """An lr_scheduler is built in the file, and not restarted at a saved position."""
         found = False
         for c in ctx.facts.calls:
@@ -298,7 +386,39 @@ class CheckpointWithoutOptimizer(Rule):
                 if c.keyword("last_epoch") is not None:
                     return False
                 found = True
-        return found
+        return found and not cls._schedule_restored(ctx)
+
+    @staticmethod
+    def _schedule_restored(ctx) -> bool:
+        """The script puts its scheduler back at the saved position without its state:
+        `scheduler.last_epoch = start_epoch - 1`, or a loop that only fast-forwards it
+        (`for _ in range(start_epoch): scheduler.step()`, nothing trained)."""
+        for a in ctx.facts.assigns:
+            if any(isinstance(t, cst.Attribute) and t.attr.value == "last_epoch" for t in a.targets):
+                return True
+        tr = ctx.training
+        for loop in ctx.loops:
+            it = loop.iter
+            if not (isinstance(it, cst.Call) and dotted(it.func) == "range" and it.args):
+                continue
+            if all(isinstance(a.value, cst.Integer) for a in it.args):
+                continue  # a fixed count: the epoch loop itself, not a replay of a saved position
+            calls = ctx.calls_within(loop)
+            steps = [c for c in calls if c.attr == "step" and c.receiver is not None and tr.is_scheduler(c.receiver, c)]
+            if steps and len(steps) == len(calls) and not any(e.kind in (BACKWARD, STEP) for e in tr.all_events(loop)):
+                return True
+        return False
+
+    @staticmethod
+    def _has_resume_path(ctx) -> bool:
+        """The script can load a checkpoint back: `torch.load`, `load_state_dict`, or
+        something named for resuming."""
+        for c in ctx.facts.calls:
+            if c.qualname in TORCH_LOAD or c.attr in ("load_state_dict", "load_from_checkpoint"):
+                return True
+            if c.attr and RESUME_NAME.search(c.attr):
+                return True
+        return any(RESUME_NAME.search(n) for a in ctx.facts.assigns for t in a.targets for n in [dotted(t) or ""])
 
     def _safe_dicts(self, ctx, expr, at: Site):
         try:

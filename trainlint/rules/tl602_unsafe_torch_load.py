@@ -4,10 +4,12 @@ from typing import Iterator
 
 import libcst as cst
 
-from trainlint.analysis.inputs import external_origin
+from trainlint.analysis.inputs import external_origin, holds_namespace
 from trainlint.rules.base import Report, Rule
+from trainlint.torch_requirement import torch_pin_for
 
 TORCH_LOAD = {"torch.load", "torch.serialization.load"}
+TORCH_SAVE = {"torch.save", "torch.serialization.save"}
 
 
 class UnsafeTorchLoad(Rule):
@@ -24,7 +26,17 @@ class UnsafeTorchLoad(Rule):
     Before PyTorch 2.6 `weights_only=False` is also the default, so a call without the
     argument is unsafe there. A file object opened on such a path (`with open(path, "rb") as
     f: torch.load(f)`) is the same. Literal paths, paths built inside the program, in-memory
-    buffers and test files are not reported.
+    buffers and test modules are not reported.
+
+    Which torch: a missing `weights_only` is reported only where the project allows a torch
+    older than 2.6, read from the nearest metadata above the file (pyproject.toml dependencies,
+    extras, dependency groups, Poetry, `requires-python`; setup.cfg; setup.py's literal
+    `install_requires`; requirements*.txt) up to the repository root. A project that requires
+    `torch>=2.6` gets no finding for it; where no torch pin can be read, the finding is `info`
+    and says so. `weights_only=False` and a load with a `pickle_module` are reported whatever
+    the version. When a `torch.save` in the same module writes an `argparse.Namespace` into the
+    checkpoint, the message points at `torch.serialization.add_safe_globals`, which lets the
+    weights-only load accept it.
 
     ## Example
     ```python
@@ -42,6 +54,7 @@ class UnsafeTorchLoad(Rule):
     code = "TL602"
     name = "unsafe-torch-load"
     severity = "warning"
+    severities = ("info",)
 
     VALID = (
         """
@@ -151,9 +164,19 @@ class UnsafeTorchLoad(Rule):
     def check(self, ctx) -> Iterator[Report]:
         if ctx.is_test_file:
             return
-        for call in ctx.facts.calls:
-            if call.qualname not in TORCH_LOAD:
-                continue
+        loads = [c for c in ctx.facts.calls if c.qualname in TORCH_LOAD]
+        if not loads:
+            return
+        held = _saved_objects(ctx)
+        allow_list = (
+            f" The checkpoint saved in this module holds {held}, which a weights-only load refuses: "
+            f"allow-list it with `torch.serialization.add_safe_globals([...])` (or save plain values, "
+            f"e.g. `vars(args)`)."
+            if held
+            else ""
+        )
+        pin = None
+        for call in loads:
             flag = call.keyword("weights_only")
             if flag is not None:
                 if isinstance(flag, cst.Name) and flag.value == "False":
@@ -161,7 +184,7 @@ class UnsafeTorchLoad(Rule):
                         call.node,
                         "`torch.load(..., weights_only=False)` unpickles arbitrary objects: a checkpoint from an "
                         "untrusted source runs code when loaded. Load with `weights_only=True` (save plain "
-                        "state_dicts) or use safetensors.",
+                        "state_dicts) or use safetensors." + allow_list,
                     )
                 continue
             if call.has_star_args or any(a.star == "**" for a in call.args):
@@ -179,17 +202,53 @@ class UnsafeTorchLoad(Rule):
                 continue
             if origin is None:
                 continue
-            when = (
-                "with `pickle_module` given, torch.load defaults to weights_only=False"
-                if call.keyword("pickle_module") is not None
-                else "before PyTorch 2.6 (or with a `pickle_module`) torch.load defaults to weights_only=False"
-            )
+            severity = None
+            if call.keyword("pickle_module") is not None:
+                when = "with `pickle_module` given, torch.load defaults to weights_only=False"
+            else:
+                if pin is None:
+                    pin = torch_pin_for(ctx.path)
+                if pin.state == "new":
+                    continue  # every torch the project allows loads weights-only by default
+                if pin.state == "old":
+                    when = (
+                        f"the project allows a torch older than 2.6 (`{pin.source}`), where torch.load "
+                        f"defaults to weights_only=False"
+                    )
+                else:
+                    severity = "info"
+                    when = (
+                        "before PyTorch 2.6 torch.load defaults to weights_only=False (the project's torch "
+                        "version could not be read: no torch pin in pyproject.toml, setup.cfg, setup.py or "
+                        "requirements*.txt)"
+                    )
             yield Report(
                 call.node,
                 f"`torch.load` on a path from {origin} without `weights_only=True`: {when} and "
                 f"unpickles arbitrary objects, so a crafted checkpoint runs code when loaded. "
-                f"Pass `weights_only=True` (or load safetensors).",
+                f"Pass `weights_only=True` (or load safetensors).{allow_list}",
+                severity=severity,
             )
+
+
+def _saved_objects(ctx) -> str:
+    """What else than tensors a `torch.save` in this module writes into a checkpoint: an
+    `argparse.Namespace` (the parsed command line, saved as is or as a dict value). Empty
+    when nothing such is seen."""
+    for call in ctx.facts.calls:
+        if call.qualname not in TORCH_SAVE:
+            continue
+        obj = call.arg(0, "obj")
+        if obj is None:
+            continue
+        for value, site in ctx.resolve(obj, call):
+            candidates = [value]
+            if isinstance(value, cst.Dict):
+                candidates = [e.value for e in value.elements if isinstance(e, cst.DictElement)]
+            for v in candidates:
+                if holds_namespace(ctx, v, site):
+                    return "an `argparse.Namespace`"
+    return ""
 
 
 def _relies_on_weights_only(ctx, call) -> bool:
