@@ -139,6 +139,8 @@ def _function_facts(ctx: "FileContext", fn) -> dict:
     from trainlint.analysis.training import BACKWARD, EVAL, MODE, STEP, TRAIN, ZERO_GRAD
 
     tr = ctx.training
+    if not _may_have_events(ctx):
+        return {"trains": False, "zero_grad": False, "mode": None, "no_grad": tr.function_is_no_grad(fn)}
     try:
         events = tr.function_events(fn)
     except RecursionError:
@@ -156,6 +158,25 @@ def _function_facts(ctx: "FileContext", fn) -> dict:
         "mode": mode,
         "no_grad": tr.function_is_no_grad(fn),
     }
+
+
+_EVENT_ATTRS = frozenset({"backward", "step", "eval", "train", "zero_", "fill_", "mul_", "detach_", "requires_grad_"})
+
+
+def _may_have_events(ctx: "FileContext") -> bool:
+    """Some call or assignment in the module could be a backward, a step, a gradient clear
+    or a mode switch (a superset of what analysis/training.py classifies): a module of
+    helpers with none of them (plots, metrics, datasets) needs no event streams at all."""
+    cached = ctx.__dict__.get("_project_may_have_events")
+    if cached is None:
+        cached = any(
+            c.attr is not None and (c.attr in _EVENT_ATTRS or "grad" in c.attr) or c.qualname == "torch.autograd.backward"
+            for c in ctx.facts.calls
+        ) or any(
+            getattr(t, "attr", None) is not None and t.attr.value == "grad" for a in ctx.facts.assigns for t in a.targets
+        )
+        ctx.__dict__["_project_may_have_events"] = cached
+    return cached
 
 
 def _returned_classes(ctx: "FileContext", fn) -> Optional[List[str]]:
