@@ -26,6 +26,7 @@ from typing import List, Optional, Sequence
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from trainlint import notebook  # noqa: E402
+from trainlint.analysis.project import Project  # noqa: E402
 from trainlint.engine import lint_text  # noqa: E402
 from trainlint.precheck import CATALOGUE, applicable  # noqa: E402
 
@@ -41,6 +42,9 @@ def python_files(roots: Sequence[str]) -> List[str]:
     return sorted(out)
 
 
+PROJECT = Project()  # modules found from each file's own folder and package
+
+
 def check_one(path: str):
     try:
         with open(path, encoding="utf-8") as fh:
@@ -53,8 +57,10 @@ def check_one(path: str):
     except (OSError, UnicodeDecodeError, ValueError):
         return path, None
     codes = applicable(CATALOGUE, text, path)
-    with_precheck = [(f.code, f.line, f.column) for f in lint_text(text, path).findings]
-    without = [(f.code, f.line, f.column) for f in lint_text(text, path, precheck=False).findings]
+    # With project-wide facts on, as the CLI lints: a file's findings may depend on the
+    # other modules of its project (a softmax-ending model imported from models.py).
+    with_precheck = [(f.code, f.line, f.column) for f in lint_text(text, path, project=PROJECT).findings]
+    without = [(f.code, f.line, f.column) for f in lint_text(text, path, precheck=False, project=PROJECT).findings]
     return path, (len(text), codes, with_precheck, without)
 
 

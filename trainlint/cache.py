@@ -11,6 +11,9 @@
   oldest entries are removed (least recently used first).
 - Values are stored with `marshal` (builtin, no import cost, fast for tuples of
   str/int) — never `pickle`: a cache file is data, not code.
+- A result that used facts of other project modules (analysis/project.py) is stored with
+  those files' content hashes and served only while they are unchanged; the modules'
+  summaries are cached too, under their own content (`get_summary`/`put_summary`).
 """
 
 from __future__ import annotations
@@ -20,12 +23,12 @@ import marshal
 import os
 import sys
 from pathlib import Path
-from typing import FrozenSet, List, Optional
+from typing import Dict, FrozenSet, List, Optional, Tuple
 
 from trainlint import __version__
 from trainlint.finding import Edit, Fix, Finding
 
-FORMAT = "1"
+FORMAT = "2"
 MAX_ENTRIES = 10_000
 _TAG = "Signature: 8a477f597d28d172789f06886806bc55\n# This folder is a cache made by trainlint.\n"
 
@@ -72,6 +75,8 @@ class Cache:
     def __init__(self, directory: Path, max_entries: int = MAX_ENTRIES):
         self.root = Path(directory)
         self.dir = self.root / f"v{FORMAT}"
+        # Module summaries (analysis/project.py) apart from lint results; pruned with them.
+        self.summary_dir = self.root / f"summaries-v{FORMAT}"
         self.max_entries = max_entries
         self.writes = 0
         self.hits = 0
@@ -86,37 +91,83 @@ class Cache:
         h.update(content)
         return h.hexdigest()
 
-    def _file(self, key: str) -> Path:
-        return self.dir / key[:2] / key
+    def _file(self, key: str, folder: Optional[Path] = None) -> Path:
+        return (folder or self.dir) / key[:2] / key
 
     def get(self, key: str, path: str) -> Optional[List[Finding]]:
-        f = self._file(key)
-        try:
-            data = f.read_bytes()
-        except OSError:
+        entry = self.get_entry(key, path)
+        return entry[0] if entry is not None else None
+
+    def get_entry(self, key: str, path: str) -> Optional[Tuple[List[Finding], Dict[str, Optional[str]]]]:
+        """The findings stored under `key` and the other files they depend on (path -> hash)."""
+        data = self._read(key)
+        if data is None:
             self.misses += 1
             return None
         try:
-            rows = marshal.loads(data)
+            rows, deps = marshal.loads(data)
             findings = [_from_tuple(path, t) for t in rows]
+            deps = dict(deps)
         except Exception:  # a damaged entry is a miss, and goes
             self.misses += 1
-            try:
-                f.unlink()
-            except OSError:
-                pass
+            self._drop(key)
+            return None
+        self.hits += 1
+        return findings, deps
+
+    def put(self, key: str, findings: List[Finding], deps: Optional[Dict[str, Optional[str]]] = None) -> None:
+        self._write(key, marshal.dumps(([_to_tuple(f) for f in findings], dict(deps or {}))))
+
+    # -- module summaries (analysis/project.py), keyed by the module's content alone ----------
+    def summary_key(self, content: bytes) -> str:
+        h = hashlib.sha256()
+        h.update(code_stamp().encode())
+        h.update(b"\0summary\0")
+        h.update(content)
+        return h.hexdigest()
+
+    def get_summary(self, content: bytes) -> Optional[dict]:
+        key = self.summary_key(content)
+        data = self._read(key, self.summary_dir)
+        if data is None:
+            return None
+        try:
+            summary = marshal.loads(data)
+        except Exception:
+            self._drop(key, self.summary_dir)
+            return None
+        return summary if isinstance(summary, dict) else None
+
+    def put_summary(self, content: bytes, summary: dict) -> None:
+        try:
+            data = marshal.dumps(summary)
+        except ValueError:  # not plain data: never cache what could not be read back
+            return
+        self._write(self.summary_key(content), data, self.summary_dir)
+
+    # -- files ---------------------------------------------------------------------------
+    def _read(self, key: str, folder: Optional[Path] = None) -> Optional[bytes]:
+        f = self._file(key, folder)
+        try:
+            data = f.read_bytes()
+        except OSError:
             return None
         try:
             os.utime(f)  # least recently *used* goes first when pruning
         except OSError:
             pass
-        self.hits += 1
-        return findings
+        return data
 
-    def put(self, key: str, findings: List[Finding]) -> None:
+    def _drop(self, key: str, folder: Optional[Path] = None) -> None:
+        try:
+            self._file(key, folder).unlink()
+        except OSError:
+            pass
+
+    def _write(self, key: str, data: bytes, folder: Optional[Path] = None) -> None:
         import tempfile
 
-        target = self._file(key)
+        target = self._file(key, folder)
         try:
             if not self.root.exists():
                 self._create_root()
@@ -124,7 +175,7 @@ class Cache:
             fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
             try:
                 with os.fdopen(fd, "wb") as fh:
-                    fh.write(marshal.dumps([_to_tuple(f) for f in findings]))
+                    fh.write(data)
                 os.replace(tmp, target)
             except BaseException:
                 try:
@@ -147,10 +198,12 @@ class Cache:
 
     def entries(self) -> List[os.DirEntry]:
         out: List[os.DirEntry] = []
-        try:
-            shards = [e for e in os.scandir(self.dir) if e.is_dir()]
-        except OSError:
-            return out
+        shards = []
+        for folder in (self.dir, self.summary_dir):
+            try:
+                shards.extend(e for e in os.scandir(folder) if e.is_dir())
+            except OSError:
+                continue
         for shard in shards:
             try:
                 out.extend(e for e in os.scandir(shard.path) if e.is_file() and not e.name.startswith(".tmp-"))

@@ -491,7 +491,13 @@ def _run_stdin(settings, opts, fix_mode: Optional[str], output: "_Output") -> in
         selected = settings.selected_for(rel_to(path, settings.root) or path.name)
     else:
         selected = settings.selected
-    out = lint_task(Task(display, kind_of(display), content, selected, fix_mode))
+    # A named file reads the project's other modules from disk, as a run on the file would.
+    real, root = (str(path), str(settings.root)) if name else (None, None)
+    cache_dir = None if opts["no_cache"] else str(settings.cache_dir)
+    from trainlint.analysis.project import new_run
+
+    new_run()
+    out = lint_task(Task(display, kind_of(display), content, selected, fix_mode, real, root, cache_dir))
     if out.error:
         _error(f"{display}: internal error: {out.error}")
         return EXIT_ERROR

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import ast
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, FrozenSet, Iterable, List, Optional, Tuple
+from typing import TYPE_CHECKING, Dict, FrozenSet, Iterable, List, Optional, Tuple
 
 from trainlint.finding import Edit, Fix, Finding
 from trainlint.precheck import applicable
@@ -24,6 +24,7 @@ from trainlint.suppression import NoqaLines, file_disabled_codes, suppressed
 if TYPE_CHECKING:  # pragma: no cover
     import libcst as cst
 
+    from trainlint.analysis.project import Project
     from trainlint.rules.base import Report
 
 
@@ -33,6 +34,8 @@ class FileResult:
     # The fixed source when fixes were asked for and at least one applied, else None.
     fixed_text: Optional[str] = None
     fixed_count: int = 0
+    # Other project files whose facts the result used (path -> content hash, None: absent).
+    deps: Dict[str, Optional[str]] = field(default_factory=dict)
 
 
 def _syntax_error(text: str, path: str) -> Optional[Finding]:
@@ -99,10 +102,14 @@ def lint_text(
     fix: bool = False,
     unsafe_fixes: bool = False,
     precheck: bool = True,
+    project: Optional["Project"] = None,
+    real_path: Optional[str] = None,
 ) -> FileResult:
     """Lint `text` (the source of `path`) with the selected codes (None: all rules).
 
-    `precheck=False` parses every file (to verify the pre-check loses no finding)."""
+    `precheck=False` parses every file (to verify the pre-check loses no finding).
+    `project`: read facts of the other modules of the project (`real_path`, default `path`,
+    locates the file on disk); without it, classes imported from elsewhere stay unknown."""
     result = FileResult()
     want_syntax = selected is None or "TL000" in selected
     disabled = file_disabled_codes(text)
@@ -138,6 +145,8 @@ def lint_text(
     except RecursionError:
         # Pathologically deep code (thousands of nested operators): nothing to say about it.
         return result
+    if project is not None:
+        ctx.project = project.view(real_path or path)
     for rule in rules:
         try:
             for rep in rule.check(ctx):
@@ -145,6 +154,10 @@ def lint_text(
         except RecursionError:
             # Pathologically deep code: the rule gives up on this file rather than crash.
             continue
+    if ctx.project is not None:
+        result.deps = dict(ctx.project.deps)
+        if not path.endswith(".ipynb"):
+            project.remember(text, ctx)  # type: ignore[union-attr]
     if not reports:
         return result
 

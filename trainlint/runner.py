@@ -19,7 +19,7 @@ import stat
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Deque, FrozenSet, Iterable, Iterator, List, Optional, Tuple
+from typing import TYPE_CHECKING, Callable, Deque, Dict, FrozenSet, Iterable, Iterator, List, Optional, Tuple
 
 from trainlint.finding import Finding
 from trainlint.torch_requirement import cache_key_part
@@ -44,6 +44,11 @@ class Task:
     content: bytes
     selected: FrozenSet[str]
     fix_mode: Optional[str] = None  # None, "safe" or "unsafe"
+    # Project-wide facts (analysis/project.py): where the file is on disk, the linted root,
+    # and the cache folder the other modules' summaries are kept in. No path: facts off.
+    path: Optional[str] = None
+    root: Optional[str] = None
+    cache_dir: Optional[str] = None
 
 
 @dataclass
@@ -56,6 +61,7 @@ class Outcome:
     error: Optional[str] = None  # an internal error: reported, exit code 2
     warning: Optional[str] = None
     cached: bool = False
+    deps: Dict[str, Optional[str]] = field(default_factory=dict)  # see FileResult.deps
     # Set by `lint_files`, for caching after a write.
     path: Optional[Path] = None
     kind: str = "python"
@@ -96,17 +102,32 @@ def decode_python(content: bytes) -> Tuple[str, str]:
     return text, encoding
 
 
-def _fix_loop(text: str, display: str, selected, unsafe: bool):
-    """Lint and fix until nothing changes (at most MAX_FIX_PASSES): (remaining findings, text, fixes)."""
+def _project(task: Task):
+    if task.path is None:
+        return None
+    from trainlint.analysis.project import project_for
+
+    return project_for(task.root, task.cache_dir)
+
+
+def _lint(text: str, task: Task, deps: Dict[str, Optional[str]], **kw):
     from trainlint.engine import lint_text
 
+    r = lint_text(text, task.display, task.selected, project=_project(task), real_path=task.path, **kw)
+    deps.update(r.deps)
+    return r
+
+
+def _fix_loop(text: str, task: Task, deps: Dict[str, Optional[str]]):
+    """Lint and fix until nothing changes (at most MAX_FIX_PASSES): (remaining findings, text, fixes)."""
+    unsafe = task.fix_mode == "unsafe"
     fixed = 0
     for _ in range(MAX_FIX_PASSES):
-        r = lint_text(text, display, selected, fix=True, unsafe_fixes=unsafe)
+        r = _lint(text, task, deps, fix=True, unsafe_fixes=unsafe)
         if r.fixed_text is None or r.fixed_text == text:
             return r.findings, text, fixed
         text, fixed = r.fixed_text, fixed + r.fixed_count
-    return lint_text(text, display, selected).findings, text, fixed
+    return _lint(text, task, deps).findings, text, fixed
 
 
 def _lint_python(task: Task) -> Outcome:
@@ -114,12 +135,11 @@ def _lint_python(task: Task) -> Outcome:
         text, encoding = decode_python(task.content)
     except SourceError as exc:
         return Outcome(task.display, [file_error(task.display, str(exc))])
+    deps: Dict[str, Optional[str]] = {}
     if task.fix_mode is None:
-        from trainlint.engine import lint_text
-
-        return Outcome(task.display, lint_text(text, task.display, task.selected).findings)
-    findings, new_text, fixed = _fix_loop(text, task.display, task.selected, task.fix_mode == "unsafe")
-    out = Outcome(task.display, findings, fixed)
+        return Outcome(task.display, _lint(text, task, deps).findings, deps=deps)
+    findings, new_text, fixed = _fix_loop(text, task, deps)
+    out = Outcome(task.display, findings, fixed, deps=deps)
     if new_text != text:
         out.new_content = new_text.encode(encoding)
         out.changes = [(task.display, text, new_text)]
@@ -142,21 +162,18 @@ def _lint_notebook(task: Task) -> Outcome:
     def mapped(findings):
         return [notebook.map_finding(nb, f) for f in findings]
 
+    deps: Dict[str, Optional[str]] = {}
     if task.fix_mode is None:
-        from trainlint.engine import lint_text
-
-        return Outcome(task.display, mapped(lint_text(nb.text, task.display, task.selected).findings))
-    findings, new_text, fixed = _fix_loop(nb.text, task.display, task.selected, task.fix_mode == "unsafe")
-    out = Outcome(task.display, mapped(findings), fixed)
+        return Outcome(task.display, mapped(_lint(nb.text, task, deps).findings), deps=deps)
+    findings, new_text, fixed = _fix_loop(nb.text, task, deps)
+    out = Outcome(task.display, mapped(findings), fixed, deps=deps)
     if new_text != nb.text:
         try:
             changes = notebook.cell_changes(nb, new_text)
             new_json = notebook.write_back(nb, new_text)
         except notebook.NotebookError as exc:
-            from trainlint.engine import lint_text
-
             # Never write a notebook whose cells cannot be told apart: report, fix nothing.
-            out = Outcome(task.display, mapped(lint_text(nb.text, task.display, task.selected).findings))
+            out = Outcome(task.display, mapped(_lint(nb.text, task, deps).findings), deps=deps)
             out.warning = f"{task.display}: fixes not applied: {exc}"
             return out
         if new_json is not None:
@@ -233,8 +250,14 @@ def lint_files(
 
     `progress(n)`: called in this thread as results come, n = files finished so far.
     """
+    from trainlint.analysis.project import deps_unchanged, new_run
     from trainlint.discovery import rel_to
 
+    new_run()
+    trees: Dict[str, Optional[str]] = {}  # project trees checked for cache hits, this run
+
+    root = str(settings.root)
+    cache_dir = str(cache.root) if cache is not None else None
     outcomes: List[Optional[Outcome]] = [None] * len(files)
     # (index, cache key, codes) of each task handed out, in order; `iter_outcomes` keeps that order.
     handed: Deque[Tuple[int, Optional[str], FrozenSet[str]]] = collections.deque()
@@ -252,12 +275,15 @@ def lint_files(
             key = None
             if cache is not None:
                 key = cache.key(content, sf.display, sf.kind, selected, cache_key_part(str(sf.path), selected))
-                hit = cache.get(key, sf.display)
-                if hit is not None and not (fix_mode and _has_applicable_fix(hit, fix_mode)):
-                    outcomes[i] = Outcome(sf.display, hit, cached=True, path=sf.path, kind=sf.kind, selected=selected)
-                    continue
+                entry = cache.get_entry(key, sf.display)
+                if entry is not None:
+                    hit, deps = entry
+                    # A result that used other modules' facts holds only while they are unchanged.
+                    if not (fix_mode and _has_applicable_fix(hit, fix_mode)) and (not deps or deps_unchanged(deps, trees)):
+                        outcomes[i] = Outcome(sf.display, hit, cached=True, path=sf.path, kind=sf.kind, selected=selected, deps=deps)
+                        continue
             handed.append((i, key, selected))
-            yield Task(sf.display, sf.kind, content, selected, fix_mode)
+            yield Task(sf.display, sf.kind, content, selected, fix_mode, str(sf.path), root, cache_dir)
 
     for out in iter_outcomes(tasks(), settings.jobs, len(files)):
         i, key, selected = handed.popleft()
@@ -265,7 +291,7 @@ def lint_files(
         outcomes[i] = out
         # A fixed file is cached under its new content once written (see `cache_written`).
         if cache is not None and key is not None and out.error is None and out.new_content is None:
-            cache.put(key, out.findings)
+            cache.put(key, out.findings, out.deps)
         if progress is not None:
             progress(i + 1)  # results come in order: every file before this one is done
     if progress is not None:
@@ -278,7 +304,7 @@ def cache_written(cache: Optional["Cache"], out: Outcome) -> None:
     if cache is not None and out.new_content is not None and out.error is None and out.warning is None:
         project = cache_key_part(str(out.path), out.selected) if out.path is not None else ""
         key = cache.key(out.new_content, out.display, out.kind, out.selected, project)
-        cache.put(key, out.findings)
+        cache.put(key, out.findings, out.deps)
 
 
 def write_atomic(path: Path, data: bytes) -> None:

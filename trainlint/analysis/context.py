@@ -41,6 +41,8 @@ class FileContext:
         self.facts: ModuleFacts = collect(module)
         self.imports = self.facts.imports
         self._building_callers = False
+        # The other modules of the project (analysis/project.py), when the run reads them.
+        self.project = None
 
     # -- indexes --------------------------------------------------------------------
     @cached_property

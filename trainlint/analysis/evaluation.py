@@ -18,13 +18,14 @@ import os
 import re
 from dataclasses import dataclass
 from functools import cached_property
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 import libcst as cst
 
-from trainlint.analysis.context import FileContext
+from trainlint.analysis.context import TORCH_ROOTS, FileContext
 from trainlint.analysis.facts import Block, CallSite, ClassInfo, FunctionInfo, Site, iter_children, walk
 from trainlint.analysis.names import dotted, expression_facts
+from trainlint.analysis.project import constructor_summary
 from trainlint.analysis.torch_api import MODE_DEPENDENT_LAYER, SET_GRAD_ENABLED
 from trainlint.analysis.training import BACKWARD, EVAL, MODE, STEP, TRAIN
 
@@ -124,7 +125,7 @@ class Evaluation:
                 continue
             calls = self._all_calls(fn)
             model_calls = self._forward_calls(calls)
-            if not model_calls or self._trains(self.tr.function_events(fn)) or self._needs_grad(calls):
+            if not model_calls or self._trains(self.tr.function_events(fn)) or self._needs_grad(calls) or self._imported_trains(calls):
                 continue
             if all(self.feeds_synthetic_data(c) for c in model_calls) and _outputs_only_inspected(fn, model_calls):
                 continue  # a shape smoke test: `y = net(torch.randn(1, 3, 32, 32)); print(y.size())`
@@ -143,7 +144,7 @@ class Evaluation:
             eval_loops.append(loop)
             calls = ctx.calls_within(loop)
             model_calls = self._forward_calls(calls)
-            if not model_calls or self._trains(self.tr.all_events(loop)) or self._needs_grad(calls):
+            if not model_calls or self._trains(self.tr.all_events(loop)) or self._needs_grad(calls) or self._imported_trains(calls):
                 continue
             it = ctx.module.code_for_node(loop.iter)  # type: ignore[arg-type]
             out.append(EvalPass("loop", loop.node, loop.function, loop, model_calls[0], f"the loop over `{it}`"))
@@ -204,7 +205,10 @@ class Evaluation:
         return False
 
     def _called_while_training(self, fn: FunctionInfo) -> bool:
-        """A same-module caller trains around it (`infer()` used by the training step)."""
+        """A same-module caller trains around it (`infer()` used by the training step), or,
+        with no such caller, one in another module of the project does."""
+        if not self.ctx.callers(fn):
+            return any(c["trains"] for c in self._external_callers(fn) or ())
         for c in self.ctx.callers(fn):
             if self.tr.under_no_grad(c):
                 continue
@@ -236,6 +240,37 @@ class Evaluation:
         return returned and call.function is not None and any(
             e.kind == BACKWARD for c in ctx.callers(call.function) for e in self.tr.site_events(c)
         )
+
+    def _imported(self, calls: List[CallSite]) -> List[Tuple[CallSite, dict]]:
+        """The calls of functions of other project modules, with what those functions do
+        (analysis/project.py: trains, the mode they leave a model in)."""
+        view = self.ctx.project
+        if view is None:
+            return []
+        out = []
+        for c in calls:
+            q = c.qualname
+            if q is not None and (q.startswith(".") or q.split(".", 1)[0] not in TORCH_ROOTS):
+                summary = view.function_summary(q)
+                if summary is not None:
+                    out.append((c, summary))
+        return out
+
+    def _external_callers(self, fn: FunctionInfo) -> Optional[List[dict]]:
+        """The calls of `fn` from other modules of the project (analysis/project.py), for a
+        module-level evaluation-named function only; [] when there are none or the project
+        is not being read; None when it is too large to look through."""
+        view = self.ctx.project
+        if view is None or fn.cls is not None or fn.parent is not None or not EVAL_FUNCTION_NAME.search(fn.name):
+            return []
+        cache = self.__dict__.setdefault("_external", {})
+        if fn.name not in cache:
+            cache[fn.name] = view.external_callers(fn.name)
+        return cache[fn.name]
+
+    def _imported_trains(self, calls: List[CallSite]) -> bool:
+        """A helper of another module does the backward or the optimizer step."""
+        return any(s.get("trains") for _, s in self._imported(calls))
 
     def _all_calls(self, fn: FunctionInfo) -> List[CallSite]:
         return [c for c in self.ctx.facts.calls if c.function is fn]
@@ -278,6 +313,9 @@ class Evaluation:
             inside = [e for e in self.tr.all_events(p.loop) if e.order < first]  # type: ignore[arg-type]
         if any(e.kind in (EVAL, MODE) for e in inside):
             return True
+        region = self._all_calls(p.function) if p.kind == "function" else self.ctx.calls_within(p.loop)  # type: ignore[arg-type]
+        if any(s.get("mode") in ("eval", "mode") for c, s in self._imported([c for c in region if c.order < first])):
+            return True  # a helper of another module switches to eval mode (or cannot be read)
         if self._loaded_in_eval_mode(p):
             return True
         if p.kind == "loop":
@@ -303,9 +341,12 @@ class Evaluation:
 
     def _mode_before(self, function: Optional[FunctionInfo], order: int, depth: int) -> Optional[bool]:
         """True: eval mode; False: train mode (or nothing sets eval); None: cannot tell."""
-        modes = [e for e in self.tr.events_before(function, order) if e.kind in (EVAL, TRAIN, MODE)]
+        modes = [(e.order, e.kind) for e in self.tr.events_before(function, order) if e.kind in (EVAL, TRAIN, MODE)]
+        # Helpers of other project modules called before, by the mode they leave the model in.
+        helper_kinds = {"eval": EVAL, "train": TRAIN, "mode": MODE}
+        modes.extend((c.order, helper_kinds[s["mode"]]) for c, s in self._imported([c for c in self.ctx.calls_in(function) if c.order < order]) if s.get("mode") in helper_kinds)
         if modes:
-            return modes[-1].kind != TRAIN
+            return max(modes, key=lambda m: m[0])[1] != TRAIN
         if function is None:
             return False
         return self._mode_from_callers(function, depth)
@@ -313,7 +354,15 @@ class Evaluation:
     def _mode_from_callers(self, function: FunctionInfo, depth: int) -> Optional[bool]:
         callers = self.ctx.callers(function)
         if not callers:
-            return False
+            external = self._external_callers(function)
+            if external is None:
+                return None  # a project too large to look through: cannot tell
+            if not external:
+                return False
+            states = [c["mode"] for c in external]
+            if any(s is False for s in states):
+                return False
+            return True if all(states) else None
         if depth > 3:
             return None
         states = [self._mode_before(c.function, c.order, depth + 1) for c in callers]
@@ -342,6 +391,9 @@ class Evaluation:
 
     def _callers_no_grad(self, fn: FunctionInfo, depth: int) -> bool:
         callers = self.ctx.callers(fn)
+        if not callers and depth <= 3:
+            external = self._external_callers(fn)
+            return bool(external) and all(c["no_grad"] for c in external)  # type: ignore[union-attr]
         if not callers or depth > 3:
             return False
         for c in callers:
@@ -353,7 +405,8 @@ class Evaluation:
 
     # -- the model ----------------------------------------------------------------------
     def model_has_mode_layers(self, p: EvalPass) -> bool:
-        """False only when the model's definition is visible and has no dropout/norm layer."""
+        """False only when the model's definition is visible and has no dropout/norm layer,
+        or when its class is imported from a module that cannot be seen."""
         func = p.model_call.func
         if isinstance(func, cst.Attribute) and func.attr.value == "forward":
             func = func.value
@@ -376,7 +429,9 @@ class Evaluation:
                     for a in call.args
                 )
             # Other torch.nn layers (Linear, Conv, ReLU, LayerNorm...) behave the same in both modes.
-            return not q.startswith("torch.nn.")
+            if q.startswith("torch.nn."):
+                return False
+            return self._imported_class_has_mode_layers(q)
         if isinstance(call.func, cst.Name):
             cls = self.ctx.class_named(call.func.value)
             if cls is not None:
@@ -389,7 +444,20 @@ class Evaluation:
                 return not returns or any(
                     not isinstance(v, cst.Call) or self._construction_has_mode_layers(v, seen) for v in returns
                 )
+            found = constructor_summary(self.ctx, call.func)  # `from models import *`
+            if found is not None:
+                return bool(found[0].get("mode_layers"))
         return True
+
+    def _imported_class_has_mode_layers(self, q: str) -> bool:
+        """A model built by an imported name. A class of another project module: its summary
+        says (analysis/project.py). A PyTorch-family library's (torchvision, timm,
+        transformers): its models have such layers. Anything else cannot be seen, and the
+        answer depends on it: not known to have them, so the rule stays silent."""
+        if not q.startswith(".") and q.split(".", 1)[0] in TORCH_ROOTS:
+            return True
+        found = self.ctx.project.class_summary(q) if self.ctx.project is not None else None
+        return bool(found is not None and found[0].get("mode_layers"))
 
     def _class_has_mode_layers(self, cls: ClassInfo, seen: set) -> bool:
         if cls.name in seen:
@@ -412,7 +480,10 @@ class Evaluation:
             if MODE_DEPENDENT_LAYER.search(q) or q.endswith(".dropout") or "dropout" in q.rsplit(".", 1)[-1]:
                 return True
             if not q.startswith(("torch.", "math.", "numpy.", "np.")):
-                return True  # a layer from elsewhere: cannot tell
+                # A layer from elsewhere: a project class's summary says, else cannot tell.
+                found = self.ctx.project.class_summary(q) if self.ctx.project is not None else None
+                if found is None or found[0].get("mode_layers"):
+                    return True
         return False
 
     def model_name(self, p: EvalPass) -> str:

@@ -7,7 +7,7 @@ Imports anywhere in the file count (function-level imports are common in scripts
 
 from __future__ import annotations
 
-from typing import Dict, Optional
+from typing import Dict, List, Optional
 
 import libcst as cst
 
@@ -29,6 +29,8 @@ class Imports:
 
     def __init__(self) -> None:
         self.alias: Dict[str, str] = {}
+        # Modules imported with `from m import *`, in order (".models" for a relative one).
+        self.star: List[str] = []
 
     def add_import(self, node: cst.Import) -> None:
         for alias in node.names:
@@ -42,13 +44,15 @@ class Imports:
                 self.alias[first] = first
 
     def add_import_from(self, node: cst.ImportFrom) -> None:
-        if isinstance(node.names, cst.ImportStar):
-            return
         module = dotted(node.module) if node.module is not None else ""
         if module is None:
             return
         prefix = "." * len(node.relative)
         base = prefix + module
+        if isinstance(node.names, cst.ImportStar):
+            if base:
+                self.star.append(base)
+            return
         for alias in node.names:
             name = dotted(alias.name)
             if not name:

@@ -145,6 +145,16 @@ def _instance_output(ctx: FileContext, value: cst.BaseExpression, site: Site, ki
                 inner = _returns_output(ctx, forward, kind, depth)
                 if inner:
                     return f"`{cls.name}.forward`, which returns {inner}"
+    if ctx.project is not None and isinstance(value.func, (cst.Name, cst.Attribute)):
+        # A model class from another module of the project: its summary says what
+        # `forward` returns (analysis/project.py).
+        from trainlint.analysis.project import constructor_summary
+
+        found = constructor_summary(ctx, value.func)
+        if found is not None and found[0].get(kind.label):
+            summary, where = found
+            name = ctx.module.code_for_node(value.func).rsplit(".", 1)[-1]
+            return f"`{name}` from {where}, whose `forward` returns {summary[kind.label]}"
     return None
 
 

@@ -1,0 +1,485 @@
+"""Project-wide facts: a model class defined in one module, trained or evaluated in another.
+
+Each test writes a small multi-file project to tmp_path and lints one file of it through
+the CLI (as pre-commit does), so the import resolution, the module summaries, the cache
+and the pre-check are all on the path.
+"""
+
+from __future__ import annotations
+
+import json
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from trainlint.analysis.project import Project
+from trainlint.engine import lint_text
+
+
+def write(root: Path, files: dict) -> None:
+    for name, src in files.items():
+        p = root / name
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text(textwrap.dedent(src))
+
+
+def codes(run_cli, *args):
+    r = run_cli(*args, "--format", "json")
+    assert r.exit_code in (0, 1), r.output
+    return sorted((f["path"].replace("\\", "/"), f["code"], f["line"]) for f in json.loads(r.stdout))
+
+
+SOFTMAX_NET = """
+    import torch.nn as nn
+    import torch.nn.functional as F
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(10, 3)
+
+        def forward(self, x):
+            return F.softmax(self.fc(x), dim=1)
+"""
+LOG_SOFTMAX_NET = SOFTMAX_NET.replace("F.softmax", "F.log_softmax")
+LOGITS_NET = SOFTMAX_NET.replace("F.softmax(self.fc(x), dim=1)", "self.fc(x)")
+
+TRAIN = """
+    import torch.nn as nn
+    {import_line}
+
+    model = {make}()
+    criterion = nn.CrossEntropyLoss()
+    for x, y in train_loader:
+        loss = criterion(model(x), y)
+        loss.backward()
+"""
+
+
+def train_importing(line: str, make: str = "Net") -> str:
+    return TRAIN.format(import_line=line, make=make)
+
+
+@pytest.mark.parametrize(
+    "files,linted",
+    [
+        # a sibling module, imported by a script
+        ({"net.py": SOFTMAX_NET, "train.py": train_importing("from net import Net")}, "train.py"),
+        # a module of a package, absolute and as `import ... as`
+        ({"models/__init__.py": "", "models/net.py": SOFTMAX_NET, "train.py": train_importing("from models.net import Net")}, "train.py"),
+        ({"utils.py": SOFTMAX_NET, "train.py": train_importing("import utils as U", "U.Net")}, "train.py"),
+        # a relative import inside a package
+        ({"pkg/__init__.py": "", "pkg/models.py": SOFTMAX_NET, "pkg/train.py": train_importing("from .models import Net")}, "pkg/train.py"),
+        # a package that re-exports the class from its __init__.py
+        ({"models/__init__.py": "from .net import Net\n", "models/net.py": SOFTMAX_NET, "train.py": train_importing("from models import Net")}, "train.py"),
+        # star imports, of the package itself and of its module
+        ({"pkg/__init__.py": "from .net import *\n", "pkg/net.py": SOFTMAX_NET, "pkg/train.py": train_importing("from . import *")}, "pkg/train.py"),
+        # the package's own absolute name, from a module inside it
+        ({"pkg/__init__.py": "", "pkg/models.py": SOFTMAX_NET, "pkg/train.py": train_importing("from pkg.models import Net")}, "pkg/train.py"),
+    ],
+)
+def test_softmax_model_from_another_module_fed_to_cross_entropy(run_cli, tmp_path, files, linted):
+    write(tmp_path, files)
+    assert ("TL201" in {c for _, c, _ in codes(run_cli, linted, "--select", "TL201", "--no-cache")})
+    r = run_cli(linted, "--select", "TL201", "--no-cache")
+    assert "`Net` from " in r.stdout and "F.softmax" in r.stdout
+
+
+@pytest.mark.parametrize(
+    "files",
+    [
+        # the imported model ends in log_softmax: harmless before cross-entropy
+        {"net.py": LOG_SOFTMAX_NET, "train.py": train_importing("from net import Net")},
+        # returns logits
+        {"net.py": LOGITS_NET, "train.py": train_importing("from net import Net")},
+        # a same-named class in an unrelated module: the import names another module
+        {"net.py": SOFTMAX_NET, "other/__init__.py": "", "other/net.py": LOGITS_NET, "train.py": train_importing("from other.net import Net")},
+        # a module outside the project (not on disk): nothing is known
+        {"train.py": train_importing("from some_library.models import Net")},
+        # the package's __init__ does not re-export it: not the class Python would import
+        {"models/__init__.py": "", "models/net.py": SOFTMAX_NET, "train.py": train_importing("from models import Net")},
+    ],
+)
+def test_near_misses_stay_silent(run_cli, tmp_path, files):
+    write(tmp_path, files)
+    assert codes(run_cli, "train.py", "--select", "TL201", "--no-cache") == []
+
+
+def test_without_project_facts_the_import_is_unknown(tmp_path):
+    """The library entry point reads other modules only when given a project."""
+    write(tmp_path, {"net.py": SOFTMAX_NET})
+    src = textwrap.dedent(train_importing("from net import Net"))
+    path = str(tmp_path / "train.py")
+    assert lint_text(src, path, frozenset({"TL201"})).findings == []
+    found = lint_text(src, path, frozenset({"TL201"}), project=Project(tmp_path))
+    assert [f.code for f in found.findings] == ["TL201"]
+    assert list(found.deps) == [str(tmp_path / "net.py")] and found.deps[str(tmp_path / "net.py")]
+
+
+def test_sigmoid_model_from_another_module_fed_to_bce_with_logits(run_cli, tmp_path):
+    net = SOFTMAX_NET.replace("F.softmax(self.fc(x), dim=1)", "torch.sigmoid(self.fc(x))").replace("import torch.nn as nn", "import torch\n    import torch.nn as nn")
+    train = train_importing("from net import Net").replace("nn.CrossEntropyLoss()", "nn.BCEWithLogitsLoss()")
+    write(tmp_path, {"net.py": net, "train.py": train})
+    assert [c for _, c, _ in codes(run_cli, "train.py", "--no-cache", "--select", "TL202")] == ["TL202"]
+
+
+# -- TL301: the model's class decides whether eval mode matters -------------------------------
+
+def net_with(layer: str) -> str:
+    return f"""
+    import torch.nn as nn
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(10, 3)
+            self.extra = {layer}
+
+        def forward(self, x):
+            return self.extra(self.fc(x))
+    """
+
+
+EVALUATE = """
+    import torch
+    {import_line}
+
+    model = Net()
+
+    @torch.no_grad()
+    def evaluate(loader):
+        return [model(x) for x, _ in loader]
+"""
+
+
+@pytest.mark.parametrize(
+    "layer,reported",
+    [("nn.Dropout(0.5)", True), ("nn.BatchNorm1d(3)", True), ("nn.ReLU()", False), ("nn.LayerNorm(3)", False)],
+)
+def test_eval_mode_uses_the_imported_class_layers(run_cli, tmp_path, layer, reported):
+    write(tmp_path, {"models/__init__.py": "from .net import Net\n", "models/net.py": net_with(layer),
+                     "evaluate.py": EVALUATE.format(import_line="from models import Net")})
+    found = [c for _, c, _ in codes(run_cli, "evaluate.py", "--select", "TL301", "--no-cache")]
+    assert found == (["TL301"] if reported else [])
+
+
+@pytest.mark.parametrize(
+    "import_line,reported",
+    [
+        ("from some_library import Net", False),  # outside the project: cannot be seen
+        ("from models.missing import Net", False),  # a project path that does not exist
+        ("from torchvision.models import resnet18 as Net", True),  # a model zoo: BatchNorm
+    ],
+)
+def test_eval_mode_stays_silent_on_a_class_it_cannot_see(run_cli, tmp_path, import_line, reported):
+    write(tmp_path, {"models/__init__.py": "", "evaluate.py": EVALUATE.format(import_line=import_line)})
+    found = [c for _, c, _ in codes(run_cli, "evaluate.py", "--select", "TL301", "--no-cache")]
+    assert found == (["TL301"] if reported else [])
+
+
+def test_a_project_class_used_as_a_layer_is_read_too(run_cli, tmp_path):
+    """A visible model built from a project block without dropout/norm: eval mode changes nothing."""
+    block = net_with("nn.ReLU()").replace("class Net", "class Block")
+    model = """
+    import torch
+    import torch.nn as nn
+    from blocks import Block
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.body = Block()
+
+        def forward(self, x):
+            return self.body(x)
+
+    model = Net()
+
+    @torch.no_grad()
+    def evaluate(loader):
+        return [model(x) for x, _ in loader]
+    """
+    write(tmp_path, {"blocks.py": block, "evaluate.py": model})
+    assert codes(run_cli, "evaluate.py", "--select", "TL301", "--no-cache") == []
+    write(tmp_path, {"blocks.py": net_with("nn.Dropout(0.1)").replace("class Net", "class Block")})
+    assert [c for _, c, _ in codes(run_cli, "evaluate.py", "--select", "TL301", "--no-cache")] == ["TL301"]
+
+
+# -- the cache -----------------------------------------------------------------------------------
+
+def test_changing_the_model_module_changes_the_finding_in_the_training_file(run_cli, tmp_path):
+    write(tmp_path, {"models/__init__.py": "", "models/net.py": LOGITS_NET, "train.py": train_importing("from models.net import Net")})
+    assert codes(run_cli, "train.py") == []
+    assert codes(run_cli, "train.py") == []  # served from the cache
+    write(tmp_path, {"models/net.py": SOFTMAX_NET})  # train.py itself is unchanged
+    assert codes(run_cli, "train.py") == [("train.py", "TL201", 8)]
+    write(tmp_path, {"models/net.py": LOG_SOFTMAX_NET})
+    assert codes(run_cli, "train.py") == []
+
+
+def test_a_module_that_appears_later_is_noticed(run_cli, tmp_path):
+    write(tmp_path, {"train.py": train_importing("from net import Net")})
+    assert codes(run_cli, "train.py") == []
+    write(tmp_path, {"net.py": SOFTMAX_NET})
+    assert codes(run_cli, "train.py") == [("train.py", "TL201", 8)]
+
+
+def test_a_one_file_run_reads_the_other_modules_summary_from_the_cache(run_cli, tmp_path, monkeypatch):
+    write(tmp_path, {"net.py": SOFTMAX_NET, "train.py": train_importing("from net import Net")})
+    assert codes(run_cli, ".") == [("train.py", "TL201", 8)]  # lints (and summarises) net.py
+    import trainlint.analysis.project as project_mod
+
+    monkeypatch.setattr(project_mod, "_PROJECTS", {})  # a fresh process: nothing in memory
+    monkeypatch.setattr(project_mod, "_read_summary", lambda *a: (_ for _ in ()).throw(AssertionError("parsed net.py")))
+    write(tmp_path, {"train.py": train_importing("from net import Net") + "    print(1)\n"})
+    assert codes(run_cli, "train.py") == [("train.py", "TL201", 8)]
+
+
+def test_the_process_pool_gives_the_same_result(run_cli, tmp_path):
+    files = {"net.py": SOFTMAX_NET}
+    for i in range(6):
+        files[f"train{i}.py"] = train_importing("from net import Net")
+    write(tmp_path, files)
+    one = codes(run_cli, ".", "--jobs", "1", "--no-cache")
+    assert len(one) == 6 and {c for _, c, _ in one} == {"TL201"}
+    assert codes(run_cli, ".", "--jobs", "3") == one
+
+
+def test_a_broken_or_huge_module_gives_no_facts_and_no_crash(run_cli, tmp_path):
+    write(tmp_path, {"net.py": "class Net(:\n", "train.py": train_importing("from net import Net")})
+    r = run_cli("train.py", "--select", "TL201")
+    assert r.exit_code == 0, r.output
+
+
+def test_stdin_with_a_filename_reads_the_project(run_cli, tmp_path):
+    write(tmp_path, {"net.py": SOFTMAX_NET})
+    src = textwrap.dedent(train_importing("from net import Net"))
+    r = run_cli("-", "--stdin-filename", "train.py", "--select", "TL201", input=src)
+    assert r.exit_code == 1 and "TL201" in r.stdout
+
+
+# -- star imports and factories (`from models import *`; `def ResNet18(): return ResNet(...)`) ---
+
+FACTORY = """
+    import torch.nn as nn
+    import torch.nn.functional as F
+
+    class ResNet(nn.Module):
+        def __init__(self, blocks):
+            super().__init__()
+            self.fc = nn.Linear(10, 3)
+            self.extra = {layer}
+
+        def forward(self, x):
+            return {out}
+
+    def ResNet18():
+        return ResNet([2, 2, 2, 2])
+"""
+
+
+def factory(layer="nn.ReLU()", out="self.fc(self.extra(x))"):
+    return FACTORY.format(layer=layer, out=out)
+
+
+@pytest.mark.parametrize(
+    "layer,reported",
+    [("nn.BatchNorm1d(10)", True), ("nn.ReLU()", False)],
+)
+def test_a_factory_behind_a_star_import_is_followed(run_cli, tmp_path, layer, reported):
+    """pytorch-cifar's layout: models/__init__.py star-imports every model module."""
+    write(tmp_path, {
+        "models/__init__.py": "from .vgg import *\nfrom .resnet import *\n",
+        "models/vgg.py": "import torch.nn as nn\n\ndef VGG11():\n    return nn.Sequential(nn.Linear(2, 2))\n",
+        "models/resnet.py": factory(layer),
+        "main.py": EVALUATE.format(import_line="from models import *").replace("model = Net()", "model = ResNet18()"),
+    })
+    found = [c for _, c, _ in codes(run_cli, "main.py", "--select", "TL301", "--no-cache")]
+    assert found == (["TL301"] if reported else [])
+
+
+def test_a_factory_of_a_softmax_model_is_reported(run_cli, tmp_path):
+    write(tmp_path, {"models.py": factory(out="F.softmax(self.fc(x), dim=-1)"),
+                     "train.py": train_importing("from models import ResNet18", "ResNet18")})
+    assert [c for _, c, _ in codes(run_cli, "train.py", "--select", "TL201", "--no-cache")] == ["TL201"]
+
+
+@pytest.mark.parametrize(
+    "body,reported",
+    [
+        ("    return torchvision.models.resnet18()\n", True),  # a model zoo's model: BatchNorm
+        ("    if name == 'a':\n        return torchvision.models.resnet18()\n    return Plain()\n", True),  # one of them has it
+        ("    return make_anything(name)\n", False),  # cannot be seen
+    ],
+)
+def test_factories_returning_other_models(run_cli, tmp_path, body, reported):
+    plain = "class Plain(nn.Module):\n    def forward(self, x):\n        return x\n\n"
+    module = "import torchvision\nimport torch.nn as nn\nfrom lib import make_anything\n\n" + plain + "def get_model(name):\n" + body
+    write(tmp_path, {"zoo.py": module, "evaluate.py": EVALUATE.format(import_line="from zoo import get_model").replace("model = Net()", "model = get_model('a')")})
+    found = [c for _, c, _ in codes(run_cli, "evaluate.py", "--select", "TL301", "--no-cache")]
+    assert found == (["TL301"] if reported else [])
+
+
+@pytest.mark.parametrize("layer,reported", [("nn.Dropout(0.1)", True), ("nn.ReLU()", False)])
+def test_an_alternative_constructor_stands_for_its_class(run_cli, tmp_path, layer, reported):
+    """nanoGPT: `model = GPT.from_pretrained(...)` with GPT from the sibling model.py."""
+    write(tmp_path, {"model.py": net_with(layer).replace("class Net", "class GPT"),
+                     "evaluate.py": EVALUATE.format(import_line="from model import GPT").replace("model = Net()", "model = GPT.from_pretrained('gpt2')")})
+    found = [c for _, c, _ in codes(run_cli, "evaluate.py", "--select", "TL301", "--no-cache")]
+    assert found == (["TL301"] if reported else [])
+
+
+# -- functions of other modules: the mode they leave the model in, whether they train --------------
+
+HELPERS = """
+    import torch
+
+    def set_eval(model):
+        model.eval()
+
+    def set_train(model):
+        model.train()
+
+    def validate(model, loader):
+        model.eval()
+        out = [model(x) for x in loader]
+        model.train()
+        return out
+
+    def update(loss, optimizer):
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+
+    def log(value):
+        print(value)
+"""
+
+MAIN = """
+    import torch
+    import torch.nn as nn
+    import helpers as H
+
+    model = nn.Sequential(nn.Linear(4, 4), nn.Dropout(0.2))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    {before}
+    with torch.no_grad():
+        for x, y in val_loader:
+            out = model(x)
+            {inside}
+"""
+
+
+@pytest.mark.parametrize(
+    "before,inside,reported",
+    [
+        ("H.set_eval(model)", "H.log(out)", False),  # eval mode set by a helper of another module
+        ("H.set_train(model)", "H.log(out)", True),
+        ("H.validate(model, test_loader)", "H.log(out)", True),  # it switches back to training
+        ("H.set_eval(model)\nH.set_train(model)", "H.log(out)", True),  # the last switch wins
+        ("import other_lib\nother_lib.set_eval(model)", "H.log(out)", True),  # outside the project: as before
+        ("pass", "H.log(out)", True),
+    ],
+)
+def test_the_mode_a_helper_of_another_module_leaves(run_cli, tmp_path, before, inside, reported):
+    main = MAIN.format(before=before.replace("\n", "\n    "), inside=inside)
+    write(tmp_path, {"helpers.py": HELPERS, "main.py": main})
+    found = [c for _, c, _ in codes(run_cli, "main.py", "--select", "TL301", "--no-cache")]
+    assert found == (["TL301"] if reported else [])
+
+
+def test_a_loop_that_trains_through_a_helper_of_another_module_is_not_an_evaluation(run_cli, tmp_path):
+    main = MAIN.format(before="pass", inside="H.update(nn.functional.mse_loss(out, y), optimizer)").replace("with torch.no_grad():", "if True:")
+    write(tmp_path, {"helpers.py": HELPERS, "main.py": main})
+    assert codes(run_cli, "main.py", "--select", "TL301,TL302", "--no-cache") == []
+    # the near miss: the helper only logs, so the loop over val_loader is an evaluation
+    write(tmp_path, {"main.py": main.replace("H.update(", "H.log(")})
+    assert sorted(c for _, c, _ in codes(run_cli, "main.py", "--select", "TL301,TL302", "--no-cache")) == ["TL301", "TL302"]
+
+
+def test_a_factory_choosing_between_classes_counts_every_branch(run_cli, tmp_path):
+    """pytorch-cifar100's get_network: `net = ...` in each branch, one `return net`; a
+    softmax in one branch's class is not the factory's output."""
+    module = SOFTMAX_NET + textwrap.indent(textwrap.dedent("""
+        class Plain(nn.Module):
+            def forward(self, x):
+                return x
+
+        def get_network(name):
+            if name == "plain":
+                net = Plain()
+            else:
+                net = Net()
+            return net
+    """), "    ")
+    write(tmp_path, {"zoo.py": module, "train.py": train_importing("from zoo import get_network", "get_network")})
+    assert codes(run_cli, "train.py", "--select", "TL201", "--no-cache") == []
+    write(tmp_path, {"zoo.py": module.replace("return x", "return torch.softmax(x, 1)").replace("import torch.nn as nn", "import torch\n    import torch.nn as nn")})
+    assert [c for _, c, _ in codes(run_cli, "train.py", "--select", "TL201", "--no-cache")] == ["TL201"]
+
+
+# -- an evaluate() whose callers live in other modules ------------------------------------------
+
+UTILS = """
+    import torch
+
+    def evaluate(model, loader):
+        return [model(x) for x, _ in loader]
+"""
+
+CALLER = """
+    import torch
+    import torch.nn as nn
+    {import_line}
+
+    model = nn.Sequential(nn.Linear(4, 4), nn.Dropout(0.2))
+    {before}
+    {call}
+"""
+
+
+def caller(before="pass", call="utils.evaluate(model, val_loader)", import_line="import utils"):
+    return CALLER.format(before=before, call=call.replace("\n", "\n    "), import_line=import_line)
+
+
+@pytest.mark.parametrize(
+    "main,found",
+    [
+        (caller("model.eval()", "with torch.no_grad():\n    utils.evaluate(model, val_loader)"), []),
+        (caller("model.eval()"), ["TL302"]),
+        (caller("model.train()", "with torch.no_grad():\n    utils.evaluate(model, val_loader)"), ["TL301"]),
+        (caller("pass"), ["TL301", "TL302"]),
+        # by another spelling of the import
+        (caller("model.eval()", "with torch.no_grad():\n    evaluate(model, val_loader)", "from utils import evaluate"), []),
+        # a same-named function of another module is not this one: as if there were no caller
+        (caller("model.eval()", "with torch.no_grad():\n    other.evaluate(model, val_loader)", "import other"), ["TL301", "TL302"]),
+    ],
+)
+def test_an_evaluate_function_reads_its_callers_in_other_modules(run_cli, tmp_path, main, found):
+    write(tmp_path, {"utils.py": UTILS, "main.py": main, "other.py": UTILS})
+    assert [c for _, c, _ in codes(run_cli, "utils.py", "--select", "TL301,TL302", "--no-cache")] == found
+
+
+def test_callers_in_two_modules_must_both_set_the_mode(run_cli, tmp_path):
+    write(tmp_path, {"utils.py": UTILS, "main.py": caller("model.eval()"), "finetune.py": caller("model.train()")})
+    assert [c for _, c, _ in codes(run_cli, "utils.py", "--select", "TL301", "--no-cache")] == ["TL301"]
+
+
+def test_a_caller_edited_or_added_later_changes_the_cached_result(run_cli, tmp_path):
+    write(tmp_path, {"utils.py": UTILS, "main.py": caller("model.train()")})
+    assert [c for _, c, _ in codes(run_cli, "utils.py", "--select", "TL301")] == ["TL301"]
+    write(tmp_path, {"main.py": caller("model.eval()")})  # utils.py itself unchanged
+    assert codes(run_cli, "utils.py", "--select", "TL301") == []
+    write(tmp_path, {"scripts/__init__.py": "", "finetune.py": caller("model.train()")})  # a new caller
+    assert [c for _, c, _ in codes(run_cli, "utils.py", "--select", "TL301")] == ["TL301"]
+
+
+def test_a_helper_whose_callers_train_through_it_is_not_an_evaluation(run_cli, tmp_path):
+    utils = UTILS.replace("def evaluate(model, loader):\n        return [model(x) for x, _ in loader]", "def infer(model, x):\n        return model(x)")
+    main = caller("opt = torch.optim.SGD(model.parameters(), lr=0.1)",
+                  "for x, y in train_loader:\n    loss = (utils.infer(model, x) - y).pow(2).mean()\n    loss.backward()\n    opt.step()")
+    write(tmp_path, {"utils.py": utils, "main.py": main})
+    assert codes(run_cli, "utils.py", "--select", "TL301,TL302", "--no-cache") == []
+    write(tmp_path, {"main.py": main.replace("loss.backward()", "print(loss)").replace("opt.step()", "pass")})
+    assert [c for _, c, _ in codes(run_cli, "utils.py", "--select", "TL301,TL302", "--no-cache")] == ["TL301", "TL302"]
