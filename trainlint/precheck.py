@@ -186,6 +186,19 @@ _SPLIT_OR_HELDOUT = (
     name_part(("test", "val", "valid", "validation", "holdout", "dev"), ("set", "data")),
 )
 
+# TL404: a random augmentation from an augmentation library (its name appears in the text,
+# imported or as an attribute) and data held out by a name, a dict key, a path or `train=False`.
+_AUGMENTATION_LIBRARY = (sub("torchvision", "albumentations", "kornia", "monai"),)
+_RANDOM_AUGMENTATION = (isub(
+    "rand", "jitter", "jiggle", "augment", "augmix", "flip", "rotat", "affine", "perspective", "distort", "noise",
+    "blur", "dropout", "cutout", "erasing", "transpose", "gray", "shuffle", "gamma", "brightness", "hue", "shift",
+    "scale", "fog", "snow", "shadow", "sunflare", "tonecurve", "oneof", "someof", "oneorother", "elastic", "crop",
+    "invert", "equalize", "solarize", "posterize", "sharpness", "autocontrast", "permutation", "zoomout",
+),)
+# analysis/splits.py's HELDOUT_PART, and `train=False`.
+_HELDOUT_PARTS = ("val", "valid", "validation", "test", "testing", "eval", "evaluation", "dev", "holdout", "heldout")
+_HELDOUT_DATA = name_part(_HELDOUT_PARTS, ("set", "data", "loader", "dl", "ds", "iter", "transform", "tfm", "tf", "aug"))
+
 # TL501: `W1`, `w_2`, `weights1` (hand-written weight matrices).
 _WEIGHT_MATRIX = re.compile(r"[Ww](?:eights?)?_?\d+")
 
@@ -253,6 +266,7 @@ CATALOGUE: Dict[str, Precheck] = {
     # a training DataLoader without shuffle
     "TL401": Precheck((sub("DataLoader"),), needs_torch=True, skips_test_files=True),
     "TL402": Precheck(_SPLIT_OR_HELDOUT, any_of=(_SCALER_FIT, Precheck((_STATISTIC,)))),
+    "TL404": Precheck(_AUGMENTATION_LIBRARY, _RANDOM_AUGMENTATION, (_HELDOUT_DATA, word("False"))),
     # a DataLoader with a tiny batch where the model uses BatchNorm
     "TL403": Precheck((sub("BatchNorm"),), (sub("DataLoader"),), needs_torch=True, skips_test_files=True),
     # a layer's weight set to a constant (`nn.init.zeros_(m.weight)`, `m.weight.data.fill_(0)`),

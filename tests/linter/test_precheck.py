@@ -155,3 +155,19 @@ def test_precheck_off_parses_and_finds_the_same():
     src = "import torch\nfor x, y in loader:\n    loss = F.cross_entropy(model(x), y)\n    loss.backward()\n    opt.step()\n"
     assert [f.code for f in lint_text(src, "train.py").findings] == ["TL101"]
     assert lint_text(src, "train.py").findings == lint_text(src, "train.py", precheck=False).findings
+
+
+def test_every_random_augmentation_the_rule_knows_passes_the_needle():
+    """TL404's needle is a list of substrings: each name in the rule's vocabulary holds one."""
+    from trainlint.rules import tl404_random_augmentation_in_eval_transform as tl404
+
+    names = (
+        tl404.TORCHVISION_RANDOM | tl404.TORCHVISION_WITH_P | tl404.ALBUMENTATIONS_RANDOM
+        | tl404.ALBUMENTATIONS_WITH_P | {"RandomAffine", "ColorJiggle", "RandFlipd"}
+    )
+    for name in sorted(names):
+        src = f"import torchvision.transforms as T\nval_tf = T.Compose([T.{name}()])\n"
+        assert passes("TL404", src), name
+    # no random augmentation, or no held-out data: skipped
+    assert not passes("TL404", "import torchvision.transforms as T\nval_tf = T.Compose([T.Resize(256)])\n")
+    assert not passes("TL404", "import torchvision.transforms as T\nmy_tf = T.Compose([T.RandomCrop(32)])\n")
