@@ -8,7 +8,7 @@ import libcst as cst
 from trainlint.analysis.containers import dict_entries, dict_entry
 from trainlint.analysis.facts import AssignSite, Site
 from trainlint.analysis.names import dotted
-from trainlint.analysis.splits import built_as_heldout_split, built_as_training_split, is_heldout_name
+from trainlint.analysis.splits import built_as_heldout_split, built_as_training_split, is_heldout_name, is_train_name
 from trainlint.rules.base import Report, Rule
 
 # torchvision (transforms and transforms.v2): random whatever their arguments.
@@ -180,6 +180,19 @@ class RandomAugmentationInEvalTransform(Rule):
             def test_dataset(self):
                 return MNIST(self.root, train=False, transform=self.test_transform)
         """,
+        """
+        import pytest
+        from torchvision import transforms
+        def test_dataset_applies_its_transform(tmp_path):
+            ds = ImageDataset(tmp_path, transform=transforms.RandomCrop(8))
+            assert ds[0][0].shape[-1] == 8
+        """,
+        """
+        import torch
+        from torchvision import datasets, transforms
+        data = datasets.ImageFolder("leaves", transform=transforms.Compose([transforms.Resize(224), transforms.ToTensor()]))
+        train_set, val_set = torch.utils.data.random_split(data, [800, 200])
+        """,
     )
     INVALID = (
         """
@@ -224,6 +237,23 @@ class RandomAugmentationInEvalTransform(Rule):
         tf = transforms.Compose(augment + base)
         val_dataset = datasets.ImageFolder("/data/imagenet/val", tf)  # !
         """,
+        """
+        import torch
+        from torchvision import datasets, transforms
+        def load_data(folder, ratio=0.8):
+            tf = transforms.Compose([transforms.Resize(256), transforms.RandomCrop(224), transforms.ToTensor()])
+            data = datasets.ImageFolder(root=folder, transform=tf)
+            n = int(ratio * len(data))
+            data_train, data_val = torch.utils.data.random_split(data, [n, len(data) - n])  # !
+            return data_train, data_val
+        """,
+        """
+        from torchvision import datasets, transforms
+        def load_testing(root_path, batch_size):
+            transform = transforms.Compose([transforms.Resize(256), transforms.RandomCrop(224), transforms.ToTensor()])
+            data = datasets.ImageFolder(root=root_path, transform=transform)  # !
+            return torch.utils.data.DataLoader(data, batch_size=batch_size)
+        """,
     )
 
     def check(self, ctx) -> Iterator[Report]:
@@ -261,6 +291,49 @@ class RandomAugmentationInEvalTransform(Rule):
                 f"a deterministic transform (resize, center crop, to tensor, normalise).",
             )
 
+        # 3. A held-out part split off a data set built with random augmentation.
+        for call in ctx.facts.calls:
+            if not (call.qualname or "").endswith(("random_split", "train_test_split")):
+                continue
+            held = self._heldout_split_targets(ctx, call)
+            data = call.positional(0)
+            if not held or data is None:
+                continue
+            augs = []
+            for value, site in ctx.resolve(data, call):
+                if isinstance(value, cst.Call):
+                    tf = _transform_of_call(ctx, value)
+                    if tf is not None:
+                        augs.extend(self._augs(ctx, tf, site, 0))
+            augs = [(n, label) for n, label in augs if id(n) not in reported]
+            if not augs:
+                continue
+            reported.update(id(n) for n, _ in augs)
+            names = ", ".join(sorted({f"`{label}`" for _, label in augs}))
+            yield Report(
+                call.node,
+                f"`{held}` is split off a data set whose transform applies random augmentation ({names}): "
+                f"the held-out part is evaluated on augmented images, so its scores are noisy and biased. "
+                f"Build the held-out part from a copy of the data set with a deterministic transform.",
+            )
+
+    @staticmethod
+    def _heldout_split_targets(ctx, call) -> Optional[str]:
+        """The held-out name among the targets the split is unpacked into, when nothing later
+        gives it a transform of its own (`val_set.dataset.transform = ...`)."""
+        for a in ctx.facts.assigns:
+            if a.whole_value is not call.node:
+                continue
+            held = [t.value for t in a.targets if isinstance(t, cst.Name) and is_heldout_name(t.value)]
+            if not held:
+                return None
+            for other in ctx.facts.assigns:
+                for t in other.targets:
+                    if isinstance(t, cst.Attribute) and t.attr.value in ("transform", "transforms") and (dotted(t) or "").split(".")[0] in held:
+                        return None
+            return held[0]
+        return None
+
     # -- where held-out transforms are --------------------------------------------------
     @staticmethod
     def _dict_displays(ctx) -> List[Tuple[cst.BaseExpression, Site]]:
@@ -293,13 +366,18 @@ class RandomAugmentationInEvalTransform(Rule):
                 held = [n for n in names if is_heldout_name(n) and not TTA_NAME.search(n)]
                 if held and len(held) == len(names):
                     return f"`{held[0]}`"
-                if names:
-                    return None  # named, and not for held-out data
+                if any(is_train_name(n) for n in names) or held:
+                    return None  # named for training data (or for both)
         for a in ctx.facts.assigns:
             if a.op == "=" and a.value is not None and not isinstance(a.value, cst.Call):
                 for key, value in dict_entries(a.value) or []:
                     if value is node and key is not None and is_heldout_name(key) and not TTA_NAME.search(key):
                         return f"the `{key!r}` data"
+        fn = call.function
+        if fn is not None and is_heldout_name(fn.name) and not TTA_NAME.search(fn.name) and not ctx.is_test_file and not (
+            fn.name.startswith("test_") and ctx.imports_test_framework
+        ):
+            return f"the data built by `{fn.name}()`"
         first = call.positional(0) if call.positional(0) is not None else call.keyword("root")
         if first is not None:
             for s in _strings(first):
@@ -361,14 +439,29 @@ _POSITIONAL_TRANSFORM = {"ImageFolder": 1, "DatasetFolder": 3, "CIFAR10": 2, "CI
 
 
 def _transform_argument(call) -> Optional[cst.BaseExpression]:
-    tf = call.keyword("transform") or call.keyword("transforms")
-    if tf is not None:
-        return tf
-    q = call.qualname or ""
-    if q.startswith("torchvision.datasets.") and not call.has_star_args:
+    return _transform_in(call.node, call.qualname)
+
+
+def _transform_of_call(ctx, node: cst.Call) -> Optional[cst.BaseExpression]:
+    return _transform_in(node, ctx.qualname(node.func))
+
+
+def _transform_in(node: cst.Call, q: Optional[str]) -> Optional[cst.BaseExpression]:
+    """The transform a data set construction is given (`transform=`, or positionally for
+    torchvision's own data sets)."""
+    pos = []
+    for a in node.args:
+        if a.star:
+            return None
+        if a.keyword is not None and a.keyword.value in ("transform", "transforms"):
+            return a.value
+        if a.keyword is None:
+            pos.append(a.value)
+    q = q or ""
+    if q.startswith("torchvision.datasets."):
         index = _POSITIONAL_TRANSFORM.get(q.rsplit(".", 1)[-1])
-        if index is not None:
-            return call.positional(index)
+        if index is not None and index < len(pos):
+            return pos[index]
     return None
 
 
