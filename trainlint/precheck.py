@@ -267,6 +267,9 @@ CATALOGUE: Dict[str, Precheck] = {
     "TL401": Precheck((sub("DataLoader"),), needs_torch=True, skips_test_files=True),
     "TL402": Precheck(_SPLIT_OR_HELDOUT, any_of=(_SCALER_FIT, Precheck((_STATISTIC,)))),
     "TL404": Precheck(_AUGMENTATION_LIBRARY, _RANDOM_AUGMENTATION, (_HELDOUT_DATA, word("False"))),
+    # a backward and an optimizer step over data named for evaluation (the loop's iterable,
+    # or the argument a caller passes): TL301's data names
+    "TL405": Precheck((_EVAL_DATA,), _BACKWARD, _STEP, needs_torch=True),
     # a DataLoader with a tiny batch where the model uses BatchNorm
     "TL403": Precheck((sub("BatchNorm"),), (sub("DataLoader"),), needs_torch=True, skips_test_files=True),
     # a layer's weight set to a constant (`nn.init.zeros_(m.weight)`, `m.weight.data.fill_(0)`),
