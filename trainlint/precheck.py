@@ -181,7 +181,7 @@ _SCALER_FIT = Precheck((word("fit", "fit_transform"),), (isub("sklearn", "scaler
 # parenthesised group nested up to two deep (`X[:min(800, len(X))]`); line breaks allowed.
 _GROUP = r"(?:\((?:[^()]|\([^()]*\))*\)|\[(?:[^\[\]]|\[[^\[\]]*\])*\])"
 _SPLIT_OR_HELDOUT = (
-    sub("train_test_split", "random_split", "KFold", "ShuffleSplit", "TimeSeriesSplit", "LeaveOneOut"),
+    sub("train_test_split", "random_split", "KFold", "ShuffleSplit", "TimeSeriesSplit", "Leave"),
     rx(r"\[(?:[^\[\](),]|%s)*:(?:[^\[\](),]|%s)*\]" % (_GROUP, _GROUP)),
     name_part(("test", "val", "valid", "validation", "holdout", "dev"), ("set", "data")),
 )
@@ -270,6 +270,11 @@ CATALOGUE: Dict[str, Precheck] = {
     # a backward and an optimizer step over data named for evaluation (the loop's iterable,
     # or the argument a caller passes): TL301's data names
     "TL405": Precheck((_EVAL_DATA,), _BACKWARD, _STEP, needs_torch=True),
+    # a fit of a decomposition/selection/imputation/encoding/resampling estimator (imported from
+    # one of these packages) before a split or on held-out data
+    "TL406": Precheck(
+        (sub("fit"),), (sub("sklearn", "imblearn", "category_encoders", "umap"),), _SPLIT_OR_HELDOUT + (_HELDOUT_DATA, sub("cross_val", "learning_curve", "validation_curve"))
+    ),
     # a DataLoader with a tiny batch where the model uses BatchNorm
     "TL403": Precheck((sub("BatchNorm"),), (sub("DataLoader"),), needs_torch=True, skips_test_files=True),
     # a layer's weight set to a constant (`nn.init.zeros_(m.weight)`, `m.weight.data.fill_(0)`),

@@ -171,3 +171,20 @@ def test_every_random_augmentation_the_rule_knows_passes_the_needle():
     # no random augmentation, or no held-out data: skipped
     assert not passes("TL404", "import torchvision.transforms as T\nval_tf = T.Compose([T.Resize(256)])\n")
     assert not passes("TL404", "import torchvision.transforms as T\nmy_tf = T.Compose([T.RandomCrop(32)])\n")
+
+
+@pytest.mark.parametrize(
+    "code,src",
+    [
+        # every K-fold splitter analysis/splits.py knows
+        ("TL406", "from sklearn.decomposition import PCA\nfrom sklearn.model_selection import LeaveOneGroupOut\n"
+                  "Z = PCA(5).fit_transform(X)\nfor tr, te in LeaveOneGroupOut().split(Z, y, groups):\n    pass\n"),
+        # held-out data by any name the analysis reads as held out
+        ("TL406", "from sklearn.impute import SimpleImputer\nX_eval = SimpleImputer().fit_transform(X_eval)\n"),
+        ("TL405", "import torch\nfor x, y in loaders['dev']:\n    loss(model(x), y).backward()\n    opt.step()\n"),
+    ],
+)
+def test_new_rule_needles_let_real_cases_through(code, src):
+    with_precheck = lint_text(src, "train.py").findings
+    assert code in {f.code for f in lint_text(src, "train.py", precheck=False).findings}
+    assert with_precheck == lint_text(src, "train.py", precheck=False).findings
