@@ -293,6 +293,9 @@ CATALOGUE: Dict[str, Precheck] = {
     "TL601": Precheck((word("save"),), needs_torch=True, skips_test_files=True),
     # `torch.load(...)` without `weights_only=True`
     "TL602": Precheck((word("load"),), needs_torch=True, skips_test_files=True),
+    # a model's `load_state_dict` from a `torch.load`ed checkpoint that the file `torch.save`s
+    # with an optimizer state, in a file that trains
+    "TL603": Precheck((word("load_state_dict"),), (word("save"),), _BACKWARD, _STEP, needs_torch=True, skips_test_files=True),
 }
 
 
