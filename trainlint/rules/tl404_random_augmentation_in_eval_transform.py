@@ -244,8 +244,8 @@ class RandomAugmentationInEvalTransform(Rule):
             tf = transforms.Compose([transforms.Resize(256), transforms.RandomCrop(224), transforms.ToTensor()])
             data = datasets.ImageFolder(root=folder, transform=tf)
             n = int(ratio * len(data))
-            data_train, data_val = torch.utils.data.random_split(data, [n, len(data) - n])  # !
-            return data_train, data_val
+            data, data_val = torch.utils.data.random_split(data, [n, len(data) - n])  # !
+            return data, data_val
         """,
         """
         from torchvision import datasets, transforms
@@ -295,12 +295,15 @@ class RandomAugmentationInEvalTransform(Rule):
         for call in ctx.facts.calls:
             if not (call.qualname or "").endswith(("random_split", "train_test_split")):
                 continue
-            held = self._heldout_split_targets(ctx, call)
+            found = self._heldout_split_targets(ctx, call)
             data = call.positional(0)
-            if not held or data is None:
+            if not found or data is None:
                 continue
+            held, assign = found
             augs = []
-            for value, site in ctx.resolve(data, call):
+            # Resolved from the assignment: in `ds, val = random_split(ds, ...)` the `ds` read is
+            # the earlier one, not the name this statement binds.
+            for value, site in ctx.resolve(data, assign):
                 if isinstance(value, cst.Call):
                     tf = _transform_of_call(ctx, value)
                     if tf is not None:
@@ -316,7 +319,7 @@ class RandomAugmentationInEvalTransform(Rule):
             )
 
     @staticmethod
-    def _heldout_split_targets(ctx, call) -> Optional[str]:
+    def _heldout_split_targets(ctx, call) -> Optional[Tuple[str, AssignSite]]:
         """The held-out name among the targets the split is unpacked into, when nothing later
         gives it a transform of its own (`val_set.dataset.transform = ...`)."""
         for a in ctx.facts.assigns:
@@ -329,7 +332,7 @@ class RandomAugmentationInEvalTransform(Rule):
                 for t in other.targets:
                     if isinstance(t, cst.Attribute) and t.attr.value in ("transform", "transforms") and (dotted(t) or "").split(".")[0] in held:
                         return None
-            return held[0]
+            return held[0], a
         return None
 
     # -- where held-out transforms are --------------------------------------------------
