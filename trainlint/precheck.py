@@ -269,7 +269,15 @@ CATALOGUE: Dict[str, Precheck] = {
     "TL404": Precheck(_AUGMENTATION_LIBRARY, _RANDOM_AUGMENTATION, (_HELDOUT_DATA, word("False"))),
     # a backward and an optimizer step over data named for evaluation (the loop's iterable,
     # or the argument a caller passes): TL301's data names
-    "TL405": Precheck((_EVAL_DATA,), _BACKWARD, _STEP, needs_torch=True),
+    # ... or a held-out set concatenated into training data (ConcatDataset, np.concatenate,
+    # pd.concat, torch.cat, vstack/hstack) and evaluated on
+    "TL405": Precheck(
+        needs_torch=True,
+        any_of=(
+            Precheck((_EVAL_DATA,), _BACKWARD, _STEP),
+            Precheck((sub("Concat", "concat", "cat", "stack"),), (_HELDOUT_DATA,)),
+        ),
+    ),
     # a fit of a decomposition/selection/imputation/encoding/resampling estimator (imported from
     # one of these packages) before a split or on held-out data
     "TL406": Precheck(

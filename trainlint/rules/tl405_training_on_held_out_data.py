@@ -5,16 +5,22 @@ from typing import Iterator, List, Optional, Tuple
 
 import libcst as cst
 
-from trainlint.analysis.evaluation import iterates_eval_data
+from trainlint.analysis.evaluation import EVAL_FUNCTION_NAME, iterates_eval_data
 from trainlint.analysis.facts import Block, CallSite, FunctionInfo, walk
-from trainlint.analysis.names import dotted
-from trainlint.analysis.splits import TRAIN_IN_NAME, is_train_name
+from trainlint.analysis.names import dotted, expression_facts
+from trainlint.analysis.splits import TRAIN_IN_NAME, derives, is_heldout_name, is_train_name, root_name, scopes, wrapped
 from trainlint.analysis.torch_api import DATALOADERS
 from trainlint.analysis.training import BACKWARD, STEP, Event, conditions
 from trainlint.rules.base import Report, Rule
 
 # Training on held-out data on purpose: test-time adaptation/training, few-shot adaptation on a
 # test task's support set, calibration, adversarial examples optimised per test batch.
+CONCATENATIONS = {
+    "torch.utils.data.ConcatDataset", "torch.utils.data.dataset.ConcatDataset", "numpy.concatenate", "numpy.vstack",
+    "numpy.hstack", "pandas.concat", "torch.cat", "torch.concat", "torch.vstack", "scipy.sparse.vstack",
+}
+TRAINING_CALLS = re.compile(r"^(fit|fit_generator|train|train_model|train_epoch|train_one_epoch|run_training)$|^train_", re.I)
+EVALUATION_CALLS = re.compile(r"^(score|predict|predict_proba|evaluate|validate|test)$", re.I)
 DELIBERATE = re.compile(r"adapt|tta|test_?time|ttt|support|meta|calib|attack|adv|pgd|fgsm|perturb|finetune|fine_tune|tent", re.I)
 
 
@@ -124,6 +130,17 @@ class TrainingOnHeldOutData(Rule):
         run_epoch(model, train_loader, optimizer, True)
         run_epoch(model, val_loader, optimizer, False)
         """,
+        """
+        import torch
+        from torch.utils.data import ConcatDataset, DataLoader
+        # selection on the validation set, then the final model on train+val, scored on test
+        for epoch in range(20):
+            train_one_epoch(model, train_loader, optimizer)
+            scores.append(evaluate(model, val_loader))
+        full = ConcatDataset([train_ds, val_ds])
+        final = train_model(new_model(), DataLoader(full, batch_size=64, shuffle=True))
+        print("test accuracy", evaluate(final, test_loader))
+        """,
     )
     INVALID = (
         """
@@ -173,6 +190,29 @@ class TrainingOnHeldOutData(Rule):
                 for x, y in self.loaders["val"]:
                     self.step(x, y)  # !
         """,
+        """
+        import torch
+        from torch.utils.data import ConcatDataset, DataLoader
+        val_loader = DataLoader(val_ds, batch_size=256)
+        full_loader = DataLoader(ConcatDataset([train_ds, val_ds]), batch_size=64, shuffle=True)  # !
+        for epoch in range(20):
+            for x, y in full_loader:
+                opt.zero_grad()
+                loss_fn(model(x), y).backward()
+                opt.step()
+            model.eval()
+            with torch.no_grad():
+                correct = sum((model(x).argmax(1) == y).sum().item() for x, y in val_loader)
+            model.train()
+        """,
+        """
+        import numpy as np
+        import torch
+        X_all = np.concatenate([X_train, X_val])  # !
+        y_all = np.concatenate([y_train, y_val])
+        net = NeuralNetClassifier(Net, max_epochs=20).fit(X_all.astype(np.float32), y_all)
+        print("validation accuracy", net.score(X_val.astype(np.float32), y_val))
+        """,
     )
 
     def check(self, ctx) -> Iterator[Report]:
@@ -218,6 +258,72 @@ class TrainingOnHeldOutData(Rule):
                         f"the data meant to measure it. Pass the training loader, or evaluate `{text}` "
                         f"without stepping the optimizer.",
                     )
+        for calls, assigns in scopes(ctx):
+            yield from self._concatenated(ctx, calls, assigns)
+
+    # -- a held-out set concatenated into the training data, then evaluated on -----------
+    def _concatenated(self, ctx, calls: List[CallSite], assigns) -> Iterator[Report]:
+        seen: set = set()
+        for call in calls:
+            if call.qualname not in CONCATENATIONS:
+                continue
+            parts = call.arg(0, "datasets")
+            if not isinstance(parts, (cst.List, cst.Tuple)):
+                continue
+            names = [root_name(e.value) for e in parts.elements]
+            held = [n for n in names if is_heldout_name(n)]
+            if not held or not any(is_train_name(n) for n in names):
+                continue
+            combined = {
+                n for a in assigns if a.op == "=" and a.whole_value is not None and id(call.node) in expression_facts(a.whole_value).nodes
+                for n in (root_name(t) for t in a.targets) if n
+            }
+            if not combined:
+                continue
+            combined = wrapped(assigns, call.order, combined)
+            if not self._trained_on(ctx, calls, call.order, combined):
+                continue
+            for h in held:
+                derived = wrapped(assigns, -1, {h}) - combined
+                where = self._evaluated_on(ctx, calls, call.order, derived, combined)
+                if where is None or where in seen:
+                    continue  # `X_all`/`y_all` concatenated alike, scored by one call: one report
+                seen.add(where)
+                text = ctx.module.code_for_node(call.func)
+                yield Report(
+                    call.node,
+                    f"`{h}` is concatenated into the training data here, and {where} later evaluates on it: "
+                    f"the model is scored on data it was trained on, so the score is optimistic. Train on "
+                    f"train+validation only for the final model, after selection, and report a test set "
+                    f"that was never trained on.",
+                )
+                break
+
+    def _trained_on(self, ctx, calls: List[CallSite], after: int, names: set) -> bool:
+        """Data in `names` is trained on after `after`: a loop over it steps an optimizer, or a
+        training call (`fit`, `train_one_epoch`) receives it."""
+        for loop in ctx.loops:
+            if loop.start > after and loop.kind == "for" and _mentions(loop.iter, names) and self._training_steps(ctx, loop):
+                return True
+        for c in calls:
+            if c.order > after and c.attr and TRAINING_CALLS.search(c.attr) and any(_mentions(a.value, names) for a in c.args):
+                return True
+        return False
+
+    def _evaluated_on(self, ctx, calls: List[CallSite], after: int, names: set, combined: set) -> Optional[str]:
+        """Where data in `names` is evaluated after `after`: an evaluation pass over it, or a call
+        named for evaluation (`evaluate(model, val_loader)`, `clf.score(X_val, y_val)`)."""
+        if not names:
+            return None
+        for p in ctx.evaluation.passes:
+            if p.loop is not None and p.loop.start > after and _mentions(p.loop.iter, names):
+                return f"the loop over `{ctx.module.code_for_node(p.loop.iter)}`"
+        for c in calls:
+            if c.order <= after or not c.attr or not (EVALUATION_CALLS.search(c.attr) or EVAL_FUNCTION_NAME.search(c.attr)):
+                continue
+            if any(_mentions(a.value, names) for a in c.args):
+                return f"`{ctx.module.code_for_node(c.func)}(...)`"
+        return None
 
     # -- the training steps of a loop -----------------------------------------------------
     def _training_steps(self, ctx, loop: Block) -> Optional[List[Event]]:
@@ -292,6 +398,18 @@ class TrainingOnHeldOutData(Rule):
     @staticmethod
     def _returns_before(ctx, fn: FunctionInfo, loop: Block) -> bool:
         return any(r.order < loop.start for r in ctx.returns_of(fn))
+
+
+def _mentions(expr, names: set) -> bool:
+    """`expr` reads one of `names` (`enumerate(full_loader)`, `tqdm(X_all)`), not only its
+    size (`len(X_all)`)."""
+    return any(isinstance(n, cst.Name) and n.value in names for n in walk(expr)) and derives_data(expr, names)
+
+
+def derives_data(expr, names: set) -> bool:
+    if isinstance(expr, cst.Call) and isinstance(expr.func, cst.Name) and expr.func.value in ("enumerate", "tqdm", "iter", "zip"):
+        return any(derives_data(a.value, names) for a in expr.args)
+    return derives(expr, names)
 
 
 def loop_site(ctx, loop: Block):
