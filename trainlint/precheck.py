@@ -283,6 +283,9 @@ CATALOGUE: Dict[str, Precheck] = {
     "TL406": Precheck(
         (sub("fit"),), (sub("sklearn", "imblearn", "category_encoders", "umap"),), _SPLIT_OR_HELDOUT + (_HELDOUT_DATA, sub("cross_val", "learning_curve", "validation_curve"))
     ),
+    # two random samplings (`sample`, `choice`, `permutation`, `randperm`, `train_test_split`)
+    # whose parts are named for training and for held-out data
+    "TL408": Precheck((sub("sample", "choice", "permutation", "randperm", "train_test_split"),), (_HELDOUT_DATA,), (isub("train"),)),
     # a DataLoader with a tiny batch where the model uses BatchNorm
     "TL403": Precheck((sub("BatchNorm"),), (sub("DataLoader"),), needs_torch=True, skips_test_files=True),
     # a layer's weight set to a constant (`nn.init.zeros_(m.weight)`, `m.weight.data.fill_(0)`),
