@@ -286,6 +286,12 @@ CATALOGUE: Dict[str, Precheck] = {
     # two random samplings (`sample`, `choice`, `permutation`, `randperm`, `train_test_split`)
     # whose parts are named for training and for held-out data
     "TL408": Precheck((sub("sample", "choice", "permutation", "randperm", "train_test_split"),), (_HELDOUT_DATA,), (isub("train"),)),
+    # a comparison with the best value so far of a metric named for (or computed over) test data
+    "TL407": Precheck(
+        (name_part(("test", "testing"), ("set", "data", "loader", "dl", "ds", "acc", "loss", "err", "score", "metric", "f1", "auc", "iter")),),
+        (isub("best", "min_", "max_", "lowest", "highest"),),
+        skips_test_files=True,
+    ),
     # a DataLoader with a tiny batch where the model uses BatchNorm
     "TL403": Precheck((sub("BatchNorm"),), (sub("DataLoader"),), needs_torch=True, skips_test_files=True),
     # a layer's weight set to a constant (`nn.init.zeros_(m.weight)`, `m.weight.data.fill_(0)`),
