@@ -1,23 +1,20 @@
 from __future__ import annotations
 
 import re
-from typing import Iterator, List, Optional, Tuple
+from typing import Iterator, Optional
 
 import libcst as cst
 
-from trainlint.analysis.facts import Block, FunctionInfo, Site, walk
+from trainlint.analysis.facts import Site, walk
 from trainlint.analysis.names import dotted
+from trainlint.analysis.selection import BEST_NAME, selections
 from trainlint.rules.base import Report, Rule
 
 # Named for the test set (not validation): `test_acc`, `testloader`, `self.test_loss`.
 TEST_NAME = re.compile(r"(^|_)(test|testing)(_|$|set|data|loader|dl|ds|acc|loss|err|score|metric|f1|auc|iter)", re.I)
 VAL_NAME = re.compile(r"(^|_)(val|valid|validation|dev|eval|evaluation|holdout)(_|$|set|data|loader|dl|ds|acc|loss|iter)", re.I)
-BEST_NAME = re.compile(r"best|^(min|max|lowest|highest)_", re.I)
-COUNTER_NAME = re.compile(r"patience|counter|wait|bad_epochs|no_improve|stale|trigger", re.I)
-SAVE_ATTRS = {"save", "save_checkpoint", "save_model", "save_pretrained", "save_state_dict", "state_dict", "deepcopy", "save_weights"}
 REPORTERS = re.compile(r"^(print|info|log|debug|warning|add_scalar|add_scalars|log_metric|log_metrics|write|set_postfix|set_description)$")
 SHOWS = re.compile(r"print|log|progress|postfix|write|report|save", re.I)
-COMPARE = (cst.LessThan, cst.GreaterThan, cst.LessThanEqual, cst.GreaterThanEqual)
 
 
 class TestSetReusedForSelection(Rule):
@@ -160,50 +157,19 @@ class TestSetReusedForSelection(Rule):
     def check(self, ctx) -> Iterator[Report]:
         if ctx.is_test_file:
             return
-        for node, site, body in self._comparisons(ctx):
-            metric = self._metric_side(node)
-            if metric is None:
-                continue
+        for sel in selections(ctx):
+            site = sel.site
             if site.function is not None and site.function.name.startswith("test_") and ctx.imports_test_framework:
                 continue
-            source = self._test_source(ctx, metric, site)
-            if source is None:
-                continue
-            if not self._keeps_winner(ctx, node, site, body) or not self._reported(ctx, metric, site):
+            source = self._test_source(ctx, sel.metric, site)
+            if source is None or not self._reported(ctx, sel.metric, site):
                 continue
             yield Report(
-                node,
+                sel.comparison,
                 f"the best model is picked by {source}, a test-set metric, and the test score is reported: "
                 f"the reported number is the best of many tries on the test set, an optimistic estimate. "
                 f"Select on a validation split and evaluate the chosen model on the test set once.",
             )
-
-    # -- the comparison ----------------------------------------------------------------------
-    @staticmethod
-    def _comparisons(ctx) -> List[Tuple[cst.Comparison, Site, Optional[Block]]]:
-        """Comparisons in `if` tests (with the `if` body) and assigned ones (`is_best = a > b`)."""
-        out = []
-        for b in ctx.facts.blocks:
-            if b.kind == "if" and isinstance(b.test, cst.Comparison):
-                # The test runs just before the body: values are followed from the `if` itself.
-                out.append((b.test, Site(b.node, b.function, (), (), (), b.start), b))
-        for a in ctx.facts.assigns:
-            if a.op == "=" and isinstance(a.value, cst.Comparison):
-                out.append((a.value, a, None))
-        return out
-
-    @staticmethod
-    def _metric_side(node: cst.Comparison) -> Optional[cst.BaseExpression]:
-        """The compared metric, when the other side is the best value so far."""
-        if len(node.comparisons) != 1 or not isinstance(node.comparisons[0].operator, COMPARE):
-            return None
-        left, right = node.left, node.comparisons[0].comparator
-        lname, rname = dotted(left) or "", dotted(right) or ""
-        if BEST_NAME.search(rname.rsplit(".", 1)[-1]) and not BEST_NAME.search(lname):
-            return left
-        if BEST_NAME.search(lname.rsplit(".", 1)[-1]) and not BEST_NAME.search(rname):
-            return right
-        return None
 
     def _test_source(self, ctx, metric, site: Site) -> Optional[str]:
         """How `metric` comes from test data (for the message), or None."""
@@ -234,31 +200,6 @@ class TestSetReusedForSelection(Rule):
             if any(TEST_NAME.search(n) for n in names) and not any(VAL_NAME.search(n) for n in names):
                 return f"`{metric.value}` (computed over `{iters[0]}`)" if iters else None
         return None
-
-    @staticmethod
-    def _keeps_winner(ctx, node, site: Site, body: Optional[Block]) -> bool:
-        """The if-body saves or copies the model, records other best values (the epoch, the
-        hyper-parameters) or resets an early-stopping counter; for an assigned comparison
-        (`is_best = ...`), the flag goes to a save call."""
-        if body is None:
-            flag = [t.value for t in getattr(site, "targets", ()) if isinstance(t, cst.Name)]
-            return any(
-                c.order > site.order and (c.attr in SAVE_ATTRS or "save" in (c.attr or "")) and any(isinstance(n, cst.Name) and n.value in flag for a in c.args for n in walk(a.value))
-                for c in ctx.calls_in(site.function)
-            )
-        compared = {dotted(node.left), dotted(node.comparisons[0].comparator)}
-        for c in ctx.calls_within(body):
-            if c.attr in SAVE_ATTRS or "save" in (c.attr or ""):
-                return True
-        for a in ctx.assigns_within(body):
-            for t in a.targets:
-                name = dotted(t) or ""
-                if name in compared:
-                    continue
-                last = name.rsplit(".", 1)[-1]
-                if BEST_NAME.search(last) or COUNTER_NAME.search(last):
-                    return True
-        return False
 
     @staticmethod
     def _reported(ctx, metric, site: Site) -> bool:
