@@ -263,6 +263,12 @@ CATALOGUE: Dict[str, Precheck] = {
     # `model.eval()` / `model.train(False)` (any spacing, `mode=False`) inside a loop that
     # also trains
     "TL303": Precheck((sub("eval", "train"),), _BACKWARD, needs_torch=True, skips_test_files=True),
+    # a training metric compared with the best so far, a validation metric beside it
+    "TL304": Precheck(
+        (isub("best", "min_", "max_", "lowest", "highest"),),
+        (isub("tr", "fit"),),
+        (name_part(("val", "valid", "validation", "dev", "eval", "evaluation", "holdout", "validate"), ("loss", "acc", "err", "score", "metric", "f1", "auc", "loader", "dl", "ds", "set", "data")),),
+    ),
     # a training DataLoader without shuffle
     "TL401": Precheck((sub("DataLoader"),), needs_torch=True, skips_test_files=True),
     "TL402": Precheck(_SPLIT_OR_HELDOUT, any_of=(_SCALER_FIT, Precheck((_STATISTIC,)))),
