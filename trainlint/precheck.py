@@ -266,7 +266,7 @@ CATALOGUE: Dict[str, Precheck] = {
     # a training metric compared with the best so far, a validation metric beside it
     "TL304": Precheck(
         (isub("best", "min_", "max_", "lowest", "highest"),),
-        (isub("tr", "fit"),),
+        (isub("train"), name_part(("tr", "trn", "fit"), ())),
         (name_part(("val", "valid", "validation", "dev", "eval", "evaluation", "holdout", "validate"), ("loss", "acc", "err", "score", "metric", "f1", "auc", "loader", "dl", "ds", "set", "data")),),
     ),
     # a training DataLoader without shuffle
@@ -281,7 +281,7 @@ CATALOGUE: Dict[str, Precheck] = {
         needs_torch=True,
         any_of=(
             Precheck((_EVAL_DATA,), _BACKWARD, _STEP),
-            Precheck((sub("Concat", "concat", "cat", "stack"),), (_HELDOUT_DATA,)),
+            Precheck((word("ConcatDataset", "concatenate", "concat", "cat", "vstack", "hstack"),), (_HELDOUT_DATA,)),
         ),
     ),
     # a fit of a decomposition/selection/imputation/encoding/resampling estimator (imported from
