@@ -188,3 +188,22 @@ def test_new_rule_needles_let_real_cases_through(code, src):
     with_precheck = lint_text(src, "train.py").findings
     assert code in {f.code for f in lint_text(src, "train.py", precheck=False).findings}
     assert with_precheck == lint_text(src, "train.py", precheck=False).findings
+
+
+@pytest.mark.parametrize(
+    "code,src",
+    [
+        # a concatenation of training parts only, and a word that merely contains `cat`
+        ("TL405", "import torch\nfull = torch.utils.data.ConcatDataset([train_a, train_b])\ncategory = 1\n"),
+        # fitting without an estimator library
+        ("TL406", "import torch\nmodel.fit(X_test)\n"),
+        # two samplings, nothing named for training
+        ("TL408", "import pandas as pd\npreview = df.sample(5)\nval_rows = df.sample(100)\n"),
+        # a resume that never saves anything in the file
+        ("TL603", "import torch\nmodel.load_state_dict(torch.load(p)['model'])\nloss.backward()\nopt.step()\n"),
+        # a best-so-far comparison with no test-named metric or data
+        ("TL407", "import torch\nif val_acc > best_acc:\n    torch.save(model.state_dict(), 'b.pt')\n"),
+    ],
+)
+def test_new_rule_needles_skip_near_misses(code, src):
+    assert not passes(code, src)
