@@ -41,11 +41,13 @@ def selections(ctx) -> List[Selection]:
 def _comparisons(ctx):
     out = []
     for b in ctx.facts.blocks:
-        if b.kind == "if" and isinstance(b.test, cst.Comparison):
+        # Only comparisons with a best-so-far value: the blocks around them are looked up below.
+        if b.kind == "if" and isinstance(b.test, cst.Comparison) and _metric_side(b.test) is not None:
             # The test runs just before the body: values are followed from the `if` itself,
-            # inside the branches that hold it.
-            ifs = tuple(o for o in ctx.facts.blocks if o.kind in ("if", "else") and o.function is b.function and o.contains(b.start))
-            loops = tuple(o for o in ctx.facts.blocks if o.kind in ("for", "while") and o.function is b.function and o.contains(b.start))
+            # inside the branches and loops that hold it.
+            around = [o for o in ctx.facts.blocks if o.function is b.function and o.contains(b.start)]
+            ifs = tuple(o for o in around if o.kind in ("if", "else"))
+            loops = tuple(o for o in around if o.kind in ("for", "while"))
             out.append((b.test, Site(b.node, b.function, loops, (), ifs, b.start), b))
     for a in ctx.facts.assigns:
         if a.op == "=" and isinstance(a.value, cst.Comparison):

@@ -222,11 +222,15 @@ class TrainingOnHeldOutData(Rule):
         for loop in ctx.loops:
             if loop.kind != "for":
                 continue
+            direct = iterates_eval_data(loop.iter)
+            # The event streams cost the most: only for loops over held-out data or over a parameter.
+            if not direct and self._iterated_parameter(loop, loop.function) is None:
+                continue
             events = self._training_steps(ctx, loop)
             if events is None:
                 continue
             backward = events[0]
-            if iterates_eval_data(loop.iter) and not self._names_training_data(ctx, loop):
+            if direct and not self._names_training_data(ctx, loop):
                 if id(backward.anchor.node) in reported:
                     continue
                 reported.add(id(backward.anchor.node))
