@@ -5,7 +5,7 @@ from typing import Iterator, Optional
 
 import libcst as cst
 
-from trainlint.analysis.facts import AssignSite, Site, walk
+from trainlint.analysis.facts import Site, walk
 from trainlint.analysis.names import dotted
 from trainlint.analysis.selection import selections
 from trainlint.analysis.training import exclusive_sites

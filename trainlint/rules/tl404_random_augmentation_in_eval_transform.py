@@ -6,7 +6,7 @@ from typing import Iterator, List, Optional, Set, Tuple
 import libcst as cst
 
 from trainlint.analysis.containers import dict_entries, dict_entry
-from trainlint.analysis.facts import AssignSite, Site
+from trainlint.analysis.facts import AssignSite, Site, walk
 from trainlint.analysis.names import dotted
 from trainlint.analysis.splits import built_as_heldout_split, built_as_training_split, is_heldout_name, is_train_name
 from trainlint.rules.base import Report, Rule
@@ -488,8 +488,6 @@ def _heldout_transform_name(name: str) -> bool:
 
 def _strings(expr) -> List[str]:
     """String literals in a path expression: `"data/val"`, `os.path.join(root, "val")`, f-strings."""
-    from trainlint.analysis.facts import walk
-
     out = []
     for n in walk(expr):
         if isinstance(n, cst.SimpleString) and isinstance(n.evaluated_value, str):

@@ -1,12 +1,12 @@
 from __future__ import annotations
 
 import re
-from typing import Iterator, List, Optional, Tuple
+from typing import Iterator, List, Optional
 
 import libcst as cst
 
 from trainlint.analysis.evaluation import EVAL_FUNCTION_NAME, iterates_eval_data
-from trainlint.analysis.facts import Block, CallSite, FunctionInfo, walk
+from trainlint.analysis.facts import Block, CallSite, FunctionInfo, Site, walk
 from trainlint.analysis.names import dotted, expression_facts
 from trainlint.analysis.splits import TRAIN_IN_NAME, derives, is_heldout_name, is_train_name, root_name, scopes, wrapped
 from trainlint.analysis.torch_api import DATALOADERS
@@ -421,8 +421,6 @@ def loop_site(ctx, loop: Block):
     for a in ctx.facts.assigns:
         if a.node is loop.node:
             return a
-    from trainlint.analysis.facts import Site
-
     return Site(loop.node, loop.function, (), (), (), loop.start)
 
 
