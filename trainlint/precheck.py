@@ -272,13 +272,14 @@ CATALOGUE: Dict[str, Precheck] = {
     # a training DataLoader without shuffle
     "TL401": Precheck((sub("DataLoader"),), needs_torch=True, skips_test_files=True),
     "TL402": Precheck(_SPLIT_OR_HELDOUT, any_of=(_SCALER_FIT, Precheck((_STATISTIC,)))),
-    "TL404": Precheck(_AUGMENTATION_LIBRARY, _RANDOM_AUGMENTATION, (_HELDOUT_DATA, word("False"))),
+    "TL404": Precheck(_AUGMENTATION_LIBRARY, _RANDOM_AUGMENTATION, (_HELDOUT_DATA, word("False")), skips_test_files=True),
     # a backward and an optimizer step over data named for evaluation (the loop's iterable,
     # or the argument a caller passes): TL301's data names
     # ... or a held-out set concatenated into training data (ConcatDataset, np.concatenate,
     # pd.concat, torch.cat, vstack/hstack) and evaluated on
     "TL405": Precheck(
         needs_torch=True,
+        skips_test_files=True,
         any_of=(
             Precheck((_EVAL_DATA,), _BACKWARD, _STEP),
             Precheck((word("ConcatDataset", "concatenate", "concat", "cat", "vstack", "hstack"),), (_HELDOUT_DATA,)),
@@ -287,11 +288,14 @@ CATALOGUE: Dict[str, Precheck] = {
     # a fit of a decomposition/selection/imputation/encoding/resampling estimator (imported from
     # one of these packages) before a split or on held-out data
     "TL406": Precheck(
-        (sub("fit"),), (sub("sklearn", "imblearn", "category_encoders", "umap"),), _SPLIT_OR_HELDOUT + (_HELDOUT_DATA, sub("cross_val", "learning_curve", "validation_curve"))
+        (sub("fit"),), (sub("sklearn", "imblearn", "category_encoders", "umap"),), _SPLIT_OR_HELDOUT + (_HELDOUT_DATA, sub("cross_val", "learning_curve", "validation_curve")),
+        skips_test_files=True,
     ),
     # two random samplings (`sample`, `choice`, `permutation`, `randperm`, `train_test_split`)
     # whose parts are named for training and for held-out data
-    "TL408": Precheck((sub("sample", "choice", "permutation", "randperm", "train_test_split"),), (_HELDOUT_DATA,), (isub("train"),)),
+    "TL408": Precheck(
+        (sub("sample", "choice", "permutation", "randperm", "train_test_split"),), (_HELDOUT_DATA,), (isub("train"),), skips_test_files=True
+    ),
     # a comparison with the best value so far of a metric named for (or computed over) test data
     "TL407": Precheck(
         (name_part(("test", "testing"), ("set", "data", "loader", "dl", "ds", "acc", "loss", "err", "score", "metric", "f1", "auc", "iter")),),

@@ -207,3 +207,16 @@ def test_new_rule_needles_let_real_cases_through(code, src):
 )
 def test_new_rule_needles_skip_near_misses(code, src):
     assert not passes(code, src)
+
+
+@pytest.mark.parametrize("code", ["TL404", "TL405", "TL406", "TL408", "TL407", "TL603"])
+def test_data_rules_leave_test_modules_alone(code):
+    """Test modules build random transforms, splits and `test_loader` fixtures on purpose: the
+    rule is silent there, with or without the pre-check, and fires on the same code elsewhere."""
+    from trainlint.registry import all_rules
+
+    src = textwrap.dedent(all_rules()[code].INVALID[0])
+    assert code in {f.code for f in lint_text(src, "pkg/train.py", precheck=False).findings}
+    for path in ("tests/test_data.py", "pkg/test_split.py"):
+        assert not passes(code, src, path)
+        assert code not in {f.code for f in lint_text(src, path, precheck=False).findings}

@@ -44,7 +44,8 @@ class TrainingOnHeldOutData(Rule):
     `set_grad_enabled(flag)`, a loop that also iterates training data (bilevel
     optimisation over `zip(train_loader, val_loader)`), an optimizer over something other
     than a model's parameters (an adversarial perturbation), and code named for deliberate
-    adaptation (`adapt`, `tta`, `test_time`, `support`, `meta`, `calib`, `attack`, `finetune`).
+    adaptation (`adapt`, `tta`, `test_time`, `support`, `meta`, `calib`, `attack`, `finetune`), and
+    test modules (where a `test_loader` is a fixture).
 
     ## Example
     ```python
@@ -216,8 +217,8 @@ class TrainingOnHeldOutData(Rule):
     )
 
     def check(self, ctx) -> Iterator[Report]:
-        if not ctx.uses_torch:
-            return
+        if not ctx.uses_torch or ctx.is_test_file:
+            return  # (in a test module, `test_loader` is a fixture, not held-out data)
         reported = set()
         for loop in ctx.loops:
             if loop.kind != "for":

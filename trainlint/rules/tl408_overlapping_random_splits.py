@@ -44,7 +44,8 @@ class OverlappingRandomSplits(Rule):
 
     Left alone: draws in different branches of an `if`, a second draw from what the first
     left (`df.drop(train.index).sample(...)`), two `train_test_split` calls with the same
-    arguments and seed (the same split), and nested splits (`train_test_split(X_train, ...)`).
+    arguments and seed (the same split), nested splits (`train_test_split(X_train, ...)`) and test
+    modules.
 
     ## Example
     ```python
@@ -135,6 +136,8 @@ class OverlappingRandomSplits(Rule):
     )
 
     def check(self, ctx) -> Iterator[Report]:
+        if ctx.is_test_file:
+            return  # test modules build random transforms and splits on purpose
         for calls, assigns in scopes(ctx):
             draws = [d for c in calls for d in self._draws(ctx, c, assigns)]
             reported = set()
