@@ -14,6 +14,9 @@ from trainlint.rules.base import Report, Rule
 TEST_NAME = re.compile(r"(^|_)(test|testing)(_|$|set|data|loader|dl|ds|acc|loss|err|score|metric|f1|auc|iter)", re.I)
 VAL_NAME = re.compile(r"(^|_)(val|valid|validation|dev|eval|evaluation|holdout)(_|$|set|data|loader|dl|ds|acc|loss|iter)", re.I)
 REPORTERS = re.compile(r"^(print|info|log|debug|warning|add_scalar|add_scalars|log_metric|log_metrics|write|set_postfix|set_description)$")
+# Reinforcement learning's evaluation episodes are fresh draws from the environment, not a
+# fixed test set: selecting on their return is not test-set reuse.
+EPISODE_METRIC = re.compile(r"reward|return|episode|score_env|ep_ret", re.I)
 SHOWS = re.compile(r"print|log|progress|postfix|write|report|save", re.I)
 
 
@@ -34,7 +37,9 @@ class TestSetReusedForSelection(Rule):
     test set once.
 
     Only names that say *test* count (`val_*`, `valid_*`, `dev_*` are what selection should
-    use); a comparison whose metric cannot be traced to test data is left alone.
+    use); a comparison whose metric cannot be traced to test data is left alone, and so is a
+    reinforcement-learning return (`test_reward`: evaluation episodes are fresh draws from the
+    environment, not a fixed test set).
 
     ## Example
     ```python
@@ -106,6 +111,17 @@ class TestSetReusedForSelection(Rule):
         """,
         """
         import torch
+        # reinforcement learning: evaluation episodes are new draws from the environment
+        for it in range(1000):
+            agent.update(rollout(env))
+            test_reward = evaluate_policy(agent, env, episodes=10)
+            if test_reward > best_reward:
+                best_reward = test_reward
+                torch.save(agent.state_dict(), "best.pt")
+            print(test_reward)
+        """,
+        """
+        import torch
         # a unit test comparing against the best known value
         def test_model_beats_baseline():
             test_acc = run_small_experiment()
@@ -174,7 +190,7 @@ class TestSetReusedForSelection(Rule):
     def _test_source(self, ctx, metric, site: Site) -> Optional[str]:
         """How `metric` comes from test data (for the message), or None."""
         name = _metric_name(metric)
-        if name and VAL_NAME.search(name):
+        if name and (VAL_NAME.search(name) or EPISODE_METRIC.search(name)):
             return None
         if name and TEST_NAME.search(name):
             return f"`{name}`"
