@@ -10,6 +10,7 @@ import libcst as cst
 
 from trainlint.analysis.containers import dict_entries, subscript_key
 from trainlint.analysis.facts import Site
+from trainlint.analysis.names import dotted
 
 TORCH_SAVE = {"torch.save", "torch.serialization.save"}
 TORCH_LOAD = {"torch.load", "torch.serialization.load"}
@@ -82,12 +83,24 @@ def loaded_checkpoint(ctx, expr: cst.BaseExpression, at: Site) -> Optional[Tuple
     if key is None or base is None:
         return None
     if isinstance(base, cst.Call):
-        return (key, None) if ctx.qualname(base.func) in TORCH_LOAD else None
+        return (key, None) if _is_load(ctx, base, at) else None
     if not isinstance(base, (cst.Name, cst.Attribute)):
         return None
     cands = ctx.resolve(base, at)
-    if cands and all(isinstance(v, cst.Call) and ctx.qualname(v.func) in TORCH_LOAD for v, _ in cands):
-        from trainlint.analysis.names import dotted
-
+    if cands and all(isinstance(v, cst.Call) and _is_load(ctx, v, s) for v, s in cands):
         return key, dotted(base)
     return None
+
+
+def _is_load(ctx, call: cst.Call, at: Site, depth: int = 0) -> bool:
+    """`torch.load(...)`, or a call of a same-module helper whose every return is one
+    (`def load_checkpoint(path): return torch.load(path, map_location="cpu")`)."""
+    if ctx.qualname(call.func) in TORCH_LOAD:
+        return True
+    if depth > 2 or not isinstance(call.func, cst.Name) or ctx.qualname(call.func) is not None:
+        return False
+    fn = ctx.function_named(call.func.value, at.function)
+    returns = [r for r in ctx.returns_of(fn) if r.value is not None] if fn is not None else []
+    return bool(returns) and all(
+        all(isinstance(v, cst.Call) and _is_load(ctx, v, s, depth + 1) for v, s in ctx.resolve(r.value, r)) for r in returns
+    )

@@ -171,6 +171,25 @@ class ResumeWithoutOptimizerState(Rule):
         loss.backward()
         optim.step()
         """,
+        """
+        import torch
+        def load_checkpoint(path):
+            return torch.load(path, map_location="cpu")
+        def main(args):
+            model, optimizer = build(args)
+            start = 0
+            if args.resume:
+                state = load_checkpoint(args.resume)
+                model.load_state_dict(state["model"])  # !
+                start = state["step"]
+            for step in range(start, args.steps):
+                loss = model(next(batches)).loss
+                loss.backward()
+                optimizer.step()
+                optimizer.zero_grad()
+                if step % 1000 == 0:
+                    torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step}, "ckpt.pt")
+        """,
     )
 
     def check(self, ctx) -> Iterator[Report]:
