@@ -15,7 +15,7 @@ from trainlint.rules.base import Report, Rule
 ESTIMATORS = [
     (re.compile(r"^sklearn\.decomposition\.(PCA|IncrementalPCA|KernelPCA|TruncatedSVD|FastICA|NMF|FactorAnalysis|SparsePCA)$"), "dimensionality reduction"),
     (re.compile(r"^sklearn\.(cross_decomposition\.(PLSRegression|CCA)|discriminant_analysis\.LinearDiscriminantAnalysis)$"), "a supervised projection"),
-    (re.compile(r"^sklearn\.feature_selection\.(SelectKBest|SelectPercentile|SelectFpr|SelectFdr|SelectFwe|GenericUnivariateSelect|RFE|RFECV|SelectFromModel|SequentialFeatureSelector|VarianceThreshold)$"), "feature selection"),
+    (re.compile(r"^sklearn\.feature_selection\.(SelectKBest|SelectPercentile|SelectFpr|SelectFdr|SelectFwe|GenericUnivariateSelect|RFE|RFECV|SelectFromModel|SequentialFeatureSelector)$"), "feature selection"),
     (re.compile(r"^sklearn\.impute\.(SimpleImputer|KNNImputer|IterativeImputer)$"), "imputation"),
     (re.compile(r"^(sklearn\.preprocessing\.TargetEncoder|category_encoders\.\w*(TargetEncoder|CatBoostEncoder|LeaveOneOutEncoder|JamesSteinEncoder|MEstimateEncoder|WOEEncoder|GLMMEncoder))$"), "target encoding"),
     (re.compile(r"^imblearn\.(over_sampling|under_sampling|combine)\.\w+$"), "resampling"),
@@ -36,8 +36,8 @@ def estimator_kind(q: Optional[str]) -> Optional[str]:
 class PreprocessingFittedBeforeSplit(Rule):
     """## What it does
     Finds preprocessing that learns from data — dimensionality reduction (`PCA`,
-    `TruncatedSVD`, `UMAP`), feature selection (`SelectKBest`, `RFE`, `SelectFromModel`,
-    `VarianceThreshold`), imputation (`SimpleImputer`, `KNNImputer`, `IterativeImputer`),
+    `TruncatedSVD`, `UMAP`), feature selection (`SelectKBest`, `RFE`, `SelectFromModel`),
+    imputation (`SimpleImputer`, `KNNImputer`, `IterativeImputer`),
     target encoding (`TargetEncoder`, category_encoders) and resampling (imbalanced-learn's
     `SMOTE`, `RandomOverSampler`, `fit_resample`) — fitted on the whole data set before it
     is split (`train_test_split`, `random_split`, a K-fold splitter, slicing rows,
@@ -52,7 +52,8 @@ class PreprocessingFittedBeforeSplit(Rule):
     far too high. Fit on the training part only (or put the step in a `Pipeline` that the
     cross-validation refits per fold), then `transform` the others.
 
-    Normalisation (`StandardScaler` and friends, `mean`/`std`) is TL402's. The estimator
+    Normalisation (`StandardScaler` and friends, `mean`/`std`) is TL402's; `VarianceThreshold`
+    (dropping constant columns) learns next to nothing from the held-out rows and is left alone. The estimator
     must be built visibly (`PCA(...)`, `SMOTE(...)`, through names and `self.`
     attributes); an estimator fitted inside a `Pipeline`, and test modules, are left alone.
 
