@@ -31,7 +31,9 @@ class SelectionOnTrainingLoss(Rule):
     validation loss that measures generalisation is right there and unused — almost always a
     slip (the wrong variable in the comparison).
 
-    Selection on the training loss is left alone where no validation metric is computed
+    Selection on the training loss is left alone where the same function also selects on a
+    validation metric (a second "best on training loss" checkpoint is deliberate), where no
+    validation metric is computed
     (language-model pre-training or generative models often have no other signal), or where
     it is only computed in another branch (`if val_loader is None:` falls back to the
     training loss).
@@ -87,6 +89,19 @@ class SelectionOnTrainingLoss(Rule):
                 else:
                     is_best = train_loss < self.best_loss  # the fallback without validation data
                 self.save_checkpoint(epoch, is_best)
+        """,
+        """
+        import torch
+        # two checkpoints: the best on validation, and the best on training loss as an extra
+        for epoch in range(50):
+            train_loss = train(model, train_loader)
+            val_loss = evaluate(model, val_loader)
+            if val_loss < best_val:
+                best_val = val_loss
+                torch.save(model.state_dict(), "best.pt")
+            if train_loss < best_train:
+                best_train = train_loss
+                torch.save(model.state_dict(), "best_train.pt")
         """,
         """
         import torch
@@ -148,7 +163,13 @@ class SelectionOnTrainingLoss(Rule):
     )
 
     def check(self, ctx) -> Iterator[Report]:
-        for sel in selections(ctx):
+        found = selections(ctx)
+        # Functions that also select on a validation metric: a training-loss selection beside it
+        # is a deliberate extra (`best_train.pt` next to `best.pt`).
+        on_val = {id(s.site.function) for s in found if VAL_METRIC.search((dotted(s.metric) or "").rsplit(".", 1)[-1])}
+        for sel in found:
+            if id(sel.site.function) in on_val:
+                continue
             source = self._training_source(ctx, sel.metric, sel.site)
             if source is None:
                 continue
