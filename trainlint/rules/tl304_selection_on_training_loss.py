@@ -31,12 +31,11 @@ class SelectionOnTrainingLoss(Rule):
     validation loss that measures generalisation is right there and unused — almost always a
     slip (the wrong variable in the comparison).
 
-    Selection on the training loss is left alone where the same function also selects on a
-    validation metric (a second "best on training loss" checkpoint is deliberate), where no
-    validation metric is computed
-    (language-model pre-training or generative models often have no other signal), or where
-    it is only computed in another branch (`if val_loader is None:` falls back to the
-    training loss).
+    Selection on the training loss is left alone where no validation metric is computed
+    (language-model pre-training or generative models often have no other signal), where it
+    is only computed in another branch (`if val_loader is None:` falls back to the training
+    loss), and where the same function also selects on the validation metric (a second
+    "best on training loss" checkpoint is deliberate).
 
     ## Example
     ```python
