@@ -239,6 +239,11 @@ class RandomAugmentationInEvalTransform(Rule):
         val_dataset = datasets.ImageFolder("/data/imagenet/val", tf)  # !
         """,
         """
+        import albumentations as A
+        train_tfms = A.Compose([A.RandomResizedCrop(256, 256), A.HorizontalFlip(), A.Normalize()])
+        valid_ds = CassavaDataset(valid_df, train_tfms)  # !
+        """,
+        """
         import torch
         from torchvision import datasets, transforms
         def load_data(folder, ratio=0.8):
@@ -466,7 +471,13 @@ def _transform_in(node: cst.Call, q: Optional[str]) -> Optional[cst.BaseExpressi
         index = _POSITIONAL_TRANSFORM.get(q.rsplit(".", 1)[-1])
         if index is not None and index < len(pos):
             return pos[index]
-    return None
+        return None
+    # A project's own data set: a positional argument named like a transform
+    # (`LeafDataset(val_df, train_transform)`), or written out as a `Compose(...)`.
+    named = [p for p in pos if isinstance(p, (cst.Name, cst.Attribute)) and TRANSFORM_NAME.search((dotted(p) or "").rsplit(".", 1)[-1])]
+    composed = [p for p in pos if isinstance(p, cst.Call) and (dotted(p.func) or "").rsplit(".", 1)[-1] in COMPOSERS]
+    found = named + composed
+    return found[0] if len(found) == 1 else None
 
 
 def _bound_conditionally(ctx, name: str, at: Site) -> bool:
