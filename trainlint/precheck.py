@@ -283,6 +283,8 @@ CATALOGUE: Dict[str, Precheck] = {
         any_of=(
             Precheck((_EVAL_DATA,), _BACKWARD, _STEP),
             Precheck((word("ConcatDataset", "concatenate", "concat", "cat", "vstack", "hstack"),), (_HELDOUT_DATA,)),
+            # a framework's training entry point handed held-out data
+            Precheck((sub("train_data", "train_loader", "fit"),), (_EVAL_DATA,)),
         ),
     ),
     # a fit of a decomposition/selection/imputation/encoding/resampling estimator (imported from

@@ -15,6 +15,8 @@ from trainlint.rules.base import Report, Rule
 
 # Training on held-out data on purpose: test-time adaptation/training, few-shot adaptation on a
 # test task's support set, calibration, adversarial examples optimised per test batch.
+# Keywords of framework entry points that take the training data.
+TRAIN_KEYWORDS = ("train_dataset", "train_dataloader", "train_dataloaders", "train_loader")
 CONCATENATIONS = {
     "torch.utils.data.ConcatDataset", "torch.utils.data.dataset.ConcatDataset", "numpy.concatenate", "numpy.vstack",
     "numpy.hstack", "pandas.concat", "torch.cat", "torch.concat", "torch.vstack", "scipy.sparse.vstack",
@@ -30,7 +32,11 @@ class TrainingOnHeldOutData(Rule):
     iteration — in a loop over validation or test data (`for x, y in val_loader:`,
     `enumerate(test_loader)`, `loaders["test"]`), also when the loop is in a training
     function that a same-module caller hands a validation/test loader
-    (`train_one_epoch(model, test_loader, optimizer)`).
+    (`train_one_epoch(model, test_loader, optimizer)`); held-out data given to a framework's
+    training entry point (`Trainer(train_dataset=ds["test"])`, Lightning's
+    `trainer.fit(model, val_loader)`); and a validation/test set concatenated into the
+    training data (`ConcatDataset([train_ds, val_ds])`, `np.concatenate([X_train, X_val])`)
+    that is trained on and then evaluated on again.
 
     ## Why is this bad?
     The model then learns the data that is supposed to measure it: validation loss and
@@ -142,6 +148,19 @@ class TrainingOnHeldOutData(Rule):
         final = train_model(new_model(), DataLoader(full, batch_size=64, shuffle=True))
         print("test accuracy", evaluate(final, test_loader))
         """,
+        """
+        import lightning as L
+        from transformers import Trainer
+        trainer = L.Trainer(max_epochs=10)
+        trainer.fit(model, train_loader, val_loader)
+        hf = Trainer(model=model, train_dataset=tokenized["train"], eval_dataset=tokenized["validation"])
+        """,
+        """
+        from transformers import Seq2SeqTrainer
+        # a trainer built only to predict: its train set is never trained on
+        trainer = Seq2SeqTrainer(model=model, args=args, train_dataset=tokenized["test"], tokenizer=tok)
+        test_preds = trainer.predict(tokenized["test"], max_length=128)
+        """,
     )
     INVALID = (
         """
@@ -207,6 +226,23 @@ class TrainingOnHeldOutData(Rule):
             model.train()
         """,
         """
+        from transformers import Trainer, TrainingArguments
+        tokenized = dataset.map(tokenize, batched=True)
+        trainer = Trainer(
+            model=model,
+            args=TrainingArguments("out", num_train_epochs=3),
+            train_dataset=tokenized["test"],  # !
+            eval_dataset=tokenized["test"],
+        )
+        trainer.train()
+        """,
+        """
+        import lightning as L
+        trainer = L.Trainer(max_epochs=10)
+        trainer.fit(model, val_loader)  # !
+        trainer.validate(model, val_loader)
+        """,
+        """
         import numpy as np
         import torch
         X_all = np.concatenate([X_train, X_val])  # !
@@ -263,8 +299,57 @@ class TrainingOnHeldOutData(Rule):
                         f"the data meant to measure it. Pass the training loader, or evaluate `{text}` "
                         f"without stepping the optimizer.",
                     )
+        yield from self._framework_training(ctx)
         for calls, assigns in scopes(ctx):
             yield from self._concatenated(ctx, calls, assigns)
+
+    # -- held-out data handed to a framework's training entry point ------------------------
+    def _framework_training(self, ctx) -> Iterator[Report]:
+        """`Trainer(..., train_dataset=ds["test"])` (transformers), `trainer.fit(model,
+        val_loader)` / `fit(model, train_dataloaders=val_loader)` (Lightning)."""
+        for call in ctx.facts.calls:
+            value = None
+            for kw in TRAIN_KEYWORDS:
+                value = call.keyword(kw)
+                if value is not None:
+                    break
+            if value is None and call.attr == "fit" and call.receiver is not None and self._lightning_trainer(ctx, call):
+                value = call.positional(1)
+            if value is None or not iterates_eval_data(value):
+                continue
+            if any(isinstance(n, cst.Name) and TRAIN_IN_NAME.search(n.value) for n in walk(value)):
+                continue
+            if not self._runs_training(ctx, call):
+                continue  # a Trainer built only to `predict`/`evaluate`: its train set is never used
+            text = " ".join(ctx.module.code_for_node(value).split())
+            yield Report(
+                value,
+                f"`{text}`, held-out data, is given to training here: the model trains on the data meant "
+                f"to measure it, so its validation/test scores are optimistic. Pass the training split.",
+            )
+
+    @staticmethod
+    def _runs_training(ctx, call: CallSite) -> bool:
+        """The call trains (`fit(...)`, `train_model(...)`), or builds a trainer that is then
+        trained (`trainer = Trainer(...)` ... `trainer.train()`, `Trainer(...).train()`)."""
+        if call.attr and (call.attr == "fit" or TRAINING_CALLS.search(call.attr)):
+            return True
+        for c in ctx.facts.calls:
+            if c.receiver is call.node and c.attr in ("train", "fit"):
+                return True
+        for a in ctx.facts.assigns:
+            if a.value is call.node and a.op == "=" and len(a.targets) == 1:
+                target = dotted(a.targets[0])
+                return bool(target) and any(
+                    c.order > a.order and c.attr in ("train", "fit") and c.receiver is not None and dotted(c.receiver) == target
+                    for c in ctx.calls_in(a.function)
+                )
+        return False
+
+    @staticmethod
+    def _lightning_trainer(ctx, call: CallSite) -> bool:
+        quals = ctx.constructed_qualnames(call.receiver, call)
+        return any(q and q.startswith(("lightning", "pytorch_lightning")) and q.endswith("Trainer") for q in quals)
 
     # -- a held-out set concatenated into the training data, then evaluated on -----------
     def _concatenated(self, ctx, calls: List[CallSite], assigns) -> Iterator[Report]:
