@@ -232,13 +232,14 @@ class ResumeWithoutOptimizerState(Rule):
             if not missing or not self._resumes(ctx, call, arg, holder, reads):
                 continue
             what = " and the ".join(missing)
+            source = f"`{holder}[{key!r}]`" if holder else f"the checkpoint's {key!r} entry"
             effect = {
                 "optimizer": "the optimizer restarts from zero (Adam's moments, SGD's momentum are lost)",
                 "scheduler": "the learning-rate schedule restarts from its first step",
             }
             yield Report(
                 call.node,
-                f"this resume restores the model from `[{key!r}]` but not the {what} state the checkpoint "
+                f"this resume restores the model from {source} but not the {what} state the checkpoint "
                 f"is saved with: " + "; ".join(effect[m] for m in missing) + ". Load it too "
                 f"(`{'optimizer' if 'optimizer' in missing else 'scheduler'}.load_state_dict(...)`).",
             )
