@@ -162,10 +162,23 @@ _SCALER_FIT = Precheck((word("fit", "fit_transform"),), (isub("sklearn", "scaler
 # parenthesised group nested up to two deep (`X[:min(800, len(X))]`); line breaks allowed.
 _GROUP = r"(?:\((?:[^()]|\([^()]*\))*\)|\[(?:[^\[\]]|\[[^\[\]]*\])*\])"
 _SPLIT_OR_HELDOUT = (
-    sub("train_test_split", "random_split", "KFold", "ShuffleSplit", "TimeSeriesSplit", "LeaveOneOut"),
+    sub("train_test_split", "random_split", "KFold", "ShuffleSplit", "TimeSeriesSplit", "Leave"),
     rx(r"\[(?:[^\[\](),]|%s)*:(?:[^\[\](),]|%s)*\]" % (_GROUP, _GROUP)),
     name_part(("test", "val", "valid", "validation", "holdout", "dev"), ("set", "data")),
 )
+
+# TL404: a random augmentation from an augmentation library (its name appears in the text,
+# imported or as an attribute) and data held out by a name, a dict key, a path or `train=False`.
+_AUGMENTATION_LIBRARY = (sub("torchvision", "albumentations", "kornia", "monai"),)
+_RANDOM_AUGMENTATION = (isub(
+    "rand", "jitter", "jiggle", "augment", "augmix", "flip", "rotat", "affine", "perspective", "distort", "noise",
+    "blur", "dropout", "cutout", "erasing", "transpose", "gray", "shuffle", "gamma", "brightness", "hue", "shift",
+    "scale", "fog", "snow", "shadow", "sunflare", "tonecurve", "oneof", "someof", "oneorother", "elastic", "crop",
+    "invert", "equalize", "solarize", "posterize", "sharpness", "autocontrast", "permutation", "zoomout",
+),)
+# analysis/splits.py's HELDOUT_PART, and `train=False`.
+_HELDOUT_PARTS = ("val", "valid", "validation", "test", "testing", "eval", "evaluation", "dev", "holdout", "heldout")
+_HELDOUT_DATA = name_part(_HELDOUT_PARTS, ("set", "data", "loader", "dl", "ds", "iter", "transform", "tfm", "tf", "aug"))
 
 # TL501: `W1`, `w_2`, `weights1` (hand-written weight matrices).
 _WEIGHT_MATRIX = re.compile(r"[Ww](?:eights?)?_?\d+")
@@ -255,9 +268,44 @@ CATALOGUE: Dict[str, Precheck] = {
     # `model.eval()` / `model.train(False)` (any spacing, `mode=False`) inside a loop that
     # also trains
     "TL303": Precheck((sub("eval", "train"),), _BACKWARD, needs_torch=True),
+    # a training metric compared with the best so far, a validation metric beside it
+    "TL304": Precheck(
+        (isub("best", "min_", "max_", "lowest", "highest"),),
+        (isub("train"), name_part(("tr", "trn", "fit"), ())),
+        (name_part(("val", "valid", "validation", "dev", "eval", "evaluation", "holdout", "validate"), ("loss", "acc", "err", "score", "metric", "f1", "auc", "loader", "dl", "ds", "set", "data")),),
+    ),
     # a training DataLoader without shuffle
     "TL401": Precheck((sub("DataLoader"),), needs_torch=True),
     "TL402": Precheck(_SPLIT_OR_HELDOUT, any_of=(_SCALER_FIT, Precheck((_STATISTIC,)))),
+    "TL404": Precheck(_AUGMENTATION_LIBRARY, _RANDOM_AUGMENTATION, (_HELDOUT_DATA, word("False"))),
+    # a backward and an optimizer step over data named for evaluation (the loop's iterable,
+    # or the argument a caller passes): TL301's data names
+    # ... or a held-out set concatenated into training data (ConcatDataset, np.concatenate,
+    # pd.concat, torch.cat, vstack/hstack) and evaluated on
+    "TL405": Precheck(
+        needs_torch=True,
+        any_of=(
+            Precheck((_EVAL_DATA,), _BACKWARD, _STEP),
+            Precheck((word("ConcatDataset", "concatenate", "concat", "cat", "vstack", "hstack"),), (_HELDOUT_DATA,)),
+            # a framework's training entry point handed held-out data
+            Precheck((sub("train_data", "train_loader", "fit"),), (_EVAL_DATA,)),
+        ),
+    ),
+    # a fit of a decomposition/selection/imputation/encoding/resampling estimator (imported from
+    # one of these packages) before a split or on held-out data
+    "TL406": Precheck(
+        (sub("fit"),), (sub("sklearn", "imblearn", "category_encoders", "umap"),), _SPLIT_OR_HELDOUT + (_HELDOUT_DATA, sub("cross_val", "learning_curve", "validation_curve")),
+    ),
+    # two random samplings (`sample`, `choice`, `permutation`, `randperm`, `train_test_split`)
+    # whose parts are named for training and for held-out data
+    "TL408": Precheck(
+        (sub("sample", "choice", "permutation", "randperm", "train_test_split"),), (_HELDOUT_DATA,), (isub("train"),)
+    ),
+    # a comparison with the best value so far of a metric named for (or computed over) test data
+    "TL407": Precheck(
+        (name_part(("test", "testing"), ("set", "data", "loader", "dl", "ds", "acc", "loss", "err", "score", "metric", "f1", "auc", "iter")),),
+        (isub("best", "min_", "max_", "lowest", "highest"),),
+    ),
     # a DataLoader with a tiny batch where the model uses BatchNorm
     "TL403": Precheck((sub("BatchNorm"),), (sub("DataLoader"),), needs_torch=True),
     # a layer's weight set to a constant (`nn.init.zeros_(m.weight)`, `m.weight.data.fill_(0)`),
@@ -277,6 +325,9 @@ CATALOGUE: Dict[str, Precheck] = {
     "TL601": Precheck((word("save"),), needs_torch=True),
     # `torch.load(...)` without `weights_only=True`
     "TL602": Precheck((word("load"),), needs_torch=True),
+    # a model's `load_state_dict` from a `torch.load`ed checkpoint that the file `torch.save`s
+    # with an optimizer state, in a file that trains
+    "TL603": Precheck((word("load_state_dict"),), (word("save"),), _BACKWARD, _STEP, needs_torch=True),
 }
 
 

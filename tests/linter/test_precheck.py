@@ -170,6 +170,22 @@ loss = criterion(logits, y)
 """
 
 
+def test_every_random_augmentation_the_rule_knows_passes_the_needle():
+    """TL404's needle is a list of substrings: each name in the rule's vocabulary holds one."""
+    from trainlint.rules import tl404_random_augmentation_in_eval_transform as tl404
+
+    names = (
+        tl404.TORCHVISION_RANDOM | tl404.TORCHVISION_WITH_P | tl404.ALBUMENTATIONS_RANDOM
+        | tl404.ALBUMENTATIONS_WITH_P | {"RandomAffine", "ColorJiggle", "RandFlipd"}
+    )
+    for name in sorted(names):
+        src = f"import torchvision.transforms as T\nval_tf = T.Compose([T.{name}()])\n"
+        assert passes("TL404", src), name
+    # no random augmentation, or no held-out data: skipped
+    assert not passes("TL404", "import torchvision.transforms as T\nval_tf = T.Compose([T.Resize(256)])\n")
+    assert not passes("TL404", "import torchvision.transforms as T\nmy_tf = T.Compose([T.RandomCrop(32)])\n")
+
+
 @pytest.mark.parametrize(
     "code,src",
     [
@@ -195,6 +211,23 @@ def test_new_rules_reach_spellings_a_needle_could_miss(code, src):
 @pytest.mark.parametrize(
     "code,src",
     [
+        # every K-fold splitter analysis/splits.py knows
+        ("TL406", "from sklearn.decomposition import PCA\nfrom sklearn.model_selection import LeaveOneGroupOut\n"
+                  "Z = PCA(5).fit_transform(X)\nfor tr, te in LeaveOneGroupOut().split(Z, y, groups):\n    pass\n"),
+        # held-out data by any name the analysis reads as held out
+        ("TL406", "from sklearn.impute import SimpleImputer\nX_eval = SimpleImputer().fit_transform(X_eval)\n"),
+        ("TL405", "import torch\nfor x, y in loaders['dev']:\n    loss(model(x), y).backward()\n    opt.step()\n"),
+    ],
+)
+def test_new_rule_needles_let_real_cases_through(code, src):
+    with_precheck = lint_text(src, "train.py").findings
+    assert code in {f.code for f in lint_text(src, "train.py", precheck=False).findings}
+    assert with_precheck == lint_text(src, "train.py", precheck=False).findings
+
+
+@pytest.mark.parametrize(
+    "code,src",
+    [
         # NLL loss with no layer, softmax or convolution named in the file: nothing to show
         ("TL205", "import torch\nloss = F.nll_loss(model(x), y)\n"),
         ("TL206", "import torch\nloss = nn.BCELoss()(model(x), y)\n"),
@@ -206,3 +239,39 @@ def test_new_rules_reach_spellings_a_needle_could_miss(code, src):
 )
 def test_new_rules_needles_skip_near_misses(code, src):
     assert not passes(code, src)
+
+
+@pytest.mark.parametrize(
+    "code,src",
+    [
+        # a concatenation of training parts only, and a word that merely contains `cat`
+        ("TL405", "import torch\nfull = torch.utils.data.ConcatDataset([train_a, train_b])\ncategory = 1\n"),
+        # fitting without an estimator library
+        ("TL406", "import torch\nmodel.fit(X_test)\n"),
+        # two samplings, nothing named for training
+        ("TL408", "import pandas as pd\npreview = df.sample(5)\nval_rows = df.sample(100)\n"),
+        # a resume that never saves anything in the file
+        ("TL603", "import torch\nmodel.load_state_dict(torch.load(p)['model'])\nloss.backward()\nopt.step()\n"),
+        # a best-so-far comparison with no test-named metric or data
+        ("TL407", "import torch\nif val_acc > best_acc:\n    torch.save(model.state_dict(), 'b.pt')\n"),
+    ],
+)
+def test_new_rule_needles_skip_near_misses(code, src):
+    assert not passes(code, src)
+
+
+@pytest.mark.parametrize("code", ["TL404", "TL405", "TL406", "TL408", "TL407", "TL603"])
+def test_data_rules_leave_test_modules_alone(code):
+    """Test modules build random transforms, splits and `test_loader` fixtures on purpose: the
+    rule is silent there, with or without the pre-check, and fires on the same code elsewhere."""
+    from trainlint.registry import all_rules
+
+    src = textwrap.dedent(all_rules()[code].INVALID[0])
+    assert code in {f.code for f in lint_text(src, "pkg/train.py", precheck=False).findings}
+    # a test module is told by its content (analysis/pytest_modules.py), not its name
+    test_src = "import pytest\n" + src
+    for path in ("tests/test_data.py", "pkg/test_split.py"):
+        assert code not in {f.code for f in lint_text(test_src, path).findings}
+        assert code not in {f.code for f in lint_text(test_src, path, precheck=False).findings}
+    # the same code in a script named test_*.py is linted like any other
+    assert code in {f.code for f in lint_text(src, "pkg/test_split.py").findings}

@@ -58,6 +58,19 @@ _MODULE_METHODS = {"load_state_dict", "eval", "train", "parameters", "named_para
 _NEEDS_GRAD = {"grad", "backward", "requires_grad_", "enable_grad", "generate", "jacobian", "hessian", "vjp", "jvp"}
 
 
+def iterates_eval_data(expr: Optional[cst.BaseExpression]) -> bool:
+    """A loop's iterable names validation/test data: `val_loader`, `enumerate(testloader)`,
+    `loaders["dev"]`."""
+    if expr is None:
+        return False
+    for node in walk(expr):
+        if isinstance(node, cst.Name) and EVAL_DATA_NAME.search(node.value):
+            return True
+        if isinstance(node, cst.SimpleString) and EVAL_DATA_NAME.search(node.value.strip("'\"")):
+            return True
+    return False
+
+
 @dataclass(eq=False)
 class EvalPass:
     kind: str  # "function" or "loop"
@@ -292,14 +305,7 @@ class Evaluation:
         return any(c.attr in _NEEDS_GRAD or c.qualname == "torch.autograd.grad" for c in calls)
 
     def _iterates_eval_data(self, expr: Optional[cst.BaseExpression]) -> bool:
-        if expr is None:
-            return False
-        for node in walk(expr):
-            if isinstance(node, cst.Name) and EVAL_DATA_NAME.search(node.value):
-                return True
-            if isinstance(node, cst.SimpleString) and EVAL_DATA_NAME.search(node.value.strip("'\"")):
-                return True
-        return False
+        return iterates_eval_data(expr)
 
     # -- modes ----------------------------------------------------------------------------
     def sets_eval_mode(self, p: EvalPass) -> bool:

@@ -7,17 +7,21 @@ import libcst as cst
 
 from trainlint.analysis.facts import AssignSite, CallSite, walk
 from trainlint.analysis.names import dotted, expression_facts
+from trainlint.analysis.splits import (
+    HELDOUT_NAME,
+    LABEL_NAME,
+    TRAIN_IN_NAME,
+    built_as_training_split,
+    later_split,
+    root_name,
+    wrapped,
+)
 from trainlint.analysis.torch_api import DATALOADERS
 from trainlint.rules.base import Report, Rule
 
 STAT_METHODS = {"mean", "std", "var", "min", "max", "amin", "amax", "nanmean", "nanstd", "nanvar", "nanmin", "nanmax", "median"}
 STAT_MODULES = ("numpy.", "torch.")
 SKLEARN_SCALERS = re.compile(r"sklearn\.preprocessing\.\w*(Scaler|Normalizer|Transformer|Standard)\w*$")
-SPLIT_FUNCS = re.compile(r"(train_test_split|random_split)$")
-KFOLD = re.compile(r"(KFold|ShuffleSplit|GroupKFold|TimeSeriesSplit|LeaveOneOut|StratifiedKFold)")
-LABEL_NAME = re.compile(r"^(y|ys|y_\w*|labels?|targets?|classes|n_classes|num_classes)$|label|target", re.I)
-TRAIN_IN_NAME = re.compile(r"train", re.I)
-HELDOUT_NAME = re.compile(r"(^|_)(test|val|valid|validation|holdout|dev)(_|$|set|data)", re.I)
 
 
 class LeakyNormalization(Rule):
@@ -259,8 +263,8 @@ class LeakyNormalization(Rule):
                 yield Report(call.node, f"normalisation statistics are computed on `{data}`, held-out data: use the "
                              f"training split's statistics for every split.")
                 continue
-            normalized = self._wrapped(assigns, call.order, normalized)
-            split = self._later_split(ctx, calls, assigns, call.order, normalized)
+            normalized = wrapped(assigns, call.order, normalized)
+            split = later_split(ctx, calls, assigns, call.order, normalized)
             if split is not None:
                 yield Report(
                     call.node,
@@ -323,29 +327,6 @@ class LeakyNormalization(Rule):
                 names.update(targets(a))
         return names or None
 
-    @staticmethod
-    def _wrapped(assigns: List[AssignSite], after: int, names: Set[str]) -> Set[str]:
-        """Add names that hold the normalised data converted, wrapped or reshaped:
-        `ds = TensorDataset(torch.from_numpy(X), y)`, `X = df.drop(columns=[...]).values`,
-        `X, y = make_windows(X_scaled, 30)`."""
-        names = set(names)
-        for _ in range(4):
-            grew = False
-            for a in assigns:
-                if a.order <= after or a.op != "=":
-                    continue
-                value = a.value if a.value is not None else a.whole_value
-                if value is None or not derives(value, names):
-                    continue
-                for t in a.targets:
-                    n = root_name(t)
-                    if n and n not in names and not LABEL_NAME.search(n):
-                        names.add(n)
-                        grew = True
-            if not grew:
-                break
-        return names
-
     # -- statistics accumulated over a loader ---------------------------------------------
     @staticmethod
     def _loop_dataset(ctx, call: CallSite, data: str):
@@ -364,7 +345,7 @@ class LeakyNormalization(Rule):
             name = dotted(source) if isinstance(source, (cst.Name, cst.Attribute)) else None
             if name is None or TRAIN_IN_NAME.search(name) or HELDOUT_NAME.search(name):
                 return None
-            if any(isinstance(v, cst.Call) and _built_as_training_split(v) for v, _ in ctx.constructions(source, call)):
+            if any(isinstance(v, cst.Call) and built_as_training_split(v) for v, _ in ctx.constructions(source, call)):
                 return None  # `CIFAR10(root, train=True)`: the training split's statistics
             return loop, name
         return None
@@ -382,8 +363,8 @@ class LeakyNormalization(Rule):
             return None
         # What the totals flow into (a transform, a normalised copy), not the totals
         # themselves (`mean[:3]` is no split), plus the data set.
-        normalised = (self._wrapped(assigns, loop.end, set(totals)) - totals) | {dataset}
-        split = self._later_split(ctx, calls, assigns, loop.end, normalised)
+        normalised = (wrapped(assigns, loop.end, set(totals)) - totals) | {dataset}
+        split = later_split(ctx, calls, assigns, loop.end, normalised)
         if split is None:
             return None
         return Report(
@@ -393,35 +374,6 @@ class LeakyNormalization(Rule):
             f"on the training part only.",
         )
 
-    @staticmethod
-    def _later_split(ctx, calls, assigns, after: int, names: Set[str]) -> Optional[str]:
-        for c in calls:
-            if c.order <= after:
-                continue
-            q = c.qualname or c.attr or ""
-            is_split = bool(SPLIT_FUNCS.search(q)) or (
-                c.attr == "split" and c.receiver is not None and any(KFOLD.search(v or "") for v in ctx.constructed_qualnames(c.receiver, c))
-            )
-            if not is_split:
-                continue
-            facts = [expression_facts(a.value) for a in c.node.args]
-            if any(names & f.names for f in facts):
-                return f"`{q.rsplit('.', 1)[-1]}`"
-        for a in assigns:
-            if a.order <= after or a.whole_value is None:
-                continue
-            for part in _parts(a.whole_value):
-                if (
-                    isinstance(part, cst.Subscript)
-                    and root_name(part.value) in names
-                    and _row_indexer(part.value)
-                    and len(part.slice) == 1
-                    and isinstance(part.slice[0].slice, cst.Slice)
-                    and not _off_by_one(part.slice[0].slice)
-                ):
-                    return f"slicing `{ctx.module.code_for_node(part.value)}[...]`"
-        return None
-
 
 def _includes_axis_0(axis: cst.BaseExpression) -> bool:
     """`0`, or `(0, 2, 3)`: a statistic across samples (per channel, say), not per sample."""
@@ -429,86 +381,11 @@ def _includes_axis_0(axis: cst.BaseExpression) -> bool:
     return any(isinstance(i, cst.Integer) and i.value == "0" for i in items)
 
 
-def _built_as_training_split(call: cst.Call) -> bool:
-    """`CIFAR10(root, train=True)`, `load_dataset(..., split="train")`."""
-    for a in call.args:
-        if a.keyword is None:
-            continue
-        v = a.value
-        if a.keyword.value == "train" and isinstance(v, cst.Name) and v.value == "True":
-            return True
-        if a.keyword.value == "split" and isinstance(v, cst.SimpleString) and TRAIN_IN_NAME.search(v.value):
-            return True
-    return False
-
-
-def root_name(expr) -> Optional[str]:
-    """`df` for `df`, `df[cols]`, `df.values`, `df.drop(columns=c).values`."""
-    while True:
-        if isinstance(expr, cst.Name):
-            return expr.value
-        if isinstance(expr, (cst.Attribute, cst.Subscript)):
-            expr = expr.value
-        elif isinstance(expr, cst.Call) and isinstance(expr.func, cst.Attribute):
-            expr = expr.func.value
-        else:
-            return None
-
-
-_METADATA = {"shape", "size", "columns", "dtype", "dtypes", "index", "ndim", "device", "nbytes"}
-_NOT_DATA_FUNCS = {"len", "range", "int", "float", "round", "str", "print", "id", "type", "isinstance", "enumerate"}
-
-
-def derives(expr, names: Set[str]) -> bool:
-    """`expr` is computed from one of `names` (through conversions, containers, helpers);
-    sizes and shapes (`len(X)`, `X.shape[0]`) are not the data."""
-    if _metadata(expr):
-        return False
-    if root_name(expr) in names:
-        return True
-    if isinstance(expr, cst.Call):
-        if isinstance(expr.func, cst.Name) and expr.func.value in _NOT_DATA_FUNCS:
-            return False
-        return any(derives(a.value, names) for a in expr.args)
-    if isinstance(expr, (cst.Tuple, cst.List)):
-        return any(derives(e.value, names) for e in expr.elements)
-    return False
-
-
-def _metadata(expr) -> bool:
-    while isinstance(expr, (cst.Attribute, cst.Subscript, cst.Call)):
-        if isinstance(expr, cst.Attribute) and expr.attr.value in _METADATA:
-            return True
-        expr = expr.func if isinstance(expr, cst.Call) else expr.value
-    return False
-
-
-def _off_by_one(sl: cst.Slice) -> bool:
-    """`x[1:]`, `x[:-1]`: neighbours (bin edges, shifted sequences), not a train/test split."""
-    bounds = [b for b in (sl.lower, sl.upper) if b is not None]
-    def one(b):
-        if isinstance(b, cst.UnaryOperation) and isinstance(b.operator, cst.Minus):
-            b = b.expression
-        return isinstance(b, cst.Integer) and b.value == "1"
-    return len(bounds) == 1 and one(bounds[0])
-
-
-def _row_indexer(expr) -> bool:
-    """`X[...]`, `df.iloc[...]`, `df.loc[...]`: indexing rows (not `df.columns[...]`)."""
-    return isinstance(expr, cst.Name) or (isinstance(expr, cst.Attribute) and expr.attr.value in ("iloc", "loc"))
-
-
 def _label_subscript(expr: cst.Subscript) -> bool:
     """`df["label"]`, `df['target']`: a label column."""
     sl = expr.slice[0].slice if len(expr.slice) == 1 else None
     value = getattr(sl, "value", None)
     return isinstance(value, cst.SimpleString) and bool(LABEL_NAME.search(value.value.strip("'\"")))
-
-
-def _parts(expr: cst.BaseExpression):
-    if isinstance(expr, (cst.Tuple, cst.List)):
-        return [e.value for e in expr.elements]
-    return [expr]
 
 
 RULE = LeakyNormalization

@@ -5,6 +5,7 @@ from typing import Iterator, List, Optional, Tuple
 
 import libcst as cst
 
+from trainlint.analysis.containers import dict_entries as _entries
 from trainlint.analysis.facts import Site, walk
 from trainlint.analysis.names import dotted
 from trainlint.analysis.training import BACKWARD, STEP
@@ -22,35 +23,8 @@ MUTATING_METHODS = {"update", "setdefault", "__setitem__"}
 MAX_DEPTH = 6
 
 
-def _key(element: cst.DictElement) -> Optional[str]:
-    k = element.key
-    if isinstance(k, cst.SimpleString):
-        v = k.evaluated_value
-        return v if isinstance(v, str) else None
-    return None
-
-
 def _is_none(node: cst.BaseExpression) -> bool:
     return isinstance(node, cst.Name) and node.value == "None"
-
-
-def _entries(node: cst.BaseExpression) -> Optional[List[Tuple[Optional[str], cst.BaseExpression]]]:
-    """(key, value) pairs of a dict display or `dict(k=v, ...)`; None for `**spread` entries."""
-    if isinstance(node, cst.Dict):
-        out = []
-        for el in node.elements:
-            if not isinstance(el, cst.DictElement):
-                return None
-            out.append((_key(el), el.value))
-        return out
-    if isinstance(node, cst.Call) and dotted(node.func) == "dict":
-        out = []
-        for a in node.args:
-            if a.keyword is None:
-                return None
-            out.append((a.keyword.value, a.value))
-        return out
-    return None
 
 
 class CheckpointWithoutOptimizer(Rule):
