@@ -260,6 +260,16 @@ class RandomAugmentationInEvalTransform(Rule):
             data = datasets.ImageFolder(root=root_path, transform=transform)  # !
             return torch.utils.data.DataLoader(data, batch_size=batch_size)
         """,
+        """
+        import torch.utils.data as data
+        import torchvision.datasets as datasets
+        import torchvision.transforms as transforms
+
+        # a builder named for test data (with parameters, but this is no pytest module)
+        def test_loader(path, batch_size=16):
+            tf = transforms.Compose([transforms.RandomResizedCrop(224), transforms.ToTensor()])
+            return data.DataLoader(datasets.ImageFolder(path, tf), batch_size=batch_size)  # !
+        """,
     )
 
     def check(self, ctx) -> Iterator[Report]:
@@ -383,9 +393,8 @@ class RandomAugmentationInEvalTransform(Rule):
                     if value is node and key is not None and is_heldout_name(key) and not TTA_NAME.search(key):
                         return f"the `{key!r}` data"
         fn = call.function
-        if fn is not None and is_heldout_name(fn.name) and not TTA_NAME.search(fn.name) and not (
-            fn.name.startswith("test_") and ctx.imports_test_framework
-        ):
+        # (a pytest module never gets here: the rule skips test modules as a whole)
+        if fn is not None and is_heldout_name(fn.name) and not TTA_NAME.search(fn.name):
             return f"the data built by `{fn.name}()`"
         first = call.positional(0) if call.positional(0) is not None else call.keyword("root")
         if first is not None:

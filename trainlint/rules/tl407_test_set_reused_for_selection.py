@@ -175,8 +175,6 @@ class TestSetReusedForSelection(Rule):
             return
         for sel in selections(ctx):
             site = sel.site
-            if site.function is not None and site.function.name.startswith("test_") and ctx.imports_test_framework:
-                continue
             source = self._test_source(ctx, sel.metric, site)
             if source is None or not self._reported(ctx, sel.metric, site):
                 continue
