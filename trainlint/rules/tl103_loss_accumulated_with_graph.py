@@ -6,7 +6,7 @@ import libcst as cst
 
 from trainlint.analysis.facts import AssignSite, CallSite, walk
 from trainlint.analysis.names import dotted
-from trainlint.analysis.training import BACKWARD
+from trainlint.analysis.training import BACKWARD, STEP, conditions
 from trainlint.rules.base import Replacement, Report, Rule
 
 # Calls that hand a tensor on as a tensor: an accumulator passed to these must stay one.
@@ -18,6 +18,12 @@ class LossAccumulatedWithGraph(Rule):
     Finds a running total that adds the loss tensor itself (`total += loss`,
     `epoch_loss += loss * x.size(0)`) across the iterations of a training loop, where that
     same loss is backpropagated, so it carries an autograd graph.
+
+    Not reported: a total re-initialised every iteration, or at every optimizer step (`if (i
+    + 1) % accum == 0: optimizer.step(); ...; running_loss = 0`) while each micro-batch loss
+    is backpropagated at once: it then holds one step's micro-batches at most (a tensor on
+    purpose there, to log it without a host sync per micro-batch). A reset on a logging
+    interval of its own (`if i % 2000 == 1999: ...; running_loss = 0.0`) still is.
 
     ## Why is this bad?
     The total becomes a tensor whose history links every iteration's loss: each step's
@@ -166,6 +172,27 @@ class LossAccumulatedWithGraph(Rule):
             optimizer.step()
             total_loss = total_loss + loss.item()
         """,
+        """
+        import torch
+        # reset at every optimizer step: the total holds one step's micro-batch losses, each
+        # backpropagated at once (kept a tensor to log it without a host sync per micro-batch)
+        class Recipe:
+            def train(self):
+                running_loss = 0
+                num_tokens = 0
+                for epoch in range(self.epochs):
+                    for idx, batch in enumerate(self._dataloader):
+                        current_loss = self._loss_step(batch) * batch["n"]
+                        running_loss += current_loss
+                        current_loss.backward()
+                        if (idx + 1) % self._gradient_accumulation_steps == 0:
+                            if not self._optimizer_in_bwd:
+                                self._optimizer.step()
+                                self._optimizer.zero_grad(set_to_none=True)
+                            self.log(running_loss.item() / num_tokens)
+                            running_loss = 0
+                            num_tokens = 0
+        """,
     )
     INVALID = (
         """
@@ -261,6 +288,36 @@ class LossAccumulatedWithGraph(Rule):
                 total_loss = total_loss + loss  # !
             print(epoch, total_loss.item())
         """,
+        """
+        import torch
+        # near-miss of the reset at every step: here the reset follows the logging interval,
+        # not the optimizer step, which runs every iteration
+        running_loss = 0.0
+        for epoch in range(epochs):
+            for i, (x, y) in enumerate(loader):
+                loss = criterion(model(x), y)
+                running_loss += loss  # !
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+                if i % 100 == 99:
+                    print(running_loss / 100)
+                    running_loss = 0.0
+        """,
+        """
+        import torch
+        # the step and the reset lie in different branches of one `if`
+        total = 0.0
+        for i, (x, y) in enumerate(loader):
+            loss = criterion(model(x), y)
+            loss.backward()
+            total += loss  # !
+            if (i + 1) % accum == 0:
+                optimizer.step()
+                optimizer.zero_grad()
+            else:
+                total = 0.0
+        """,
     )
 
     def check(self, ctx) -> Iterator[Report]:
@@ -284,7 +341,7 @@ class LossAccumulatedWithGraph(Rule):
             ):
                 continue  # `losses = []; losses += loss`: a container, not a running total
             found = self._backpropagated(ctx, tr, loss, a)
-            if found is None or self._reset_in_loop(ctx, acc, a) or self._total_backpropagated(ctx, tr, acc, a):
+            if found is None or self._reset_in_loop(ctx, tr, acc, a) or self._total_backpropagated(ctx, tr, acc, a):
                 continue
             backward, name = found
             text = ctx.module.code_for_node(loss)
@@ -377,19 +434,35 @@ class LossAccumulatedWithGraph(Rule):
         return found
 
     @classmethod
-    def _reset_in_loop(cls, ctx, acc: str, a: AssignSite) -> bool:
+    def _reset_in_loop(cls, ctx, tr, acc: str, a: AssignSite) -> bool:
         """The total is re-initialised inside the same loop whenever it is added to: it sums
-        within one iteration. A reset under an `if` of its own (`if i % 2000 == 1999:
+        within one iteration. Or it is re-initialised at every optimizer step (`if (i + 1) %
+        accum == 0: optimizer.step(); ...; running_loss = 0`): it then sums the micro-batch
+        losses of one step, each already backpropagated, and holds no more than the step's
+        own micro-batches (torchtune's recipes keep it a tensor on purpose, to log it without
+        a host sync per micro-batch). A reset under an `if` of its own (`if i % 2000 == 1999:
         print(running / 2000); running = 0.0`) does not count: between two resets the total
         still links every iteration's graph. Nor does the explicit sum `total = total + x`."""
         loop = a.loops[-1]
+        steps = None
         for s in ctx.assigns_within(loop):
             if s.op != "=" or not any(dotted(t) == acc for t in s.targets):
                 continue
             if s.value is not None and cls._added_to(acc, s.value) is not None:
                 continue
-            if all(b in a.ifs for b in s.ifs if loop.contains(b.start)):
+            guards = [b for b in s.ifs if loop.contains(b.start)]
+            if all(b in a.ifs for b in guards):
                 return True
+            if not s.loops or s.loops[-1] is not loop:
+                continue  # reset in an inner loop: not once per iteration of this one
+            if steps is None:
+                steps = [e for e in tr.iteration_events(loop) if e.kind == STEP]
+            # Every `if` the reset depends on also guards an optimizer step of this loop:
+            # whenever the total is kept, the step it belongs to has run.
+            for e in steps:
+                around = conditions(e, loop)
+                if all(b in around for b in guards if b not in a.ifs):
+                    return True
         return False
 
     @staticmethod
