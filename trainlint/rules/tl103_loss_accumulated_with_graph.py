@@ -193,6 +193,23 @@ class LossAccumulatedWithGraph(Rule):
                             running_loss = 0
                             num_tokens = 0
         """,
+        """
+        import torch
+        # the reward is an input of the loss, not the loss: summing it keeps no graph
+        def generate_session(env, t_max=1000, train=False):
+            total_reward = 0
+            s, _ = env.reset()
+            for t in range(t_max):
+                a = get_action(s)
+                next_s, r, terminated, truncated, _ = env.step(a)
+                if train:
+                    opt.zero_grad()
+                    compute_td_loss([s], [a], [r], [next_s], [terminated]).backward()
+                    opt.step()
+                total_reward += r
+                s = next_s
+            return total_reward
+        """,
     )
     INVALID = (
         """
@@ -398,7 +415,7 @@ class LossAccumulatedWithGraph(Rule):
             expr = tr.backward_loss(c)
             if expr is None:
                 continue
-            if any(isinstance(n, cst.Name) and n.value == loss.value for n in walk(expr)) and ctx.reaching(loss.value, c) == defs:
+            if loss.value in _loss_names(expr) and ctx.reaching(loss.value, c) == defs:
                 return c, loss.value
         if len(defs) == 1 and defs[0].function is a.function and isinstance(defs[0].value, cst.Call) and loop.contains(defs[0].order):
             return self._returned_after_backward(ctx, tr, defs[0].value, defs[0])
@@ -426,7 +443,7 @@ class LossAccumulatedWithGraph(Rule):
                 if c.loops or c.order > r.order or not any(e.kind == BACKWARD for e in tr.site_events(c)):
                     continue
                 expr = tr.backward_loss(c)
-                if expr is not None and defs and any(isinstance(n, cst.Name) and n.value == name for n in walk(expr)) and ctx.reaching(name, c) == defs:
+                if expr is not None and defs and name in _loss_names(expr) and ctx.reaching(name, c) == defs:
                     match = (c, name)
             if match is None:
                 return None
@@ -512,6 +529,27 @@ class LossAccumulatedWithGraph(Rule):
             if r.value is not None and any(dotted(n) == acc for n in walk(r.value) if isinstance(n, (cst.Name, cst.Attribute))):
                 return False
         return True
+
+
+def _loss_names(expr: cst.BaseExpression) -> set:
+    """Names a backpropagated expression is made of: `loss` in `loss`, `loss / accum`,
+    `(loss1 + loss2)`, `loss.mean()`; not the inputs a loss function is called with
+    (`compute_td_loss(states, [r]).backward()` does not backpropagate the reward `r`)."""
+    out = set()
+    stack = [expr]
+    while stack:
+        e = stack.pop()
+        if isinstance(e, cst.Name):
+            out.add(e.value)
+        elif isinstance(e, cst.BinaryOperation):
+            stack += [e.left, e.right]
+        elif isinstance(e, cst.UnaryOperation):
+            stack.append(e.expression)
+        elif isinstance(e, (cst.Attribute, cst.Subscript)):
+            stack.append(e.value)
+        elif isinstance(e, cst.Call) and isinstance(e.func, cst.Attribute):
+            stack.append(e.func.value)  # `loss.mean()`, `loss.sum()`
+    return out
 
 
 RULE = LossAccumulatedWithGraph
