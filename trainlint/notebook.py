@@ -12,7 +12,11 @@ in cell 5 is analysed together). The text is built so that:
 - a cell magic whose body is not Python (`%%bash`, `%%html`, ...) turns the whole
   cell into comments; Python cell magics (`%%time`, `%%capture`, ...) keep the body;
 - a cell whose first line is indented loses that indentation on every line that has it,
-  as IPython's `leading_indent` input transform does before running it (columns map back).
+  as IPython's `leading_indent` input transform does before running it (columns map back);
+- a cell that does not parse on its own (an exercise's `nn.Sequential(<YOUR CODE>)`, a
+  `Model(???)` placeholder) turns into comments like a non-Python cell and is reported as
+  TL000 on its own line (`cell_syntax_findings`): the other cells are linted without it, as
+  the kernel would run them.
 
 Positions map back to (cell, line within the cell), lines counted in the cell's
 own source, magic lines included.
@@ -20,6 +24,7 @@ own source, magic lines included.
 
 from __future__ import annotations
 
+import ast
 import json
 import re
 from dataclasses import dataclass, field, replace
@@ -62,6 +67,9 @@ class Notebook:
     text: str  # what the rules see
     line_map: List[Tuple[int, int]]  # text line (0-based) -> (cell number 1-based, cell line 1-based)
     column_shift: List[int] = field(default_factory=list)  # text line (0-based) -> columns removed
+    # Cells left out because they do not parse: (line, column, end line, end column, message),
+    # positions in `text` (1-based), for TL000.
+    cell_errors: List[Tuple[int, int, int, int, str]] = field(default_factory=list)
 
     def position(self, line: int) -> Tuple[Optional[int], int]:
         """(cell, line within the cell) of a 1-based line of `text`."""
@@ -206,22 +214,76 @@ def load(raw_text: str) -> Optional[Notebook]:
     if not _is_python(data):
         return None
     cells: List[_Cell] = []
-    parts: List[str] = []
-    line_map: List[Tuple[int, int]] = []
-    shifts: List[int] = []
     for i, cell in enumerate(data["cells"]):
         if not isinstance(cell, dict) or cell.get("cell_type") != "code":
             continue
-        c = _neutralise(i, _source_lines(cell))
-        cells.append(c)
+        cells.append(_neutralise(i, _source_lines(cell)))
+    errors: Dict[int, SyntaxError] = {}
+    if _parse_error("".join(c.neutral for c in cells)) is not None:
+        # Only then look cell by cell (most notebooks parse: one parse of the whole text).
+        for c in cells:
+            err = _parse_error(c.neutral)
+            if err is not None:
+                errors[c.index] = err
+                c.neutral = _commented(c.neutral)
+                c.opaque = True  # never rewritten by a fix
+    parts: List[str] = []
+    line_map: List[Tuple[int, int]] = []
+    shifts: List[int] = []
+    cell_errors: List[Tuple[int, int, int, int, str]] = []
+    for c in cells:
+        i = c.index
         parts.append(SEPARATOR.format(i + 1) + "\n")
         line_map.append((i + 1, 1))
         shifts.append(0)
         parts.append(c.neutral)
         n_lines = c.neutral.count("\n")
+        if i in errors:
+            cell_errors.append(_error_position(errors[i], len(line_map) + 1, n_lines))
         line_map.extend((i + 1, n) for n in range(1, n_lines + 1))
         shifts.extend(len(c.leading) if k < len(c.dedented) and c.dedented[k] else 0 for k in range(n_lines))
-    return Notebook(data, raw_text, cells, "".join(parts), line_map, shifts)
+    return Notebook(data, raw_text, cells, "".join(parts), line_map, shifts, cell_errors)
+
+
+def _parse_error(code: str) -> Optional[SyntaxError]:
+    """Why Python cannot parse `code` (None when it can)."""
+    try:
+        ast.parse(code)
+    except SyntaxError as exc:
+        return exc
+    except (ValueError, RecursionError, MemoryError) as exc:  # null bytes, absurd nesting
+        return SyntaxError(str(exc) or type(exc).__name__)
+    return None
+
+
+def _commented(neutral: str) -> str:
+    """The cell's lines as comments, line for line (positions keep their meaning)."""
+    return "".join(("# " + ln if ln.strip() else "") + "\n" for ln in neutral.split("\n")[:-1])
+
+
+def _error_position(exc: SyntaxError, first: int, n_lines: int) -> Tuple[int, int, int, int, str]:
+    """(line, column, end line, end column, message) in the combined text of a cell's syntax
+    error; `first` is the text line of the cell's first line."""
+    line = min(max(exc.lineno or 1, 1), max(n_lines, 1))
+    col = max(exc.offset or 1, 1) if exc.lineno == line else 1
+    end_line = min(max(exc.end_lineno or line, line), max(n_lines, 1))
+    end_col = max(exc.end_offset or col, 1) if exc.end_lineno == end_line else col
+    if end_line == line and end_col < col:
+        end_col = col
+    return first + line - 1, col, first + end_line - 1, end_col, exc.msg or str(exc) or "invalid syntax"
+
+
+def cell_syntax_findings(nb: Notebook, path: str) -> List[Finding]:
+    """TL000 for each cell left out because it does not parse, in `text` positions (map them
+    with `map_finding`)."""
+    from trainlint.registry import SyntaxErrorRule
+
+    rule = SyntaxErrorRule
+    return [
+        Finding(path, line, col, end_line, end_col, rule.code, rule.name, rule.severity,
+                f"cell does not parse: {msg}; the notebook's other cells are linted without it")
+        for line, col, end_line, end_col, msg in nb.cell_errors
+    ]
 
 
 def map_finding(nb: Notebook, f: Finding) -> Finding:

@@ -160,7 +160,7 @@ def _lint_notebook(task: Task) -> Outcome:
         return Outcome(task.display)
 
     def mapped(findings):
-        return [notebook.map_finding(nb, f) for f in findings]
+        return [notebook.map_finding(nb, f) for f in _cell_errors(nb, task) + findings]
 
     deps: Dict[str, Optional[str]] = {}
     if task.fix_mode is None:
@@ -180,6 +180,19 @@ def _lint_notebook(task: Task) -> Outcome:
             out.new_content = new_json.encode("utf-8")
             out.changes = [(f"{task.display}:cell {n}", old, new) for n, old, new in changes]
     return out
+
+
+def _cell_errors(nb, task: Task) -> List[Finding]:
+    """TL000 for the notebook cells that do not parse (left out of the linted text), when
+    TL000 is selected and not disabled for the file."""
+    from trainlint import notebook
+    from trainlint.suppression import file_disabled_codes, suppressed
+
+    if not nb.cell_errors or (task.selected is not None and "TL000" not in task.selected):
+        return []
+    if suppressed("TL000", file_disabled_codes(nb.text)):
+        return []
+    return notebook.cell_syntax_findings(nb, task.display)
 
 
 def lint_task(task: Task) -> Outcome:

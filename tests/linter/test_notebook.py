@@ -163,3 +163,49 @@ def test_fix_writes_back_into_a_cell_indented_at_its_start(run_cli, tmp_path, te
     r = lint(run_cli, tmp_path, cells, "--fix")
     assert r.exit_code == 0, r.stdout + r.stderr
     assert (tmp_path / "nb.ipynb").read_text(encoding="utf-8") == nb_json([("code", "  x = 1\n\n  fixed()\n")])
+
+
+# An exercise notebook: one cell keeps a placeholder for the student's code.
+EXERCISE = [
+    ("markdown", "# Exercise\n"),
+    ("code", "import torch\nflagme()\n"),
+    ("code", "%time x = 1\nmodel = nn.Sequential(<YOUR CODE>)\n"),
+    ("code", "def train():\n    flagme()\n"),
+]
+
+
+def test_cell_that_does_not_parse_is_tl000_and_the_others_are_linted(run_cli, tmp_path, test_rules):
+    r = lint(run_cli, tmp_path, EXERCISE, "--format", "json")
+    got = [(f["code"], f["cell"], f["line"], f["column"]) for f in json.loads(r.stdout)]
+    # TL000 where Python stops in cell 3 (after its magic line); TL990 in cells 2 and 4.
+    assert got == [("TL990", 2, 2, 1), ("TL000", 3, 2, 23), ("TL990", 4, 2, 5)]
+    [tl000] = [f for f in json.loads(r.stdout) if f["code"] == "TL000"]
+    assert tl000["message"].startswith("cell does not parse: invalid syntax")
+
+
+def test_cell_errors_follow_the_selection(run_cli, tmp_path, test_rules):
+    r = lint(run_cli, tmp_path, EXERCISE, "--format", "json", "--select", "TL990")
+    assert [(f["code"], f["cell"]) for f in json.loads(r.stdout)] == [("TL990", 2), ("TL990", 4)]
+    r = lint(run_cli, tmp_path, EXERCISE, "--format", "json", "--select", "TL000")
+    assert [(f["code"], f["cell"]) for f in json.loads(r.stdout)] == [("TL000", 3)]
+
+
+def test_a_notebook_that_parses_is_not_split_up():
+    # A notebook that parses as a whole is not split up: no cell error, text unchanged.
+    nb = notebook.load(nb_json([("code", "x = (1,\n 2)\n"), ("code", "y = x\n")]))
+    assert nb.cell_errors == [] and "# x = (1," not in nb.text
+
+
+def test_fix_leaves_the_cell_that_does_not_parse_untouched(run_cli, tmp_path, test_rules):
+    r = lint(run_cli, tmp_path, EXERCISE, "--fix")
+    after = (tmp_path / "nb.ipynb").read_text(encoding="utf-8")
+    expected = [EXERCISE[0], ("code", "import torch\nfixed()\n"), EXERCISE[2], ("code", "def train():\n    fixed()\n")]
+    assert after == nb_json(expected)
+    assert "TL000" in r.stdout and r.exit_code == 1
+
+
+def test_dedented_cell_error_keeps_its_column(run_cli, tmp_path):
+    # IPython's leading_indent takes the first line's indentation off; the column maps back.
+    r = lint(run_cli, tmp_path, [("code", "x = 1\n"), ("code", "  y = 2\n  z = <YOUR CODE>\n")], "--format", "json")
+    [f] = json.loads(r.stdout)
+    assert (f["code"], f["cell"], f["line"], f["column"]) == ("TL000", 2, 2, 7)

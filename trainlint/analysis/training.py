@@ -10,7 +10,8 @@ training step a framework calls); `nested_iteration_units()` the loops whose ite
 inner (micro-batch) loops, flattened.
 
 Order rules compare positions in one such list and ask `exclusive(a, b)` (different
-branches of one `if`), `conditions(e, loop)` / `is_conditional_wrt(a, b, loop)` (the `if`s
+branches of one `if`), `exits_before(a, b)` (`a` in a branch that returns/continues before
+the later `b`), `conditions(e, loop)` / `is_conditional_wrt(a, b, loop)` (the `if`s
 an event depends on), `Training.in_except(e)` (error-recovery code),
 `Training.grad_enabled_at(site)` and `Training.backward_loss(site)` (the tensor a
 backward differentiates).
@@ -421,6 +422,53 @@ def exclusive(a: Event, b: Event) -> bool:
     for x, y in zip(pa, pb):
         if x is not y:
             return x.function is y.function and exclusive_sites(x, y)
+    return False
+
+
+_EXITS = (cst.Return, cst.Raise, cst.Continue, cst.Break)
+
+
+def _exit_of(block: Block) -> Optional[cst.CSTNode]:
+    """The statement an `if`/`else` body always ends with when it leaves the code after it:
+    `return`, `raise`, `continue` or `break`; None otherwise."""
+    body = getattr(block.node, "body", None)
+    stmts = getattr(body, "body", None)
+    if not stmts:
+        return None
+    last = stmts[-1]
+    if isinstance(last, cst.SimpleStatementLine):
+        last = last.body[-1] if last.body else None
+    return last if isinstance(last, _EXITS) else None
+
+
+def exits_before_sites(x: Site, y: Site) -> bool:
+    """`x` (same function as `y`) lies in an `if`/`else` body that ends with `return`/`raise`
+    (or `continue`/`break` of a loop that also holds `y`) and `y` comes after that body:
+    when `x` runs, `y` does not in the same pass."""
+    if y.order < x.order:
+        return False
+    for block in x.ifs:
+        if block in y.ifs or y.order <= block.end:
+            continue
+        exit_ = _exit_of(block)
+        if exit_ is None:
+            continue
+        if isinstance(exit_, (cst.Continue, cst.Break)):
+            loop = next((l for l in reversed(x.loops) if l.contains(block.start)), None)
+            if loop is None or loop not in y.loops:
+                continue
+        return True
+    return False
+
+
+def exits_before(a: Event, b: Event) -> bool:
+    """`a` runs in a branch that leaves the function or the iteration (`if ...: ...; return`)
+    before the later `b` is reached: in one pass in program order, `a` is never followed by
+    `b`. (Directional: an event of the previous iteration may still precede `b`.)"""
+    pa, pb = event_path(a), event_path(b)
+    for x, y in zip(pa, pb):
+        if x is not y:
+            return x.function is y.function and exits_before_sites(x, y)
     return False
 
 

@@ -6,7 +6,7 @@ import libcst as cst
 
 from trainlint.analysis.facts import AssignSite, CallSite, walk
 from trainlint.analysis.names import dotted
-from trainlint.analysis.training import BACKWARD, STEP, ZERO_GRAD, Event, exclusive, is_conditional_wrt
+from trainlint.analysis.training import BACKWARD, STEP, ZERO_GRAD, Event, exclusive, exits_before, is_conditional_wrt
 from trainlint.rules.base import Report, Rule
 
 
@@ -23,6 +23,11 @@ class ZeroGradBeforeStep(Rule):
     momentum. Training runs, the loss stays flat, and nothing fails. A GAN's
     `netG.zero_grad()` after the discriminator's backward is fine: the generator's own
     backward comes after it, before `optG.step()`.
+
+    Not reported: a clear that never follows the backward in one pass, because it lies in
+    another branch of the same `if`, or because the backward's branch returns (or
+    continues) first (`if accum == 1: ...; loss.backward(); step(); return` and then the
+    accumulation path's own `optimizer.zero_grad()`).
 
     ## Example
     ```python
@@ -144,6 +149,46 @@ class ZeroGradBeforeStep(Rule):
                     p.grad = None
             optimizer.step()
         """,
+        """
+        import torch
+        # the plain path returns after its own step: the accumulation path's zero_grad
+        # never follows that backward
+        def finish_step(optimizer, scaler):
+            scaler.step(optimizer)
+            scaler.update()
+
+        def train_step(model, batch, accum, optimizer, scaler, args):
+            if args.accum_freq == 1:
+                optimizer.zero_grad()
+                loss = model(batch)
+                scaler.scale(loss).backward()
+                finish_step(optimizer, scaler)
+                return loss
+            accum.append(batch)
+            if len(accum) < args.accum_freq:
+                return None
+            optimizer.zero_grad()
+            for b in accum:
+                scaler.scale(model(b)).backward()
+            finish_step(optimizer, scaler)
+            return None
+        """,
+        """
+        import torch
+        # without accumulation the iteration steps and continues; with it, the clear comes
+        # before the micro-batches' backwards
+        for it in range(max_iters):
+            if accum == 1:
+                loss = model(next(data))
+                loss.backward()
+                optimizer.step()
+                optimizer.zero_grad()
+                continue
+            optimizer.zero_grad()
+            for micro in range(accum):
+                (model(next(data)) / accum).backward()
+            optimizer.step()
+        """,
     )
     INVALID = (
         """
@@ -220,6 +265,28 @@ class ZeroGradBeforeStep(Rule):
                     p.grad = None  # !
                 optimizer.step()
         """,
+        """
+        import torch
+        # near-miss of the returning branch: this one falls through to the clear
+        def train_step(model, batch, optimizer, args):
+            if args.warmup:
+                loss = model(batch)
+                loss.backward()
+            optimizer.zero_grad()  # !
+            optimizer.step()
+        """,
+        """
+        import torch
+        # the `continue` belongs to an inner loop: the clear still follows the backward
+        for x, y in loader:
+            for p in model.parameters():
+                loss = criterion(model(x), y)
+                if p is None:
+                    loss.backward()
+                    continue
+            optimizer.zero_grad()  # !
+            optimizer.step()
+        """,
     )
 
     def check(self, ctx) -> Iterator[Report]:
@@ -246,12 +313,12 @@ class ZeroGradBeforeStep(Rule):
         for i, s in enumerate(events):
             if s.kind != STEP or s.closure:
                 continue
-            j = next((k for k in range(i - 1, -1, -1) if events[k].kind == BACKWARD and not exclusive(events[k], s)), None)
+            j = next((k for k in range(i - 1, -1, -1) if events[k].kind == BACKWARD and not _apart(events[k], s)), None)
             if j is None:
                 continue
             b = events[j]
             for z in events[j + 1 : i]:
-                if z.kind != ZERO_GRAD or exclusive(z, s) or exclusive(z, b):
+                if z.kind != ZERO_GRAD or _apart(z, s) or _apart(b, z):
                     continue
                 if is_conditional_wrt(z, s, loop) or tr.in_except(z):
                     continue
@@ -280,6 +347,13 @@ class ZeroGradBeforeStep(Rule):
             return False
         owners = _param_owners(ctx, s)
         return bool(owners) and any(_prefix(z.target, o) or _prefix(o, z.target) for o in owners)
+
+
+def _apart(first: Event, later: Event) -> bool:
+    """The two never run in this order in one iteration: different branches of one `if`, or
+    `first` in a branch that returns/continues before `later` (`if accum == 1: ...;
+    loss.backward(); step(); return` then the accumulation path's own `zero_grad()`)."""
+    return exclusive(first, later) or exits_before(first, later)
 
 
 def _manual_clear_owner(ctx, z: Event) -> Optional[tuple]:

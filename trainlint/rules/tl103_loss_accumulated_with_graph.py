@@ -6,7 +6,7 @@ import libcst as cst
 
 from trainlint.analysis.facts import AssignSite, CallSite, walk
 from trainlint.analysis.names import dotted
-from trainlint.analysis.training import BACKWARD
+from trainlint.analysis.training import BACKWARD, STEP, conditions
 from trainlint.rules.base import Replacement, Report, Rule
 
 # Calls that hand a tensor on as a tensor: an accumulator passed to these must stay one.
@@ -18,6 +18,12 @@ class LossAccumulatedWithGraph(Rule):
     Finds a running total that adds the loss tensor itself (`total += loss`,
     `epoch_loss += loss * x.size(0)`) across the iterations of a training loop, where that
     same loss is backpropagated, so it carries an autograd graph.
+
+    Not reported: a total re-initialised every iteration, or at every optimizer step (`if (i
+    + 1) % accum == 0: optimizer.step(); ...; running_loss = 0`) while each micro-batch loss
+    is backpropagated at once: it then holds one step's micro-batches at most (a tensor on
+    purpose there, to log it without a host sync per micro-batch). A reset on a logging
+    interval of its own (`if i % 2000 == 1999: ...; running_loss = 0.0`) still is.
 
     ## Why is this bad?
     The total becomes a tensor whose history links every iteration's loss: each step's
@@ -166,6 +172,44 @@ class LossAccumulatedWithGraph(Rule):
             optimizer.step()
             total_loss = total_loss + loss.item()
         """,
+        """
+        import torch
+        # reset at every optimizer step: the total holds one step's micro-batch losses, each
+        # backpropagated at once (kept a tensor to log it without a host sync per micro-batch)
+        class Recipe:
+            def train(self):
+                running_loss = 0
+                num_tokens = 0
+                for epoch in range(self.epochs):
+                    for idx, batch in enumerate(self._dataloader):
+                        current_loss = self._loss_step(batch) * batch["n"]
+                        running_loss += current_loss
+                        current_loss.backward()
+                        if (idx + 1) % self._gradient_accumulation_steps == 0:
+                            if not self._optimizer_in_bwd:
+                                self._optimizer.step()
+                                self._optimizer.zero_grad(set_to_none=True)
+                            self.log(running_loss.item() / num_tokens)
+                            running_loss = 0
+                            num_tokens = 0
+        """,
+        """
+        import torch
+        # the reward is an input of the loss, not the loss: summing it keeps no graph
+        def generate_session(env, t_max=1000, train=False):
+            total_reward = 0
+            s, _ = env.reset()
+            for t in range(t_max):
+                a = get_action(s)
+                next_s, r, terminated, truncated, _ = env.step(a)
+                if train:
+                    opt.zero_grad()
+                    compute_td_loss([s], [a], [r], [next_s], [terminated]).backward()
+                    opt.step()
+                total_reward += r
+                s = next_s
+            return total_reward
+        """,
     )
     INVALID = (
         """
@@ -261,6 +305,36 @@ class LossAccumulatedWithGraph(Rule):
                 total_loss = total_loss + loss  # !
             print(epoch, total_loss.item())
         """,
+        """
+        import torch
+        # near-miss of the reset at every step: here the reset follows the logging interval,
+        # not the optimizer step, which runs every iteration
+        running_loss = 0.0
+        for epoch in range(epochs):
+            for i, (x, y) in enumerate(loader):
+                loss = criterion(model(x), y)
+                running_loss += loss  # !
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+                if i % 100 == 99:
+                    print(running_loss / 100)
+                    running_loss = 0.0
+        """,
+        """
+        import torch
+        # the step and the reset lie in different branches of one `if`
+        total = 0.0
+        for i, (x, y) in enumerate(loader):
+            loss = criterion(model(x), y)
+            loss.backward()
+            total += loss  # !
+            if (i + 1) % accum == 0:
+                optimizer.step()
+                optimizer.zero_grad()
+            else:
+                total = 0.0
+        """,
     )
 
     def check(self, ctx) -> Iterator[Report]:
@@ -284,7 +358,7 @@ class LossAccumulatedWithGraph(Rule):
             ):
                 continue  # `losses = []; losses += loss`: a container, not a running total
             found = self._backpropagated(ctx, tr, loss, a)
-            if found is None or self._reset_in_loop(ctx, acc, a) or self._total_backpropagated(ctx, tr, acc, a):
+            if found is None or self._reset_in_loop(ctx, tr, acc, a) or self._total_backpropagated(ctx, tr, acc, a):
                 continue
             backward, name = found
             text = ctx.module.code_for_node(loss)
@@ -341,7 +415,7 @@ class LossAccumulatedWithGraph(Rule):
             expr = tr.backward_loss(c)
             if expr is None:
                 continue
-            if any(isinstance(n, cst.Name) and n.value == loss.value for n in walk(expr)) and ctx.reaching(loss.value, c) == defs:
+            if loss.value in _loss_names(expr) and ctx.reaching(loss.value, c) == defs:
                 return c, loss.value
         if len(defs) == 1 and defs[0].function is a.function and isinstance(defs[0].value, cst.Call) and loop.contains(defs[0].order):
             return self._returned_after_backward(ctx, tr, defs[0].value, defs[0])
@@ -369,7 +443,7 @@ class LossAccumulatedWithGraph(Rule):
                 if c.loops or c.order > r.order or not any(e.kind == BACKWARD for e in tr.site_events(c)):
                     continue
                 expr = tr.backward_loss(c)
-                if expr is not None and defs and any(isinstance(n, cst.Name) and n.value == name for n in walk(expr)) and ctx.reaching(name, c) == defs:
+                if expr is not None and defs and name in _loss_names(expr) and ctx.reaching(name, c) == defs:
                     match = (c, name)
             if match is None:
                 return None
@@ -377,19 +451,35 @@ class LossAccumulatedWithGraph(Rule):
         return found
 
     @classmethod
-    def _reset_in_loop(cls, ctx, acc: str, a: AssignSite) -> bool:
+    def _reset_in_loop(cls, ctx, tr, acc: str, a: AssignSite) -> bool:
         """The total is re-initialised inside the same loop whenever it is added to: it sums
-        within one iteration. A reset under an `if` of its own (`if i % 2000 == 1999:
+        within one iteration. Or it is re-initialised at every optimizer step (`if (i + 1) %
+        accum == 0: optimizer.step(); ...; running_loss = 0`): it then sums the micro-batch
+        losses of one step, each already backpropagated, and holds no more than the step's
+        own micro-batches (torchtune's recipes keep it a tensor on purpose, to log it without
+        a host sync per micro-batch). A reset under an `if` of its own (`if i % 2000 == 1999:
         print(running / 2000); running = 0.0`) does not count: between two resets the total
         still links every iteration's graph. Nor does the explicit sum `total = total + x`."""
         loop = a.loops[-1]
+        steps = None
         for s in ctx.assigns_within(loop):
             if s.op != "=" or not any(dotted(t) == acc for t in s.targets):
                 continue
             if s.value is not None and cls._added_to(acc, s.value) is not None:
                 continue
-            if all(b in a.ifs for b in s.ifs if loop.contains(b.start)):
+            guards = [b for b in s.ifs if loop.contains(b.start)]
+            if all(b in a.ifs for b in guards):
                 return True
+            if not s.loops or s.loops[-1] is not loop:
+                continue  # reset in an inner loop: not once per iteration of this one
+            if steps is None:
+                steps = [e for e in tr.iteration_events(loop) if e.kind == STEP]
+            # Every `if` the reset depends on also guards an optimizer step of this loop:
+            # whenever the total is kept, the step it belongs to has run.
+            for e in steps:
+                around = conditions(e, loop)
+                if all(b in around for b in guards if b not in a.ifs):
+                    return True
         return False
 
     @staticmethod
@@ -439,6 +529,27 @@ class LossAccumulatedWithGraph(Rule):
             if r.value is not None and any(dotted(n) == acc for n in walk(r.value) if isinstance(n, (cst.Name, cst.Attribute))):
                 return False
         return True
+
+
+def _loss_names(expr: cst.BaseExpression) -> set:
+    """Names a backpropagated expression is made of: `loss` in `loss`, `loss / accum`,
+    `(loss1 + loss2)`, `loss.mean()`; not the inputs a loss function is called with
+    (`compute_td_loss(states, [r]).backward()` does not backpropagate the reward `r`)."""
+    out = set()
+    stack = [expr]
+    while stack:
+        e = stack.pop()
+        if isinstance(e, cst.Name):
+            out.add(e.value)
+        elif isinstance(e, cst.BinaryOperation):
+            stack += [e.left, e.right]
+        elif isinstance(e, cst.UnaryOperation):
+            stack.append(e.expression)
+        elif isinstance(e, (cst.Attribute, cst.Subscript)):
+            stack.append(e.value)
+        elif isinstance(e, cst.Call) and isinstance(e.func, cst.Attribute):
+            stack.append(e.func.value)  # `loss.mean()`, `loss.sum()`
+    return out
 
 
 RULE = LossAccumulatedWithGraph

@@ -26,6 +26,10 @@ _MODULES = {
     "torch.nn.modules.activation.Softmin": "Softmin",
 }
 _METHODS = {"softmax", "log_softmax"}
+# The native functions and tensor methods go through PyTorch's argument parser, which takes
+# NumPy's `axis=` as an alias of `dim=` (`torch.softmax(x, axis=1)` works). The Python
+# functions of torch.nn.functional and the modules do not: there `axis=` raises TypeError.
+_TAKES_AXIS = {q for q in _FUNCS if not q.startswith("torch.nn.")}
 
 
 def _is_none(expr: Optional[cst.BaseExpression]) -> bool:
@@ -45,6 +49,11 @@ class SoftmaxImplicitDim(Rule):
     later gets a batch dimension the axis silently changes. The probabilities then do not sum
     to one over the classes and training quietly goes wrong. (`torch.softmax(x)` and
     `x.softmax()` have no default at all and fail.)
+
+    `torch.softmax(x, axis=1)` and `x.softmax(axis=1)` give the dimension: PyTorch's native
+    functions take NumPy's `axis=` as an alias of `dim=`. `F.softmax(x, axis=1)` does not (the
+    functional form and the modules have no such alias): it raises `TypeError`, and is
+    reported as such.
 
     ## Example
     ```python
@@ -89,6 +98,14 @@ class SoftmaxImplicitDim(Rule):
             return F.softmax(x, *args, **kwargs)
         """,
         """
+        import torch
+        # `axis=` is the native functions' alias of `dim=`
+        probas = torch.softmax(logits, axis=1)
+        logp = torch.log_softmax(logits, axis=-1)
+        p = logits.softmax(axis=-1)
+        q = torch.special.softmax(logits, axis=1)
+        """,
+        """
         import torch.nn as nn
         # Softmax2d has no dim: it always normalises over channels
         attn = nn.Softmax2d()
@@ -124,6 +141,14 @@ class SoftmaxImplicitDim(Rule):
         import torch
         weights = (q @ k.transpose(-2, -1)).softmax()  # !
         """,
+        """
+        import torch
+        import torch.nn.functional as F
+        # near-miss of the `axis=` alias: the functional form and the module do not take it
+        probs = F.softmax(logits, axis=1)  # !
+        head = torch.nn.LogSoftmax(axis=-1)  # !
+        ok = torch.softmax(logits, axis=1)
+        """,
     )
 
     def check(self, ctx) -> Iterator[Report]:
@@ -135,14 +160,22 @@ class SoftmaxImplicitDim(Rule):
             q = call.qualname
             if q in _FUNCS:
                 dim = call.arg(1, "dim")
+                if dim is None and call.keyword("axis") is not None:
+                    if q not in _TAKES_AXIS:
+                        yield self._report_axis(call.node, f"`{ctx.module.code_for_node(call.func)}(...)`")
+                    continue
                 if dim is None or _is_none(dim):
                     yield self._report(call.node, f"`{ctx.module.code_for_node(call.func)}(...)`")
             elif q in _MODULES:
                 dim = call.arg(0, "dim")
-                if dim is None or _is_none(dim):
+                if dim is None and call.keyword("axis") is not None:
+                    yield self._report_axis(call.node, f"`{ctx.module.code_for_node(call.func)}()`")
+                elif dim is None or _is_none(dim):
                     yield self._report(call.node, f"`{ctx.module.code_for_node(call.func)}()`")
             elif q is None and call.attr in _METHODS and call.receiver is not None and self._tensor_method(ctx, call):
                 dim = call.arg(0, "dim")
+                if dim is None and call.keyword("axis") is not None:
+                    continue
                 if dim is None or _is_none(dim):
                     yield self._report(call.node, f"`.{call.attr}()`")
 
@@ -165,6 +198,14 @@ class SoftmaxImplicitDim(Rule):
             f"{what} without `dim`: PyTorch guesses the dimension (0 for 1-D and 3-D inputs, "
             f"else 1), which for a batch of sequences normalises across the batch. Pass the "
             f"class dimension explicitly, e.g. `dim=-1`.",
+        )
+
+    def _report_axis(self, node: cst.CSTNode, what: str) -> Report:
+        return Report(
+            node,
+            f"{what} with `axis=`: only the native `torch.softmax`/`Tensor.softmax` take `axis` "
+            f"as an alias of `dim`; `torch.nn.functional` and the `nn` modules have no such parameter and raise TypeError. "
+            f"Write `dim=` instead.",
         )
 
 

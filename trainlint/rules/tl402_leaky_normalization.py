@@ -10,6 +10,7 @@ from trainlint.analysis.names import dotted, expression_facts
 from trainlint.analysis.splits import (
     HELDOUT_NAME,
     LABEL_NAME,
+    SPLIT_FUNCS,
     TRAIN_IN_NAME,
     built_as_training_split,
     later_split,
@@ -22,6 +23,10 @@ from trainlint.rules.base import Report, Rule
 STAT_METHODS = {"mean", "std", "var", "min", "max", "amin", "amax", "nanmean", "nanstd", "nanvar", "nanmin", "nanmax", "median"}
 STAT_MODULES = ("numpy.", "torch.")
 SKLEARN_SCALERS = re.compile(r"sklearn\.preprocessing\.\w*(Scaler|Normalizer|Transformer|Standard)\w*$")
+# Methods that see one item (or one batch) at a time: a Dataset's `__getitem__`, a
+# transform's `__call__`/`forward`. Statistics there describe that sample (an audio clip's
+# channel mean, an image's own min/max), not the data set.
+PER_ITEM_METHODS = {"__getitem__", "__call__", "forward", "transform_sample", "_transform"}
 
 
 class LeakyNormalization(Rule):
@@ -36,6 +41,11 @@ class LeakyNormalization(Rule):
     score is optimistic, and the model is tuned to numbers it will not have in production.
     Fit the normalisation on the training split only and apply it to the others. (Label
     statistics such as `y.max() + 1` classes are not normalisation and are not reported.)
+
+    Not reported either: statistics of one sample, computed in a method that sees one item
+    at a time (a Dataset's `__getitem__`, a transform's `__call__`/`forward`: an audio clip's
+    channel mean), and statistics of data that is itself a part a split returned (`X_tr,
+    X_te, ... = train_test_split(...)` then `scaler.fit(X_tr)`), whatever it is named.
 
     ## Example
     ```python
@@ -134,6 +144,30 @@ class LeakyNormalization(Rule):
             norms.append(imgs.mean(dim=(1, 2, 3)))
         train_set, val_set = random_split(raw, [800, 200])
         """,
+        """
+        import torch
+        # one audio clip's channel downmix in a transform: a per-sample statistic
+        class AudioTransform:
+            def __call__(self, audio_data):
+                waveform, sr = audio_data
+                if waveform.ndim == 2 and waveform.shape[0] > 1:
+                    waveform = waveform.mean(dim=0, keepdim=True)
+                if waveform.shape[-1] < self.window:
+                    waveform = torch.cat([waveform, waveform.new_zeros(self.window - waveform.shape[-1])])
+                mel = get_mel(waveform)
+                mel = mel[:self.max_frames]
+                return mel
+        """,
+        """
+        from sklearn.model_selection import train_test_split
+        # statistics of the split's training part (`X_tr`, whatever its name), then an
+        # early-stopping slice of that part
+        X_tr, X_te, y_tr, y_te = train_test_split(X, y, test_size=0.3)
+        mean, std = X_tr.mean(0), X_tr.std(0)
+        X_tr = (X_tr - mean) / std
+        X_te = (X_te - mean) / std
+        X_fit, X_es = X_tr[:900], X_tr[900:]
+        """,
     )
     INVALID = (
         """
@@ -218,6 +252,23 @@ class LeakyNormalization(Rule):
         X = (X - X.min()) / (X.max() - X.min())  # !
         train_ds, val_ds = random_split(TensorDataset(X, y), [800, 200])
         """,
+        """
+        import numpy as np
+        from sklearn.model_selection import train_test_split
+        # near-miss of the split part: the parts are joined again, normalised together, re-split
+        X_tr, X_te, y_tr, y_te = train_test_split(X, y)
+        X_all = np.concatenate([X_tr, X_te])
+        X_all = (X_all - X_all.mean(0)) / X_all.std(0)  # !
+        X_tr, X_te = X_all[:n_train], X_all[n_train:]
+        """,
+        """
+        import torch
+        # near-miss of the per-item method: a loader function over the whole recording set
+        def load_clips(waveforms):
+            waveforms = (waveforms - waveforms.mean(dim=0)) / waveforms.std(dim=0)  # !
+            train, test = waveforms[:800], waveforms[800:]
+            return train, test
+        """,
     )
 
     def check(self, ctx) -> Iterator[Report]:
@@ -238,6 +289,8 @@ class LeakyNormalization(Rule):
             if stat is None:
                 continue
             data, kind = stat
+            if _per_item(ctx, call):
+                continue
             over = self._loop_dataset(ctx, call, data) if kind == "stat" else None
             if over is not None:
                 key = (id(over[0].node), over[1])
@@ -259,6 +312,8 @@ class LeakyNormalization(Rule):
             seen.add(key)
             if TRAIN_IN_NAME.search(data):
                 continue  # statistics of the training split: the right thing
+            if _split_part(ctx, call, data):
+                continue  # `X_tr, X_te, ... = train_test_split(...)`: already a split's part
             if HELDOUT_NAME.search(data) and kind == "stat":
                 yield Report(call.node, f"normalisation statistics are computed on `{data}`, held-out data: use the "
                              f"training split's statistics for every split.")
@@ -373,6 +428,29 @@ class LeakyNormalization(Rule):
             f"({split}): test data leaks into training. Split first, then compute the statistics "
             f"on the training part only.",
         )
+
+
+def _per_item(ctx, call: CallSite) -> bool:
+    """The statistic is computed in a method that sees one sample at a time (or in a function
+    nested in one)."""
+    return any(f.name in PER_ITEM_METHODS and f.cls is not None for f in ctx.enclosing_function_chain(call.function))
+
+
+def _split_part(ctx, call: CallSite, data: str) -> bool:
+    """`data` is one of the parts a split returned (`X_tr, X_te, y_tr, y_te =
+    train_test_split(X, y)`): statistics of it come after the split, whatever the name. (A
+    held-out part by name is reported before this is asked.)"""
+    defs = ctx.reaching(data, call)
+    if not defs:
+        return False
+    for d in defs:
+        value = d.whole_value if d.whole_value is not None else d.value
+        if not isinstance(value, cst.Call):
+            return False
+        q = ctx.qualname(value.func) or (value.func.attr.value if isinstance(value.func, cst.Attribute) else "")
+        if not SPLIT_FUNCS.search(q or ""):
+            return False
+    return True
 
 
 def _includes_axis_0(axis: cst.BaseExpression) -> bool:
