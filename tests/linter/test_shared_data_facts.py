@@ -6,7 +6,7 @@ import textwrap
 import libcst as cst
 import pytest
 
-from trainlint.analysis.checkpoints import loaded_checkpoint, saved_checkpoints
+from trainlint.analysis.checkpoints import holds_optimizer_state, holds_scheduler_state, literal_path, loaded_checkpoint, saved_checkpoints
 from trainlint.analysis.containers import dict_entry
 from trainlint.analysis.context import FileContext
 from trainlint.analysis.names import dotted
@@ -92,8 +92,25 @@ def test_saved_checkpoint_keys_include_keys_set_one_by_one_and_callers_dicts():
         torch.save(model.state_dict(), "weights.pt")
         """
     )
-    keys = sorted(sorted(k for k, _ in d) for d in saved_checkpoints(ctx))
+    keys = sorted(sorted(k for k, _, _ in d.entries) for d in saved_checkpoints(ctx))
     assert keys == [["epoch", "net"], ["model", "optimizer"]]
+    paths = sorted(literal_path(ctx, d.path, d.save) for d in saved_checkpoints(ctx))
+    assert paths == ["a.pt", "b.pt"]
+
+
+def test_checkpoint_entry_holds_optimizer_state_by_its_value_whatever_the_key():
+    ctx = ctx_of(
+        """
+        import torch
+        optG = torch.optim.Adam(netG.parameters())
+        sched = torch.optim.lr_scheduler.StepLR(optG, 10)
+        torch.save({"G": netG.state_dict(), "optG": optG.state_dict(), "s": sched.state_dict(), "none": None}, "a.pt")
+        """
+    )
+    (saved,) = saved_checkpoints(ctx)
+    opt = {k for k, v, s in saved.entries if holds_optimizer_state(ctx, k, v, s)}
+    sched = {k for k, v, s in saved.entries if holds_scheduler_state(ctx, k, v, s)}
+    assert opt == {"optG"} and sched == {"s"}
 
 
 def test_loaded_checkpoint_reads():
