@@ -231,6 +231,27 @@ class Training:
             self._nested_units = out
         return self._nested_units
 
+    def trains_in(self, loop: Block) -> bool:
+        """One iteration of `loop` runs a backward pass and an optimizer step."""
+        kinds = {e.kind for e in self.iteration_events(loop)}
+        return BACKWARD in kinds and STEP in kinds
+
+    def training_accumulator(self, value: cst.BaseExpression, at: Site) -> Optional[str]:
+        """The name `value` reads that a training loop accumulates before `at`, in the same
+        function (`running_loss += loss.item()` in a loop that runs backward and step): what
+        makes `epoch_loss = running_loss / len(train_dl.dataset)` a training metric, whatever
+        it is called."""
+        read = {n.value for n in walk(value) if isinstance(n, cst.Name)}
+        for a in self.ctx.facts.assigns:
+            if a.op not in ("+=", "-=") or a.function is not at.function or a.order >= at.order or not a.loops:
+                continue
+            if len(a.targets) != 1 or not isinstance(a.targets[0], cst.Name) or a.targets[0].value not in read:
+                continue
+            loop = a.loops[-1]
+            if loop.kind in ("for", "while") and self.trains_in(loop):
+                return a.targets[0].value
+        return None
+
     def events_before(self, function: Optional[FunctionInfo], order: int) -> List[Event]:
         """Events of `function`'s body (all nesting) that come before `order`, calls expanded."""
         sites = [s for s in self._sites_of(function) if s.order < order]
