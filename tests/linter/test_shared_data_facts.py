@@ -145,3 +145,31 @@ def test_selections_need_a_kept_winner():
     )
     found = [cst.Module([]).code_for_node(s.comparison) for s in selections(ctx)]
     assert found == ["acc > best_acc", "acc > best_acc"]
+
+
+def test_accumulating_loops_name_the_batch_loop_a_metric_is_summed_in():
+    from trainlint.analysis.accumulators import accumulating_loops
+
+    ctx = ctx_of(
+        """
+        for epoch in range(3):
+            running = 0.0
+            for x, y in train_loader:
+                loss = crit(model(x), y)
+                loss.backward()
+                opt.step()
+                running += loss.item()
+            hits = 0
+            for x, y in test_loader:
+                hits += 1
+            epoch_loss = running / len(train_loader)
+            acc = hits / 10
+        """
+    )
+    by_target = {a.targets[0].value: a for a in ctx.facts.assigns if a.op == "=" and isinstance(a.targets[0], cst.Name)}
+    for metric, iterated in (("epoch_loss", "train_loader"), ("acc", "test_loader")):
+        site = by_target[metric]
+        ((name, loop),) = accumulating_loops(ctx, site.value, site)
+        assert ctx.module.code_for_node(loop.iter) == iterated
+    assert ctx.training.training_accumulator(by_target["epoch_loss"].value, by_target["epoch_loss"]) == "running"
+    assert ctx.training.training_accumulator(by_target["acc"].value, by_target["acc"]) is None

@@ -26,6 +26,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import libcst as cst
 
+from trainlint.analysis.accumulators import accumulating_loops
 from trainlint.analysis.context import FileContext
 from trainlint.analysis.facts import AssignSite, Block, CallSite, FunctionInfo, Site, walk
 from trainlint.analysis.names import dotted
@@ -241,15 +242,9 @@ class Training:
         function (`running_loss += loss.item()` in a loop that runs backward and step): what
         makes `epoch_loss = running_loss / len(train_dl.dataset)` a training metric, whatever
         it is called."""
-        read = {n.value for n in walk(value) if isinstance(n, cst.Name)}
-        for a in self.ctx.facts.assigns:
-            if a.op not in ("+=", "-=") or a.function is not at.function or a.order >= at.order or not a.loops:
-                continue
-            if len(a.targets) != 1 or not isinstance(a.targets[0], cst.Name) or a.targets[0].value not in read:
-                continue
-            loop = a.loops[-1]
-            if loop.kind in ("for", "while") and self.trains_in(loop):
-                return a.targets[0].value
+        for name, loop in accumulating_loops(self.ctx, value, at):
+            if self.trains_in(loop):
+                return name
         return None
 
     def events_before(self, function: Optional[FunctionInfo], order: int) -> List[Event]:
