@@ -22,8 +22,9 @@ class SelectionOnTrainingLoss(Rule):
     """## What it does
     Finds early stopping or best-checkpoint selection on a training metric (`if train_loss <
     best_loss: torch.save(...)`, `is_best = train_acc > best_acc`, what `train_one_epoch()`
-    returns) in code that also computes a validation metric at that point, which the
-    selection ignores.
+    returns, or a value computed from a sum the training loop accumulates, whatever its name:
+    `epoch_loss = running_loss / len(train_dl.dataset)`) in code that also computes a
+    validation metric at that point, which the selection ignores.
 
     ## Why is this bad?
     The training loss keeps falling while the model overfits, so "best on the training

@@ -45,8 +45,11 @@ class ResumeWithoutOptimizerState(Rule):
     is not the run that was saved, and results are not reproducible. The state was saved
     for exactly this purpose.
 
-    Left alone: a load for evaluation or fine-tuning (no epoch/step read, no `resume`), a
-    checkpoint the file does not save with an optimizer state, and any file that loads an
+    Left alone: a load for evaluation or fine-tuning (no epoch/step read beyond a print or
+    log line, no `resume`), a load in a branch that exits (`--eval-only: ... raise
+    SystemExit`), a load from a file other than the one saved (both paths literal), a
+    checkpoint the file does not save with an optimizer state (an entry keyed like an
+    optimizer, or any `X.state_dict()` of an optimizer `X`), and any file that loads an
     optimizer's state somewhere or hands the checkpoint's optimizer entry (or the whole
     checkpoint) to other code.
 
