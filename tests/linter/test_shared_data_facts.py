@@ -6,7 +6,7 @@ import textwrap
 import libcst as cst
 import pytest
 
-from trainlint.analysis.checkpoints import loaded_checkpoint, saved_checkpoints
+from trainlint.analysis.checkpoints import holds_optimizer_state, holds_scheduler_state, literal_path, loaded_checkpoint, saved_checkpoints
 from trainlint.analysis.containers import dict_entry
 from trainlint.analysis.context import FileContext
 from trainlint.analysis.names import dotted
@@ -92,8 +92,25 @@ def test_saved_checkpoint_keys_include_keys_set_one_by_one_and_callers_dicts():
         torch.save(model.state_dict(), "weights.pt")
         """
     )
-    keys = sorted(sorted(k for k, _ in d) for d in saved_checkpoints(ctx))
+    keys = sorted(sorted(k for k, _, _ in d.entries) for d in saved_checkpoints(ctx))
     assert keys == [["epoch", "net"], ["model", "optimizer"]]
+    paths = sorted(literal_path(ctx, d.path, d.save) for d in saved_checkpoints(ctx))
+    assert paths == ["a.pt", "b.pt"]
+
+
+def test_checkpoint_entry_holds_optimizer_state_by_its_value_whatever_the_key():
+    ctx = ctx_of(
+        """
+        import torch
+        optG = torch.optim.Adam(netG.parameters())
+        sched = torch.optim.lr_scheduler.StepLR(optG, 10)
+        torch.save({"G": netG.state_dict(), "optG": optG.state_dict(), "s": sched.state_dict(), "none": None}, "a.pt")
+        """
+    )
+    (saved,) = saved_checkpoints(ctx)
+    opt = {k for k, v, s in saved.entries if holds_optimizer_state(ctx, k, v, s)}
+    sched = {k for k, v, s in saved.entries if holds_scheduler_state(ctx, k, v, s)}
+    assert opt == {"optG"} and sched == {"s"}
 
 
 def test_loaded_checkpoint_reads():
@@ -128,3 +145,31 @@ def test_selections_need_a_kept_winner():
     )
     found = [cst.Module([]).code_for_node(s.comparison) for s in selections(ctx)]
     assert found == ["acc > best_acc", "acc > best_acc"]
+
+
+def test_accumulating_loops_name_the_batch_loop_a_metric_is_summed_in():
+    from trainlint.analysis.accumulators import accumulating_loops
+
+    ctx = ctx_of(
+        """
+        for epoch in range(3):
+            running = 0.0
+            for x, y in train_loader:
+                loss = crit(model(x), y)
+                loss.backward()
+                opt.step()
+                running += loss.item()
+            hits = 0
+            for x, y in test_loader:
+                hits += 1
+            epoch_loss = running / len(train_loader)
+            acc = hits / 10
+        """
+    )
+    by_target = {a.targets[0].value: a for a in ctx.facts.assigns if a.op == "=" and isinstance(a.targets[0], cst.Name)}
+    for metric, iterated in (("epoch_loss", "train_loader"), ("acc", "test_loader")):
+        site = by_target[metric]
+        ((name, loop),) = accumulating_loops(ctx, site.value, site)
+        assert ctx.module.code_for_node(loop.iter) == iterated
+    assert ctx.training.training_accumulator(by_target["epoch_loss"].value, by_target["epoch_loss"]) == "running"
+    assert ctx.training.training_accumulator(by_target["acc"].value, by_target["acc"]) is None

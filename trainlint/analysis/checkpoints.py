@@ -4,7 +4,8 @@ where a value was read from a `torch.load`ed checkpoint (`ckpt["model"]`)."""
 from __future__ import annotations
 
 import re
-from typing import List, Optional, Tuple
+from dataclasses import dataclass
+from typing import Callable, List, Optional, Tuple
 
 import libcst as cst
 
@@ -19,15 +20,21 @@ SCHEDULER_TEXT = re.compile(r"sched|lr_s", re.I)
 PROGRESS_KEY = re.compile(r"epoch|step|iter", re.I)
 
 
-def saved_checkpoints(ctx) -> List[List[Tuple[Optional[str], str]]]:
+@dataclass(eq=False)
+class SavedCheckpoint:
+    """One dict a file saves with `torch.save`: its (key, value, site the value is read at)
+    entries, and the save call (whose path ties it to the loads of the same file)."""
+
+    entries: List[Tuple[Optional[str], cst.BaseExpression, Site]]
+    save: Site
+    path: Optional[cst.BaseExpression]
+
+
+def saved_checkpoints(ctx) -> List[SavedCheckpoint]:
     """For every dict the file saves with `torch.save` (a display, a name bound to one and
-    filled key by key, a parameter that same-module callers fill): its (key, value source)
-    pairs. Saves of anything else are left out."""
-    return _saved(ctx)
-
-
-def _saved(ctx) -> List[List[Tuple[Optional[str], str]]]:
-    out: List[List[Tuple[Optional[str], str]]] = []
+    filled key by key, a parameter that same-module callers fill): its entries and where it
+    is written. Saves of anything else are left out."""
+    out: List[SavedCheckpoint] = []
     for call in ctx.facts.calls:
         if call.qualname not in TORCH_SAVE:
             continue
@@ -42,12 +49,78 @@ def _saved(ctx) -> List[List[Tuple[Optional[str], str]]]:
             entries = dict_entries(value)
             if entries is None:
                 continue
-            pairs = [(k, ctx.module.code_for_node(v)) for k, v in entries]
+            pairs = [(k, v, site) for k, v in entries]
             name = _bound_name(ctx, value, site)
             if name is not None:
                 pairs += _keyed(ctx, name, site)
-            out.append(pairs)
+            out.append(SavedCheckpoint(pairs, call, call.arg(1, "f")))
     return out
+
+
+def holds_optimizer_state(ctx, key: Optional[str], value: cst.BaseExpression, at: Site) -> bool:
+    """A checkpoint entry that holds an optimizer's state: keyed like one (`"optimizer"`,
+    `"optim_state"`), or valued `X.state_dict()` where X is an optimizer — built by
+    `torch.optim.*` as the analysis resolves it — whatever the key (`"optG": optG.state_dict()`)."""
+    return _holds(ctx, key, value, at, OPTIMIZER_TEXT, ctx.training.is_optimizer)
+
+
+def holds_scheduler_state(ctx, key: Optional[str], value: cst.BaseExpression, at: Site) -> bool:
+    """The same for a learning-rate scheduler's state."""
+    return _holds(ctx, key, value, at, SCHEDULER_TEXT, ctx.training.is_scheduler)
+
+
+def _holds(ctx, key, value, at, pattern, is_kind: Callable) -> bool:
+    if isinstance(value, cst.Name) and value.value == "None":
+        return False  # `"optimizer": None` is written on purpose and holds nothing
+    if key is not None and pattern.search(key):
+        return True
+    text = ctx.module.code_for_node(value)
+    if "state_dict" in text and pattern.search(text):
+        return True
+    if isinstance(value, cst.Call) and isinstance(value.func, cst.Attribute) and value.func.attr.value == "state_dict":
+        try:
+            return bool(is_kind(value.func.value, at))
+        except RecursionError:
+            return False
+    return False
+
+
+def literal_path(ctx, expr: Optional[cst.BaseExpression], at: Site) -> Optional[str]:
+    """The file a save/load names when it is a string literal, directly or through a name bound
+    only to literals of one value (`CKPT = "last.pt"`); None when it is computed or unknown."""
+    if expr is None:
+        return None
+    if isinstance(expr, cst.SimpleString):
+        v = expr.evaluated_value
+        return v if isinstance(v, str) else None
+    if not isinstance(expr, (cst.Name, cst.Attribute)):
+        return None
+    try:
+        cands = ctx.resolve(expr, at)
+    except RecursionError:
+        return None
+    values = {c.evaluated_value if isinstance(c, cst.SimpleString) else None for c, _ in cands}
+    if len(values) == 1 and None not in values:
+        return values.pop()
+    return None
+
+
+def load_path(ctx, holder: Optional[str], arg: cst.BaseExpression, at: Site) -> Optional[cst.BaseExpression]:
+    """The path expression of the `torch.load` a checkpoint comes from: the load bound to
+    `holder`, or the inline `torch.load(p)["model"]`."""
+    calls: List[cst.Call] = []
+    if holder is not None and "." not in holder:
+        calls = [v for v, _ in ctx.resolve(cst.Name(holder), at) if isinstance(v, cst.Call)]
+    elif isinstance(arg, cst.Subscript) and isinstance(arg.value, cst.Call):
+        calls = [arg.value]
+    if len(calls) != 1 or ctx.qualname(calls[0].func) not in TORCH_LOAD:
+        return None  # a helper's load: its path is a parameter
+    call = calls[0]
+    for a in call.args:
+        if a.keyword is not None and a.keyword.value == "f":
+            return a.value
+    pos = [a for a in call.args if a.keyword is None and not a.star]
+    return pos[0].value if pos else None
 
 
 def _bound_name(ctx, value, site: Site) -> Optional[str]:
@@ -57,7 +130,7 @@ def _bound_name(ctx, value, site: Site) -> Optional[str]:
     return None
 
 
-def _keyed(ctx, name: str, site: Site) -> List[Tuple[Optional[str], str]]:
+def _keyed(ctx, name: str, site: Site) -> List[Tuple[Optional[str], cst.BaseExpression, Site]]:
     """`name["key"] = value` in the scope that binds `name`."""
     out = []
     for a in ctx.facts.assigns:
@@ -65,7 +138,7 @@ def _keyed(ctx, name: str, site: Site) -> List[Tuple[Optional[str], str]]:
             continue
         for t in a.targets:
             if isinstance(t, cst.Subscript) and isinstance(t.value, cst.Name) and t.value.value == name:
-                out.append((subscript_key(t), ctx.module.code_for_node(a.value)))
+                out.append((subscript_key(t), a.value, a))
     return out
 
 

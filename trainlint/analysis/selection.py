@@ -14,7 +14,7 @@ import libcst as cst
 from trainlint.analysis.facts import Block, Site, walk
 from trainlint.analysis.names import dotted
 
-BEST_NAME = re.compile(r"best|^(min|max|lowest|highest)_", re.I)
+BEST_NAME = re.compile(r"best|^(min|max)_|^(lowest|highest)(_|$)", re.I)
 COUNTER_NAME = re.compile(r"patience|counter|wait|bad_epochs|no_improve|stale|trigger", re.I)
 SAVE_ATTRS = {"save", "save_checkpoint", "save_model", "save_pretrained", "save_state_dict", "state_dict", "deepcopy", "save_weights"}
 COMPARE = (cst.LessThan, cst.GreaterThan, cst.LessThanEqual, cst.GreaterThanEqual)

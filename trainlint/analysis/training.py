@@ -26,6 +26,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import libcst as cst
 
+from trainlint.analysis.accumulators import accumulating_loops
 from trainlint.analysis.context import FileContext
 from trainlint.analysis.facts import AssignSite, Block, CallSite, FunctionInfo, Site, walk
 from trainlint.analysis.names import dotted
@@ -230,6 +231,21 @@ class Training:
                     out.append((loop, events))
             self._nested_units = out
         return self._nested_units
+
+    def trains_in(self, loop: Block) -> bool:
+        """One iteration of `loop` runs a backward pass and an optimizer step."""
+        kinds = {e.kind for e in self.iteration_events(loop)}
+        return BACKWARD in kinds and STEP in kinds
+
+    def training_accumulator(self, value: cst.BaseExpression, at: Site) -> Optional[str]:
+        """The name `value` reads that a training loop accumulates before `at`, in the same
+        function (`running_loss += loss.item()` in a loop that runs backward and step): what
+        makes `epoch_loss = running_loss / len(train_dl.dataset)` a training metric, whatever
+        it is called."""
+        for name, loop in accumulating_loops(self.ctx, value, at):
+            if self.trains_in(loop):
+                return name
+        return None
 
     def events_before(self, function: Optional[FunctionInfo], order: int) -> List[Event]:
         """Events of `function`'s body (all nesting) that come before `order`, calls expanded."""

@@ -22,8 +22,9 @@ class SelectionOnTrainingLoss(Rule):
     """## What it does
     Finds early stopping or best-checkpoint selection on a training metric (`if train_loss <
     best_loss: torch.save(...)`, `is_best = train_acc > best_acc`, what `train_one_epoch()`
-    returns) in code that also computes a validation metric at that point, which the
-    selection ignores.
+    returns, or a value computed from a sum the training loop accumulates, whatever its name:
+    `epoch_loss = running_loss / len(train_dl.dataset)`) in code that also computes a
+    validation metric at that point, which the selection ignores.
 
     ## Why is this bad?
     The training loss keeps falling while the model overfits, so "best on the training
@@ -59,6 +60,24 @@ class SelectionOnTrainingLoss(Rule):
     severity = "warning"
 
     VALID = (
+        """
+        import copy, torch
+        # the accumulated loss selected on comes from the loop that only evaluates
+        for epoch in range(40):
+            for x, m in train_dl:
+                optimizer.zero_grad()
+                criterion(model(x), m).backward()
+                optimizer.step()
+            running = 0.0
+            with torch.no_grad():
+                for x, m in val_dl:
+                    running += criterion(model(x), m).item()
+            epoch_loss = running / len(val_dl.dataset)
+            val_acc = accuracy(model, val_dl)
+            if epoch_loss < lowest:
+                lowest = epoch_loss
+                best_wts = copy.deepcopy(model.state_dict())
+        """,
         """
         import torch
         for epoch in range(50):
@@ -115,6 +134,23 @@ class SelectionOnTrainingLoss(Rule):
         """,
     )
     INVALID = (
+        """
+        import copy, torch
+        # `epoch_loss` is the training loss by where it comes from (the tutorial's naming)
+        for epoch in range(40):
+            running_loss = 0.0
+            for x, m in train_dl:
+                optimizer.zero_grad()
+                loss = criterion(model(x), m)
+                loss.backward()
+                optimizer.step()
+                running_loss += loss.item() * x.size(0)
+            epoch_loss = running_loss / len(train_dl.dataset)
+            val_epoch_loss = evaluate(model, val_dl)
+            if epoch_loss < lowest:  # !
+                lowest = epoch_loss
+                best_wts = copy.deepcopy(model.state_dict())
+        """,
         """
         import torch
         for epoch in range(50):
@@ -195,11 +231,16 @@ class SelectionOnTrainingLoss(Rule):
         cands = ctx.resolve(metric, site)
         if len(cands) != 1 or cands[0][0] is metric:
             return None
-        value = cands[0][0]
+        value, value_site = cands[0]
         if isinstance(value, cst.Call):
             fname = (dotted(value.func) or "").rsplit(".", 1)[-1]
             if TRAINING_FUNCTION.search(fname):
                 return f"`{name}` (what `{fname}()` returns)"
+        # By where the value comes from: a sum the training loop accumulates
+        # (`epoch_loss = running_loss / len(train_dl.dataset)`, the transfer-learning tutorial's naming).
+        acc = ctx.training.training_accumulator(value, value_site)
+        if acc is not None:
+            return f"`{name}` (from `{acc}`, accumulated in the loop that trains)"
         return None
 
     @staticmethod

@@ -113,9 +113,9 @@ class RandomAugmentationInEvalTransform(Rule):
 
     The transform is followed through variables, `self.` attributes, dict entries
     (`data_transforms["val"]`), lists and `+`; a transform built by a helper function is not
-    followed (helpers usually branch on a `train` flag). Test-time augmentation (names with
-    `tta`/`test_time`), a flip with `p=1`, a training split (`train=True`) and test modules are left
-    alone.
+    followed (helpers usually branch on a `train` flag). Test-time augmentation (a transform or
+    data set named with `tta`/`test_time`, even on a test folder or `train=False`), a flip with
+    `p=1`, a training split (`train=True`) and test modules are left alone.
 
     ## Example
     ```python
@@ -164,6 +164,15 @@ class RandomAugmentationInEvalTransform(Rule):
         trainset = torchvision.datasets.CIFAR10(root="./data", train=True, transform=transform)
         """,
         """
+        import torchvision
+        import torchvision.transforms as T
+        from torchvision.datasets import ImageFolder
+        # test-time augmentation given to held-out data: averaged over views on purpose
+        tta_transform = T.Compose([T.RandomResizedCrop(224), T.RandomHorizontalFlip(), T.ToTensor()])
+        tta_test_set = ImageFolder("data/pets/test", transform=tta_transform)
+        cifar_test = torchvision.datasets.CIFAR10("data", train=False, transform=tta_transform)
+        """,
+        """
         from torchvision import transforms
         def build_transform(is_train):
             if is_train:
@@ -196,6 +205,15 @@ class RandomAugmentationInEvalTransform(Rule):
         """,
     )
     INVALID = (
+        """
+        import torchvision.transforms as T
+        from torchvision.datasets import ImageFolder
+        # the TTA transform is deterministic; the random one reaches the test folder
+        tta_transform = T.Compose([T.Resize(256), T.CenterCrop(224), T.ToTensor()])
+        aug = T.Compose([T.RandomResizedCrop(224), T.ToTensor()])
+        tta_views = [tta_transform]
+        test_set = ImageFolder("data/pets/test", transform=aug)  # !
+        """,
         """
         import torchvision
         import torchvision.transforms as transforms
@@ -294,6 +312,8 @@ class RandomAugmentationInEvalTransform(Rule):
             tf = _transform_argument(call)
             if tf is None:
                 continue
+            if self._named_for_tta(ctx, call, tf):
+                continue  # test-time augmentation on held-out data is the point of TTA
             owner = self._heldout_owner(ctx, call)
             if owner is None:
                 continue
@@ -370,6 +390,18 @@ class RandomAugmentationInEvalTransform(Rule):
             q = ctx.qualname(value.func) or ""
             return q.startswith(LIBRARIES)
         return isinstance(value, (cst.Name, cst.Attribute)) and bool(TRANSFORM_NAME.search(dotted(value) or ""))
+
+    @staticmethod
+    def _named_for_tta(ctx, call, tf) -> bool:
+        """The transform (`transform=tta_transform`) or the data set it builds (`tta_test_set =
+        ...`) is named for test-time augmentation: however held out the data is, its random
+        views are deliberate."""
+        if isinstance(tf, (cst.Name, cst.Attribute)) and TTA_NAME.search((dotted(tf) or "").rsplit(".", 1)[-1]):
+            return True
+        for a in ctx.facts.assigns:
+            if a.value is call.node and a.op == "=":
+                return any(TTA_NAME.search(n) for n in (_target_name(t) for t in a.targets) if n)
+        return False
 
     def _heldout_owner(self, ctx, call) -> Optional[str]:
         """How the data set built by `call` is held out (for the message), or None."""

@@ -35,8 +35,10 @@ class TrainingOnHeldOutData(Rule):
     (`train_one_epoch(model, test_loader, optimizer)`); held-out data given to a framework's
     training entry point (`Trainer(train_dataset=ds["test"])`, Lightning's
     `trainer.fit(model, val_loader)`); and a validation/test set concatenated into the
-    training data (`ConcatDataset([train_ds, val_ds])`, `np.concatenate([X_train, X_val])`)
-    that is trained on and then evaluated on again.
+    training data (`ConcatDataset([train_ds, val_ds])`, `np.concatenate([X_train, X_val])`,
+    `torch.cat`) that is trained on — through a loader or a training call, or directly as a
+    tensor (`model(X_all)`, `model(xt[idx])` in a loop that steps) — and then evaluated on
+    again (an evaluation loop or call, or a forward pass such as `model(X_val_t)`).
 
     ## Why is this bad?
     The model then learns the data that is supposed to measure it: validation loss and
@@ -76,6 +78,19 @@ class TrainingOnHeldOutData(Rule):
     severity = "error"
 
     VALID = (
+        """
+        import torch
+        # the final refit on train+val is scored on the test tensor only
+        X_all = torch.cat([X_train, X_val])
+        y_all = torch.cat([y_train, y_val])
+        for epoch in range(100):
+            opt.zero_grad()
+            loss = torch.nn.functional.mse_loss(model(X_all), y_all)
+            loss.backward()
+            opt.step()
+        with torch.no_grad():
+            print(torch.nn.functional.mse_loss(model(X_test), y_test).item())
+        """,
         """
         import torch
         for epoch in range(10):
@@ -163,6 +178,36 @@ class TrainingOnHeldOutData(Rule):
         """,
     )
     INVALID = (
+        """
+        import numpy as np
+        import torch
+        # trained on the concatenated tensor in indexed minibatches, then scored on X_val
+        X_all = np.concatenate([X_train, X_val])  # !
+        y_all = np.concatenate([y_train, y_val])
+        xt, yt = torch.from_numpy(X_all), torch.from_numpy(y_all)
+        for epoch in range(200):
+            perm = torch.randperm(len(xt))
+            for i in range(0, len(xt), 64):
+                idx = perm[i:i + 64]
+                opt.zero_grad()
+                loss = torch.nn.functional.mse_loss(model(xt[idx]), yt[idx])
+                loss.backward()
+                opt.step()
+        with torch.no_grad():
+            pred = model(torch.from_numpy(X_val))
+        """,
+        """
+        import torch
+        X_all = torch.cat([X_train, X_val])  # !
+        for epoch in range(100):
+            opt.zero_grad()
+            loss = torch.nn.functional.mse_loss(model(X_all), y_all)
+            loss.backward()
+            opt.step()
+        X_val_t = X_val.float()
+        with torch.no_grad():
+            print(torch.nn.functional.mse_loss(model(X_val_t), y_val).item())
+        """,
         """
         import torch
         optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
@@ -398,7 +443,20 @@ class TrainingOnHeldOutData(Rule):
         for c in calls:
             if c.order > after and c.attr and TRAINING_CALLS.search(c.attr) and any(_mentions(a.value, names) for a in c.args):
                 return True
+        # Trained directly on the tensor: `model(X_all)` (full batch) or `model(xt[idx])`
+        # (indexed minibatches) in a loop that runs backward and an optimizer step.
+        for c in self._model_calls_on(ctx, calls, after, names):
+            if not ctx.training.under_no_grad(c) and any(self._training_steps(ctx, loop) for loop in c.loops):
+                return True
         return False
+
+    @staticmethod
+    def _model_calls_on(ctx, calls: List[CallSite], after: int, names: set) -> List[CallSite]:
+        """Forward passes after `after` whose input reads data in `names`."""
+        return [
+            c for c in calls
+            if c.order > after and any(_mentions(a.value, names) for a in c.args) and ctx.training.is_model_call(c)
+        ]
 
     def _evaluated_on(self, ctx, calls: List[CallSite], after: int, names: set, combined: set) -> Optional[str]:
         """Where data in `names` is evaluated after `after`: an evaluation pass over it, or a call
@@ -413,6 +471,11 @@ class TrainingOnHeldOutData(Rule):
                 continue
             if any(_mentions(a.value, names) for a in c.args):
                 return f"`{ctx.module.code_for_node(c.func)}(...)`"
+        # A forward pass on the array/tensor itself (`model(torch.from_numpy(X_val))`) that does
+        # not train: under no_grad, or outside any loop that steps an optimizer.
+        for c in self._model_calls_on(ctx, calls, after, names):
+            if ctx.training.under_no_grad(c) or not any(self._training_steps(ctx, loop) for loop in c.loops):
+                return f"`{ctx.module.code_for_node(c.node)}`"
         return None
 
     # -- the training steps of a loop -----------------------------------------------------

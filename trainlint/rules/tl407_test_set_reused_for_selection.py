@@ -5,6 +5,7 @@ from typing import Iterator, Optional
 
 import libcst as cst
 
+from trainlint.analysis.accumulators import accumulating_loops
 from trainlint.analysis.facts import Site, walk
 from trainlint.analysis.names import dotted
 from trainlint.analysis.selection import BEST_NAME, selections
@@ -72,6 +73,21 @@ class TestSetReusedForSelection(Rule):
     VALID = (
         """
         import torch
+        # accumulated over the validation loader; the test set is scored once at the end
+        for epoch in range(40):
+            train(model, train_loader)
+            correct = 0
+            with torch.no_grad():
+                for x, y in val_loader:
+                    correct += (model(x).argmax(1) == y).sum().item()
+            acc = 100.0 * correct / len(val_loader.dataset)
+            if acc > best_acc:
+                best_acc = acc
+                torch.save(model.state_dict(), "best.pt")
+        print("best val accuracy", best_acc, "test", evaluate(model, test_loader))
+        """,
+        """
+        import torch
         for epoch in range(100):
             train(model, train_loader)
             val_acc = evaluate(model, val_loader)
@@ -129,6 +145,22 @@ class TestSetReusedForSelection(Rule):
         """,
     )
     INVALID = (
+        """
+        import torch
+        # an accuracy accumulated inline over the test loader, held in a name without "test"
+        for epoch in range(40):
+            train(model, train_loader)
+            hits = n = 0
+            with torch.no_grad():
+                for x, y in test_loader:
+                    hits += (model(x).argmax(1) == y).sum().item()
+                    n += len(y)
+            acc = hits / n
+            if acc > best_acc:  # !
+                best_acc = acc
+                torch.save(model.state_dict(), "best.pt")
+        print("best test accuracy", best_acc)
+        """,
         """
         import torch
         best_acc = 0
@@ -206,6 +238,13 @@ class TestSetReusedForSelection(Rule):
             held = [a for a in args if TEST_NAME.search(a.rsplit(".", 1)[-1])]
             if held:
                 return f"`{metric.value}` (from `{fname}(...)` on `{held[0]}`)"
+        # Accumulated over test data inline, in the epoch loop (`for x, y in test_loader:
+        # correct += ...` then `acc = 100 * correct / len(test_loader.dataset)`).
+        loops = [loop for _, loop in accumulating_loops(ctx, value, vsite)]
+        over = [n.value for loop in loops for n in walk(loop.iter) if isinstance(n, cst.Name)]
+        if any(TEST_NAME.search(n) for n in over) and not any(VAL_NAME.search(n) for n in over):
+            held = next(loop for loop in loops if any(TEST_NAME.search(n.value) for n in walk(loop.iter) if isinstance(n, cst.Name)))
+            return f"`{metric.value}` (accumulated over `{ctx.module.code_for_node(held.iter)}`)"
         # Computed in the function that runs over the test data (`acc = 100. * correct / total`).
         fn = vsite.function
         if fn is not None:

@@ -5,6 +5,7 @@ from typing import Iterator, List, Optional, Tuple
 
 import libcst as cst
 
+from trainlint.analysis.checkpoints import holds_optimizer_state
 from trainlint.analysis.containers import dict_entries as _entries
 from trainlint.analysis.facts import Site, walk
 from trainlint.analysis.names import dotted
@@ -63,6 +64,17 @@ class CheckpointWithoutOptimizer(Rule):
     severity = "info"
 
     VALID = (
+        """
+        import torch
+        # each optimizer's state saved under its variable's name
+        optG = torch.optim.Adam(netG.parameters())
+        optD = torch.optim.Adam(netD.parameters())
+        for it in range(1000):
+            netD(x).mean().backward()
+            optD.step()
+            torch.save({"G": netG.state_dict(), "D": netD.state_dict(), "optG": optG.state_dict(),
+                        "optD": optD.state_dict(), "iter": it}, "gan.pt")
+        """,
         """
         import torch
         optimizer = torch.optim.Adam(model.parameters())
@@ -172,6 +184,16 @@ class CheckpointWithoutOptimizer(Rule):
     INVALID = (
         """
         import torch
+        # two networks' states, neither optimizer's
+        optG = torch.optim.Adam(netG.parameters())
+        optD = torch.optim.Adam(netD.parameters())
+        for it in range(1000):
+            netD(x).mean().backward()
+            optD.step()
+            torch.save({"G": netG.state_dict(), "D": netD.state_dict(), "iter": it}, "gan.pt")  # !
+        """,
+        """
+        import torch
         # the schedule is restored from the epoch, but the optimizer's moments are not saved
         optimizer = torch.optim.Adam(model.parameters())
         scheduler = torch.optim.lr_scheduler.StepLR(optimizer, 30)
@@ -255,13 +277,14 @@ class CheckpointWithoutOptimizer(Rule):
         # (a dict without it is then a "best model" snapshot, not the resume point).
         self._folded = {}
         saved_texts = []
+        optimizer_entry = False  # an entry the shared checkpoint facts know holds optimizer state
         for call in saves:
             obj = call.arg(0, "obj")
             if obj is None:
                 continue
             if _entries(obj) is None:  # a dict display is read entry by entry below
                 saved_texts.append(ctx.module.code_for_node(obj))
-            for node, _ in self._safe_dicts(ctx, obj, call) or []:
+            for node, site in self._safe_dicts(ctx, obj, call) or []:
                 entries = _entries(node)
                 if entries is None:
                     saved_texts.append(ctx.module.code_for_node(node))
@@ -269,7 +292,8 @@ class CheckpointWithoutOptimizer(Rule):
                 for k, v in [*entries, *self._folded.get(id(node), ((), None))[0]]:
                     if not _is_none(v):  # `"optimizer": None` saves no optimizer
                         saved_texts.append((k or "") + " " + ctx.module.code_for_node(v))
-        optimizer_saved = any(OPTIMIZER_TEXT.search(t) for t in saved_texts)
+                        optimizer_entry = optimizer_entry or holds_optimizer_state(ctx, k, v, site)
+        optimizer_saved = optimizer_entry or any(OPTIMIZER_TEXT.search(t) for t in saved_texts)
         scheduler_saved = any(SCHEDULER_TEXT.search(t) for t in saved_texts)
         seen = set()
         for call in saves:
@@ -300,7 +324,7 @@ class CheckpointWithoutOptimizer(Rule):
                         continue
                     entries = [(k, v) for k, v in entries if not (k is not None and OPTIMIZER_TEXT.search(k) and _is_none(v))]
                 texts = [(k or "") + " " + ctx.module.code_for_node(v) for k, v in entries]
-                if not any(OPTIMIZER_TEXT.search(t) for t in texts):
+                if not any(OPTIMIZER_TEXT.search(t) for t in texts) and not any(holds_optimizer_state(ctx, k, v, site) for k, v in entries):
                     if optimizer_saved:
                         continue
                     if self._stateless_optimizers(ctx):

@@ -5,13 +5,27 @@ from typing import Iterator, List, Optional, Tuple
 
 import libcst as cst
 
-from trainlint.analysis.checkpoints import OPTIMIZER_TEXT, PROGRESS_KEY, SCHEDULER_TEXT, TORCH_LOAD, loaded_checkpoint, saved_checkpoints
+from trainlint.analysis.checkpoints import (
+    OPTIMIZER_TEXT,
+    PROGRESS_KEY,
+    SCHEDULER_TEXT,
+    TORCH_LOAD,
+    holds_optimizer_state,
+    holds_scheduler_state,
+    literal_path,
+    load_path,
+    loaded_checkpoint,
+    saved_checkpoints,
+)
 from trainlint.analysis.containers import subscript_key
 from trainlint.analysis.facts import CallSite, walk
 from trainlint.analysis.names import dotted
 from trainlint.rules.base import Report, Rule
 
 RESUME_TEXT = re.compile(r"resum|restart|continue_from|last_ckpt|latest", re.I)
+# Calls that only show a value: a progress key read inside them feeds no training loop.
+DISPLAY_CALL = re.compile(r"^(print|info|debug|warning|warn|log|write|set_description|set_postfix|format)$")
+EXIT_CALLS = {"sys.exit", "exit", "quit", "os._exit"}
 # Receivers whose state is not the model's.
 NOT_MODEL = re.compile(r"optim|(^|_)opt|sched|scaler|ema|swa|sampler|loader|tokenizer|metric", re.I)
 
@@ -31,8 +45,11 @@ class ResumeWithoutOptimizerState(Rule):
     is not the run that was saved, and results are not reproducible. The state was saved
     for exactly this purpose.
 
-    Left alone: a load for evaluation or fine-tuning (no epoch/step read, no `resume`), a
-    checkpoint the file does not save with an optimizer state, and any file that loads an
+    Left alone: a load for evaluation or fine-tuning (no epoch/step read beyond a print or
+    log line, no `resume`), a load in a branch that exits (`--eval-only: ... raise
+    SystemExit`), a load from a file other than the one saved (both paths literal), a
+    checkpoint the file does not save with an optimizer state (an entry keyed like an
+    optimizer, or any `X.state_dict()` of an optimizer `X`), and any file that loads an
     optimizer's state somewhere or hands the checkpoint's optimizer entry (or the whole
     checkpoint) to other code.
 
@@ -117,8 +134,64 @@ class ResumeWithoutOptimizerState(Rule):
         loss.backward()
         opt.step()
         """,
+        """
+        import torch
+        # an evaluation-only load: the epoch is only printed and the branch exits
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+        if args.eval_only:
+            ckpt = torch.load("best.pt", map_location="cpu")
+            model.load_state_dict(ckpt["model"])
+            model.eval()
+            print(f"checkpoint from epoch {ckpt['epoch']}")
+            raise SystemExit
+        for epoch in range(10):
+            loss = train(model, optimizer)
+            loss.backward()
+            optimizer.step()
+            torch.save({"epoch": epoch, "model": model.state_dict(), "optimizer": optimizer.state_dict()}, "best.pt")
+        """,
+        """
+        import torch
+        # fine-tuning from another file than the one this script saves
+        PRETRAINED = "simclr_pretrain.pt"
+        state = torch.load(PRETRAINED, map_location="cpu")
+        backbone.load_state_dict(state["model"])
+        start = state["epoch"]
+        optimizer = torch.optim.SGD(classifier.parameters(), lr=0.01)
+        for epoch in range(20):
+            classifier(x).sum().backward()
+            optimizer.step()
+            torch.save({"epoch": epoch, "model": classifier.state_dict(), "optimizer": optimizer.state_dict()}, "finetuned.pt")
+        """,
     )
     INVALID = (
+        """
+        import torch
+        # the optimizer's state is saved under its variable's name: still optimizer state
+        optG = torch.optim.Adam(netG.parameters())
+        ckpt_path = "ckpt.pt"
+        if os.path.exists(ckpt_path):
+            ck = torch.load(ckpt_path)
+            netG.load_state_dict(ck["G"])  # !
+            start_iter = ck["iter"]
+        for it in range(start_iter, 100):
+            optG.zero_grad()
+            netG(z).sum().backward()
+            optG.step()
+            torch.save({"G": netG.state_dict(), "optG": optG.state_dict(), "iter": it}, ckpt_path)
+        """,
+        """
+        import torch
+        # the epoch printed and fed to the loop's start, from the file this script saves
+        optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+        state = torch.load("last.pt")
+        model.load_state_dict(state["model"])  # !
+        print("resuming after epoch", state["epoch"])
+        for epoch in range(state["epoch"] + 1, 50):
+            model(x).sum().backward()
+            optimizer.step()
+            torch.save({"epoch": epoch, "model": model.state_dict(), "optimizer": optimizer.state_dict()}, "last.pt")
+        """,
         """
         import torch
         optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
@@ -211,14 +284,23 @@ class ResumeWithoutOptimizerState(Rule):
             key, holder = found
             if saved is None:
                 saved = saved_checkpoints(ctx)
-            same = [d for d in saved if any(k == key for k, _ in d)]
+            # The checkpoint this load reads: saved under the model's key, and not to a file
+            # that is clearly another one (fine-tuning from "pretrain.pt" while saving
+            # "finetuned.pt" starts a new run, it does not resume the saved one).
+            loaded_from = literal_path(ctx, load_path(ctx, holder, arg, call), call)
+            same = [
+                d
+                for d in saved
+                if any(k == key for k, _, _ in d.entries)
+                and not (loaded_from is not None and literal_path(ctx, d.path, d.save) not in (None, loaded_from))
+            ]
             if not same:
                 continue
-            opt_saved = any(_holds(d, OPTIMIZER_TEXT) for d in same)
-            sched_saved = any(_holds(d, SCHEDULER_TEXT) for d in same)
+            opt_saved = any(holds_optimizer_state(ctx, k, v, s) for d in same for k, v, s in d.entries)
+            sched_saved = any(holds_scheduler_state(ctx, k, v, s) for d in same for k, v, s in d.entries)
             if holder is not None and self._checkpoint_handed_on(ctx, holder, call):
                 continue
-            reads = self._keys_read(ctx, holder) if holder is not None else set()
+            reads, progress_fed = self._keys_read(ctx, holder) if holder is not None else (set(), False)
             if any(OPTIMIZER_TEXT.search(k) for k in reads):
                 restored_here_opt = True
             else:
@@ -229,7 +311,7 @@ class ResumeWithoutOptimizerState(Rule):
                 missing.append("optimizer")
             if sched_saved and not restored_here_sched:
                 missing.append("scheduler")
-            if not missing or not self._resumes(ctx, call, arg, holder, reads):
+            if not missing or not self._resumes(ctx, call, arg, holder, progress_fed):
                 continue
             what = " and the ".join(missing)
             source = f"`{holder}[{key!r}]`" if holder else f"the checkpoint's {key!r} entry"
@@ -265,19 +347,30 @@ class ResumeWithoutOptimizerState(Rule):
         return opt, sched
 
     @staticmethod
-    def _keys_read(ctx, holder: str) -> set:
-        """The string keys read from the checkpoint name anywhere in the file."""
+    def _keys_read(ctx, holder: str) -> Tuple[set, bool]:
+        """The string keys read from the checkpoint name anywhere in the file, and whether a
+        progress key (epoch/step) is read for more than display: a print or a log line of
+        the checkpoint's epoch does not continue a run, `start_epoch = ckpt["epoch"]` does."""
+        shown = set()
+        for c in ctx.facts.calls:
+            if c.attr is not None and DISPLAY_CALL.match(c.attr):
+                for a in c.args:
+                    shown.update(id(n) for n in walk(a.value))
         keys = set()
+        fed = False
         for node in walk(ctx.module):
+            k = None
             if isinstance(node, cst.Subscript) and dotted(node.value) == holder:
                 k = subscript_key(node)
-                if k is not None:
-                    keys.add(k)
             elif isinstance(node, cst.Call) and isinstance(node.func, cst.Attribute) and node.func.attr.value == "get" and dotted(node.func.value) == holder and node.args:
-                k = node.args[0].value
-                if isinstance(k, cst.SimpleString) and isinstance(k.evaluated_value, str):
-                    keys.add(k.evaluated_value)
-        return keys
+                v = node.args[0].value
+                if isinstance(v, cst.SimpleString) and isinstance(v.evaluated_value, str):
+                    k = v.evaluated_value
+            if k is not None:
+                keys.add(k)
+                if PROGRESS_KEY.search(k) and id(node) not in shown:
+                    fed = True
+        return keys, fed
 
     @staticmethod
     def _checkpoint_handed_on(ctx, holder: str, load: CallSite) -> bool:
@@ -292,10 +385,14 @@ class ResumeWithoutOptimizerState(Rule):
         return False
 
     @staticmethod
-    def _resumes(ctx, call: CallSite, arg, holder: Optional[str], reads: set) -> bool:
-        """Evidence that the load continues a run: the checkpoint's progress is read, or the load
-        sits under a `resume` condition, in a `resume` function, or on a `resume` path."""
-        if any(PROGRESS_KEY.search(k) for k in reads):
+    def _resumes(ctx, call: CallSite, arg, holder: Optional[str], progress_fed: bool) -> bool:
+        """Evidence that the load continues a run: the checkpoint's progress is read (for more
+        than a message), or the load sits under a `resume` condition, in a `resume` function,
+        or on a `resume` path. A load in a branch that ends the program (`--eval-only: ...
+        raise SystemExit`) continues nothing."""
+        if any(_ends_program(ctx, b.node) for b in call.ifs):
+            return False
+        if progress_fed:
             return True
         texts = [ctx.module.code_for_node(b.test) for b in call.ifs if b.test is not None]
         if call.function is not None:
@@ -309,8 +406,19 @@ class ResumeWithoutOptimizerState(Rule):
         return any(RESUME_TEXT.search(t) for t in texts)
 
 
-def _holds(pairs, pattern) -> bool:
-    return any((k is not None and pattern.search(k)) or ("state_dict" in v and pattern.search(v)) for k, v in pairs)
+def _ends_program(ctx, node: cst.CSTNode) -> bool:
+    """An `if` body whose last statement exits: `raise SystemExit`, `sys.exit()`, `exit()`."""
+    body = getattr(getattr(node, "body", None), "body", None)
+    if not body or not isinstance(body[-1], cst.SimpleStatementLine) or not body[-1].body:
+        return False
+    last = body[-1].body[-1]
+    if isinstance(last, cst.Raise) and last.exc is not None:
+        exc = last.exc.func if isinstance(last.exc, cst.Call) else last.exc
+        return dotted(exc) == "SystemExit"
+    if isinstance(last, cst.Expr) and isinstance(last.value, cst.Call):
+        func = last.value.func
+        return (ctx.qualname(func) or dotted(func)) in EXIT_CALLS
+    return False
 
 
 RULE = ResumeWithoutOptimizerState
