@@ -8,9 +8,12 @@ robust to single bad batches -- never on single batch losses:
   learned, above the loss it started from, or above ``worse_than_start`` x the
   loss before training (a blow-up the run never recovered from);
 * no-progress -- for ``window`` steps the smoothed loss has not improved by
-  ``min_improvement`` (relative to its value at the last improvement) and it is
-  still above half the starting loss: the run has not learned anything yet. A
-  run that has learned and then plateaus is healthy and is not reported.
+  ``min_improvement`` (relative to its value at the last improvement) and its
+  best is still within ``learned`` (10 %) of the starting loss: the run has not
+  learned anything yet. A run that has learned and then plateaus is healthy and
+  is not reported -- also when its plateau is high: a noisy or hard task (heavily
+  overlapping classes, noisy regression targets) settles at a floor that no
+  learning rate removes.
 * chance      -- ``window`` steps after the first smoothed value, a
   classification loss (cross-entropy, BCE) has never been clearly below the
   value of an untrained model (``chance`` x ``log C``): the model predicts no
@@ -54,6 +57,7 @@ class DivergenceCheck(Check):
         "min_steps": 10,         # smoothed values (after the first full window) before judging
         "window": 200,           # steps without progress
         "min_improvement": 0.01,
+        "learned": 0.1,          # best below (1 - learned) x start: the run has learned
         "early": 5,              # first losses whose median may serve as the start
         "chance": 0.97,          # best smoothed >= chance x log C: no better than chance
     }
@@ -154,7 +158,7 @@ class DivergenceCheck(Check):
             # memorise a little, so its loss creeps down by more than 1 % now and then.
             chance = step - self._first_smoothed >= self.opt["window"] and self._at_chance(sm)
             stalled = self.start > 0 and step - self._last_improvement >= self.opt["window"] \
-                and self.best > 0.5 * self.start
+                and self.best > (1.0 - self.opt["learned"]) * self.start
             if not (chance or stalled) or self._warming_up():
                 continue   # during a warm-up the steps may still be tiny: no verdict yet
             self._done.add("no-progress")

@@ -59,6 +59,22 @@ def test_converged_plateau_is_healthy():
     assert guard_warnings(rec) == []
 
 
+def test_a_high_noise_floor_after_learning_is_healthy():
+    """A hard task (overlapping classes, noisy targets) learns, then settles at a floor far
+    above half its starting loss: that is convergence, not 'no progress'."""
+    floor = [1.4 + 0.05 * ((i * 7) % 5 - 2) for i in range(420)]
+    losses = [2.3 - 0.9 * i / 275 for i in range(275)] + floor
+    g, rec = _run_with_losses(losses, mode="warn")
+    assert guard_warnings(rec) == []
+
+
+def test_a_run_that_barely_moved_is_still_no_progress():
+    # 5 % below its start, then flat: it has not learned (a learning rate far too small)
+    losses = [2.3 - 0.12 * min(i, 50) / 50 + 0.01 * ((-1) ** i) for i in range(450)]
+    g, rec = _run_with_losses(losses, mode="warn")
+    assert [w.cause for w in guard_warnings(rec)] == ["no-progress"]
+
+
 def test_real_run_learning_rate_blown_up_mid_run():
     """Adam trains well, then a scheduler bug multiplies the lr by 100: the loss
     jumps and stays far above its best (finite all along)."""
