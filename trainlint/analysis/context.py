@@ -14,7 +14,7 @@ from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 import libcst as cst
 
 from trainlint import precheck
-from trainlint.analysis.facts import AssignSite, Block, CallSite, ClassInfo, FunctionInfo, ModuleFacts, ReturnSite, Site, collect
+from trainlint.analysis.facts import AssignSite, Block, CallSite, ClassInfo, FunctionInfo, ModuleFacts, ReturnSite, Site, collect, walk
 from trainlint.analysis.names import dotted
 
 # Calls that return (a view of) their receiver or first argument for our purposes:
@@ -160,10 +160,13 @@ class FileContext:
         cands = self._functions_by_name.get(name)
         if not cands:
             return None
-        # Prefer a function nested in the caller's scope, then a module-level one.
-        for f in cands:
-            if scope is not None and f.parent is scope:
-                return f
+        # Prefer a function nested in the caller's scope or an enclosing one (a closure sees
+        # its siblings: `def a(): ...` and `def b(): a()` both nested in one function), then
+        # a module-level one.
+        for enclosing in self.enclosing_function_chain(scope):
+            for f in cands:
+                if f.parent is enclosing:
+                    return f
         for f in cands:
             if f.parent is None:
                 return f
@@ -337,6 +340,28 @@ class FileContext:
                 if cls is not None:
                     return self.method(cls, func.attr.value)
         return None
+
+    def alias_callers(self, function: FunctionInfo) -> List[CallSite]:
+        """Calls of a nested function through a local name its enclosing function binds to it
+        (`fn = [basic, mirror][level]; fn(x, model)`): they run it at that call's point, as a
+        direct call would. Only names bound in the enclosing function (or functions nested
+        in it) are followed; a nested function passed elsewhere is not."""
+        outer = function.parent
+        if outer is None:
+            return []
+        out = []
+        for a in self.facts.assigns:
+            if a.op != "=" or a.value is None or not any(o is outer for o in self.enclosing_function_chain(a.function)):
+                continue
+            if not any(isinstance(n, cst.Name) and n.value == function.name for n in walk(a.value)):
+                continue
+            for t in a.targets:
+                if not isinstance(t, cst.Name) or t.value == function.name:
+                    continue
+                for c in self.facts.calls:
+                    if isinstance(c.func, cst.Name) and c.func.value == t.value and any(r is a for r in self.reaching(t.value, c)):
+                        out.append(c)
+        return out
 
     def param_arguments(self, function: FunctionInfo, name: str) -> List[Tuple[cst.BaseExpression, Site]]:
         """Argument expressions that same-module callers pass for parameter `name`."""

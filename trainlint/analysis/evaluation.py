@@ -207,9 +207,9 @@ class Evaluation:
     def _called_while_training(self, fn: FunctionInfo) -> bool:
         """A same-module caller trains around it (`infer()` used by the training step), or,
         with no such caller, one in another module of the project does."""
-        if not self.ctx.callers(fn):
+        if not self._callers(fn):
             return any(c["trains"] for c in self._external_callers(fn) or ())
-        for c in self.ctx.callers(fn):
+        for c in self._callers(fn):
             if self.tr.under_no_grad(c):
                 continue
             # The call's result flows into a loss that is backpropagated (skorch's `infer()`
@@ -217,6 +217,15 @@ class Evaluation:
             if self._feeds_backward(c):
                 return True
         return False
+
+    def _callers(self, fn: FunctionInfo) -> List[CallSite]:
+        """Where `fn` runs: its same-module calls, and for a nested helper the calls through
+        a name its enclosing function binds to it (`infer_fn = [basic, mirror][level]`), so
+        that the helper inherits the modes and the no_grad in effect there."""
+        cache = self.__dict__.setdefault("_callers_cache", {})
+        if id(fn) not in cache:
+            cache[id(fn)] = [*self.ctx.callers(fn), *self.ctx.alias_callers(fn)]
+        return cache[id(fn)]
 
     def _feeds_backward(self, call: CallSite) -> bool:
         ctx = self.ctx
@@ -352,7 +361,7 @@ class Evaluation:
         return self._mode_from_callers(function, depth)
 
     def _mode_from_callers(self, function: FunctionInfo, depth: int) -> Optional[bool]:
-        callers = self.ctx.callers(function)
+        callers = self._callers(function)
         if not callers:
             external = self._external_callers(function)
             if external is None:
@@ -390,7 +399,7 @@ class Evaluation:
         return False
 
     def _callers_no_grad(self, fn: FunctionInfo, depth: int) -> bool:
-        callers = self.ctx.callers(fn)
+        callers = self._callers(fn)
         if not callers and depth <= 3:
             external = self._external_callers(fn)
             return bool(external) and all(c["no_grad"] for c in external)  # type: ignore[union-attr]

@@ -191,8 +191,41 @@ class EvalWithoutEvalMode(Rule):
             with torch.no_grad():
                 return model(torch.Tensor(obs))
         """,
+        """
+        import torch
+        # nested helpers run where their enclosing function calls them: after model.eval(),
+        # under no_grad, also through a name bound to one of them
+        def infer(model, loader, tta_level=0):
+            def infer_basic(inputs, net):
+                return net(inputs).clone()
+
+            def infer_mirror(inputs, net):
+                return 0.5 * net(inputs) + 0.5 * net(inputs.flip(-1))
+
+            def infer_mirror_twice(inputs, net):
+                return infer_mirror(inputs, net) + infer_mirror(inputs.flip(-2), net)
+
+            model.eval()
+            infer_fn = [infer_basic, infer_mirror, infer_mirror_twice][tta_level]
+            with torch.no_grad():
+                return torch.cat([infer_fn(x, model) for x in loader])
+        """,
     )
     INVALID = (
+        """
+        import torch
+        # near-miss: the enclosing function never switches the model to eval mode
+        def infer(model, loader, tta_level=0):
+            def infer_basic(inputs, net):  # !
+                return net(inputs).clone()
+
+            def infer_mirror(inputs, net):  # !
+                return 0.5 * net(inputs) + 0.5 * net(inputs.flip(-1))
+
+            infer_fn = [infer_basic, infer_mirror][tta_level]
+            with torch.no_grad():
+                return torch.cat([infer_fn(x, model) for x in loader])
+        """,
         """
         import torch
         from torch.autograd import Variable
