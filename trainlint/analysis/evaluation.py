@@ -55,6 +55,15 @@ TENSOR_CONVERTERS = {
 _INSPECTING_ATTRS = {"size", "shape", "dtype", "device", "ndim", "dim", "numel"}
 _INSPECTING_CALLS = {"print", "len", "type", "isinstance"}
 _MODULE_METHODS = {"load_state_dict", "eval", "train", "parameters", "named_parameters", "state_dict", "modules", "apply"}
+# nn.Module's own API and persistence helpers: calling one of these on a model runs no forward.
+_NOT_FORWARD_METHODS = {
+    *_MODULE_METHODS, "to", "cuda", "cpu", "float", "half", "double", "bfloat16", "type", "requires_grad_",
+    "zero_grad", "share_memory", "children", "named_children", "named_modules", "buffers", "named_buffers",
+    "add_module", "register_module", "register_buffer", "register_parameter", "get_submodule", "get_parameter",
+    "get_buffer", "extra_repr", "save", "save_pretrained", "push_to_hub", "load", "from_pretrained",
+    "load_weights", "save_weights", "summary", "cast", "compile", "fit", "set_", "register_forward_hook",
+    "register_forward_pre_hook", "register_full_backward_hook", "register_backward_hook", "set_adapter",
+}
 _NEEDS_GRAD = {"grad", "backward", "requires_grad_", "enable_grad", "generate", "jacobian", "hessian", "vjp", "jvp"}
 
 
@@ -106,6 +115,17 @@ class Evaluation:
     def __init__(self, ctx: FileContext) -> None:
         self.ctx = ctx
         self.tr = ctx.training
+        self._method_forwards: set = set()  # ids of `model.method(x)` calls taken as forwards
+
+    def model_expr(self, call: CallSite) -> cst.BaseExpression:
+        """The model a forward call runs: `model` in `model(x)`, `model.forward(x)` and
+        `model.get_action(x)`."""
+        if id(call.node) in self._method_forwards and call.receiver is not None:
+            return call.receiver
+        func = call.func
+        if isinstance(func, cst.Attribute) and func.attr.value == "forward":
+            func = func.value
+        return func
 
     # -- finding passes ---------------------------------------------------------------
     @cached_property
@@ -166,7 +186,19 @@ class Evaluation:
             inner = self.ctx.unwrap_model(a.value)
             if isinstance(inner, cst.Call):
                 constructed.add(id(inner))
-        return [c for c in model_calls if id(c.node) not in constructed]
+        forwards = [c for c in model_calls if id(c.node) not in constructed]
+        # A custom method of a model that takes an input (`agent.get_action(obs)`,
+        # `model.get_action_and_value(x)`): it runs (part of) the forward pass. Only on a
+        # name shown to be a module above, and never nn.Module's own API.
+        known = {id(c.node) for c in forwards}
+        for c in calls:
+            if (
+                id(c.node) not in known and c.attr not in _NOT_FORWARD_METHODS and c.receiver is not None
+                and c.qualname is None and dotted(c.receiver) in modules and c.positional(0) is not None
+            ):
+                forwards.append(c)
+                self._method_forwards.add(id(c.node))
+        return sorted(forwards, key=lambda c: c.order)
 
     def feeds_synthetic_data(self, call: CallSite) -> bool:
         """Every input of the model call is made-up data: a tensor factory (`torch.randn`,
@@ -338,7 +370,7 @@ class Evaluation:
         returns it in eval mode (transformers, diffusers, peft), and nothing switched it
         back to training before it runs."""
         call = p.model_call
-        found = self.ctx.constructions(call.node.func, call)  # type: ignore[attr-defined]
+        found = self.ctx.constructions(self.model_expr(call), call)  # type: ignore[attr-defined]
         if not found or not all(
             isinstance(v, cst.Call) and isinstance(v.func, cst.Attribute) and v.func.attr.value == "from_pretrained"
             and site is not None and site.function is call.function
@@ -416,9 +448,7 @@ class Evaluation:
     def model_has_mode_layers(self, p: EvalPass) -> bool:
         """False only when the model's definition is visible and has no dropout/norm layer,
         or when its class is imported from a module that cannot be seen."""
-        func = p.model_call.func
-        if isinstance(func, cst.Attribute) and func.attr.value == "forward":
-            func = func.value
+        func = self.model_expr(p.model_call)
         cands = self.ctx.constructions(func, p.model_call)
         if not cands:
             return True
@@ -496,5 +526,5 @@ class Evaluation:
         return False
 
     def model_name(self, p: EvalPass) -> str:
-        key = self.tr.model_key(p.model_call)
+        key = dotted(self.model_expr(p.model_call))
         return key or "model"

@@ -113,8 +113,35 @@ class EvalWithoutNoGrad(Rule):
             with torch.no_grad():
                 return torch.cat([infer_fn(x, model) for x in loader])
         """,
+        """
+        import torch
+        # a custom method of the model runs the forward: here under no_grad
+        def evaluate(model_path, make_env, Model):
+            envs = make_env()
+            agent = Model(envs)
+            agent.load_state_dict(torch.load(model_path, weights_only=True))
+            agent.eval()
+            obs = envs.reset()
+            with torch.no_grad():
+                return agent.get_action(torch.Tensor(obs))
+        """,
     )
     INVALID = (
+        """
+        import torch
+        # the model (built from a class parameter) runs through its own method, autograd on
+        def evaluate(model_path, make_env, Model):  # !
+            envs = make_env()
+            agent = Model(envs).to("cpu")
+            agent.load_state_dict(torch.load(model_path, weights_only=True))
+            agent.eval()
+            obs, returns = envs.reset(), []
+            while len(returns) < 10:
+                actions = agent.get_action(torch.Tensor(obs))
+                obs, reward = envs.step(actions.numpy())
+                returns.append(reward)
+            return returns
+        """,
         """
         import torch
         # near-miss: the helper is called outside the enclosing function's no_grad block
