@@ -36,7 +36,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from trainlint.analysis.context import FileContext
     from trainlint.cache import Cache
 
-SUMMARY_VERSION = 1
+SUMMARY_VERSION = 2  # 2: a forward's activation behind a False-default flag is not its output
 MAX_HOPS = 3  # re-exports, star imports and factories followed, in all
 MAX_MODULE_BYTES = 2_000_000  # a generated or data module: not worth parsing for facts
 # Roots that are never a project module: PyTorch and its family (see precheck.TORCH_ROOTS),
