@@ -189,12 +189,18 @@ class Evaluation:
         forwards = [c for c in model_calls if id(c.node) not in constructed]
         # A custom method of a model that takes an input (`agent.get_action(obs)`,
         # `model.get_action_and_value(x)`): it runs (part of) the forward pass. Only on a
-        # name shown to be a module above, and never nn.Module's own API.
+        # name that runs a forward itself, or that gets both weights (`load_state_dict`)
+        # and a mode switch (`eval()`/`train()`) -- an environment's `env.eval()` or a
+        # trainer's `load_state_dict()` alone does not make it a model --, and never
+        # nn.Module's own API.
+        loaded = {dotted(c.receiver) for c in calls if c.attr == "load_state_dict" and c.receiver is not None}
+        switched = {dotted(c.receiver) for c in calls if c.attr in ("eval", "train") and c.receiver is not None}
+        models = {self.tr.model_key(c) for c in forwards} | (loaded & switched)
         known = {id(c.node) for c in forwards}
         for c in calls:
             if (
                 id(c.node) not in known and c.attr not in _NOT_FORWARD_METHODS and c.receiver is not None
-                and c.qualname is None and dotted(c.receiver) in modules and c.positional(0) is not None
+                and c.qualname is None and dotted(c.receiver) in models and c.positional(0) is not None
             ):
                 forwards.append(c)
                 self._method_forwards.add(id(c.node))

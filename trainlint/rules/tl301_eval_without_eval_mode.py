@@ -214,16 +214,6 @@ class EvalWithoutEvalMode(Rule):
     INVALID = (
         """
         import torch
-        # near-miss of the class-parameter example: a custom method runs the model, no eval()
-        @torch.no_grad()
-        def evaluate(model_path, make_env, Model):  # !
-            envs = make_env()
-            agent = Model(envs)
-            agent.load_state_dict(torch.load(model_path, weights_only=True))
-            return agent.get_action(torch.Tensor(envs.reset()))
-        """,
-        """
-        import torch
         # near-miss: the enclosing function never switches the model to eval mode
         def infer(model, loader, tta_level=0):
             def infer_basic(inputs, net):  # !

@@ -125,6 +125,18 @@ class EvalWithoutNoGrad(Rule):
             with torch.no_grad():
                 return agent.get_action(torch.Tensor(obs))
         """,
+        """
+        import torch
+        # not models: an environment switched to its evaluation mode, a trainer given weights
+        def test(args, agent):
+            env = Env(args)
+            env.eval()
+            state = env.reset()
+            state, reward, done = env.step(agent.act(state))
+            trainer = CharRNNTrainer(args)
+            trainer.load_state_dict(args.load_model)
+            return trainer.predict(args.begin, args.predict_len)
+        """,
     )
     INVALID = (
         """
