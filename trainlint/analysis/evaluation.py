@@ -24,6 +24,7 @@ import libcst as cst
 
 from trainlint.analysis.context import TORCH_ROOTS, FileContext
 from trainlint.analysis.facts import Block, CallSite, ClassInfo, FunctionInfo, Site, iter_children, walk
+from trainlint.analysis.inputs import constructor_arguments
 from trainlint.analysis.names import dotted, expression_facts
 from trainlint.analysis.project import constructor_summary
 from trainlint.analysis.torch_api import MODE_DEPENDENT_LAYER, SET_GRAD_ENABLED
@@ -365,6 +366,8 @@ class Evaluation:
             return True  # a helper of another module switches to eval mode (or cannot be read)
         if self._loaded_in_eval_mode(p):
             return True
+        if self._wrapper_sets_eval(p):
+            return True
         if p.kind == "loop":
             state = self._mode_before(p.function, p.loop.start, 0)  # type: ignore[union-attr]
         else:
@@ -385,6 +388,41 @@ class Evaluation:
             return False
         events = self.tr.function_events(call.function)  # type: ignore[arg-type]  # None: module level
         return not any(e.kind in (TRAIN, MODE) and e.order < call.order for e in events)
+
+    def _wrapper_sets_eval(self, p: EvalPass) -> bool:
+        """The model is an attribute of a wrapper class (`self._model`) that its `__init__`
+        switches to eval mode, and no method of the class switches back to training:
+        every method runs it in eval mode."""
+        name = dotted(self.model_expr(p.model_call)) or ""
+        cls = self.ctx.method_class(p.function)
+        if cls is None or not name.startswith("self."):
+            return False
+        in_init = False
+        for c in self.ctx.facts.calls:
+            if c.attr not in ("eval", "train") or c.receiver is None or dotted(c.receiver) != name:
+                continue
+            if self.ctx.method_class(c.function) is not cls:
+                continue
+            kinds = {e.kind for e in self.tr.site_events(c)}
+            if kinds & {TRAIN, MODE}:
+                return False  # switched back somewhere: the mode depends on the order of calls
+            if EVAL in kinds and any(f.name == "__init__" and f.cls is cls for f in self.ctx.enclosing_function_chain(c.function)):
+                in_init = True
+        return in_init
+
+    def _passes_eval_model(self, call: CallSite) -> bool:
+        """The call hands over a model switched to eval mode in its arguments:
+        `demo(net.eval(), transform)` (`eval()` returns the module itself)."""
+        for arg in call.node.args:  # type: ignore[attr-defined]
+            value = arg.value
+            while isinstance(value, cst.Call) and isinstance(value.func, cst.Attribute):
+                attr = value.func.attr.value
+                if attr == "eval" and not value.args:
+                    return True
+                if attr not in ("to", "cuda", "cpu", "float", "half", "double", "bfloat16"):
+                    break
+                value = value.func.value
+        return False
 
     def _mode_before(self, function: Optional[FunctionInfo], order: int, depth: int) -> Optional[bool]:
         """True: eval mode; False: train mode (or nothing sets eval); None: cannot tell."""
@@ -412,7 +450,7 @@ class Evaluation:
             return True if all(states) else None
         if depth > 3:
             return None
-        states = [self._mode_before(c.function, c.order, depth + 1) for c in callers]
+        states = [True if self._passes_eval_model(c) else self._mode_before(c.function, c.order, depth + 1) for c in callers]
         if any(s is False for s in states):
             return False
         return True if all(s for s in states) else None
@@ -455,13 +493,32 @@ class Evaluation:
         """False only when the model's definition is visible and has no dropout/norm layer,
         or when its class is imported from a module that cannot be seen."""
         func = self.model_expr(p.model_call)
-        cands = self.ctx.constructions(func, p.model_call)
+        cands = self._through_wrappers(self.ctx.constructions(func, p.model_call))
         if not cands:
             return True
         for value, _ in cands:
             if not isinstance(value, cst.Call) or self._construction_has_mode_layers(value, set()):
                 return True
         return False
+
+    def _through_wrappers(self, cands, depth: int = 0):
+        """A model held by a wrapper (`self.model = model` in `__init__`): what the module's
+        `Wrapper(model, ...)` calls pass for that parameter."""
+        out = []
+        for value, site in cands:
+            fn = site.function if site is not None else None
+            if (
+                depth < 3 and isinstance(value, cst.Name) and fn is not None and fn.name == "__init__"
+                and fn.cls is not None and value.value in fn.params and not self.ctx.reaching(value.value, site)
+            ):
+                passed = constructor_arguments(self.ctx, fn, value.value)
+                if not passed:
+                    out.append((value, site))
+                for arg, at in passed:
+                    out.extend(self._through_wrappers(self.ctx.constructions(arg, at), depth + 1))
+            else:
+                out.append((value, site))
+        return out
 
     def _construction_has_mode_layers(self, call: cst.Call, seen: set) -> bool:
         q = self.ctx.qualname(call.func)

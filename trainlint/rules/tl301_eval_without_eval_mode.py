@@ -210,8 +210,104 @@ class EvalWithoutEvalMode(Rule):
             with torch.no_grad():
                 return torch.cat([infer_fn(x, model) for x in loader])
         """,
+        """
+        import torch
+        # a wrapper whose __init__ switches the model it holds to eval mode, for good
+        class PyTorchModel:
+            def __init__(self, model):
+                self._model = model
+                self._model.eval()
+            def predict(self, dataset):
+                with torch.no_grad():
+                    return [self._model(x) for x in dataset]
+        """,
+        """
+        import torch
+        # the model is switched to eval mode where it is handed over: `eval()` returns it
+        def demo(net, frames):
+            def predict(frame):
+                with torch.no_grad():
+                    return net(frame)
+            return [predict(f) for f in frames]
+
+        demo(net.eval().to("cuda"), frames)
+        """,
+        """
+        import torch
+        import torch.nn.functional as F
+        # a wrapper (for a plotting library) around a model with no dropout/normalisation
+        class SoftmaxRegression(torch.nn.Module):
+            def __init__(self, num_features, num_classes):
+                super().__init__()
+                self.linear = torch.nn.Linear(num_features, num_classes)
+            def forward(self, x):
+                return F.softmax(self.linear(x), dim=1)
+
+        class ModelWrapper:
+            def __init__(self, model, device):
+                self.model = model
+                self.device = device
+            def predict(self, X):
+                return self.model(torch.tensor(X, device=self.device)).argmax(1).numpy()
+
+        mymodel = ModelWrapper(SoftmaxRegression(2, 3), device=torch.device("cpu"))
+        """,
+        """
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+        # the tokenizer is not the model; the model (eval mode from from_pretrained) generates
+        tokenizer = AutoTokenizer.from_pretrained("some/chat-model")
+        model = AutoModelForCausalLM.from_pretrained("some/chat-model")
+        def predict(message):
+            model_inputs = tokenizer([message], return_tensors="pt")
+            return Thread(target=model.generate, kwargs=dict(model_inputs)).start()
+        """,
     )
     INVALID = (
+        """
+        import torch
+        # near-miss of the wrapper: the model it holds has dropout
+        class Net(torch.nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.linear = torch.nn.Linear(2, 3)
+                self.drop = torch.nn.Dropout(0.5)
+            def forward(self, x):
+                return self.linear(self.drop(x))
+
+        class ModelWrapper:
+            def __init__(self, model):
+                self.model = model
+            def predict(self, X):  # !
+                return self.model(torch.tensor(X)).argmax(1).numpy()
+
+        mymodel = ModelWrapper(Net())
+        """,
+        """
+        import torch
+        # near-miss of the wrapper: another method switches the model back to training
+        class PyTorchModel:
+            def __init__(self, model):
+                self._model = model
+                self._model.eval()
+            def finetune(self, x, y):
+                self._model.train()
+                return self._model(x)
+            def predict(self, dataset):  # !
+                with torch.no_grad():
+                    return [self._model(x) for x in dataset]
+        """,
+        """
+        import torch
+        # near-miss of the hand-over: moved to the GPU, never switched to eval mode
+        def demo(net, frames):
+            def predict(frame):  # !
+                with torch.no_grad():
+                    return net(frame)
+            return [predict(f) for f in frames]
+
+        demo(net.to("cuda"), frames)
+        """,
         """
         import torch
         # near-miss: the enclosing function never switches the model to eval mode
