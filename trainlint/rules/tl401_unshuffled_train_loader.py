@@ -6,9 +6,10 @@ from typing import Iterator, Optional
 import libcst as cst
 
 from trainlint.analysis.datasets import draws_fresh_samples
+from trainlint.analysis.facts import walk
 from trainlint.analysis.names import dotted
 from trainlint.analysis.torch_api import DATALOADERS
-from trainlint.analysis.training import BACKWARD
+from trainlint.analysis.training import BACKWARD, STEP
 from trainlint.rules.base import Replacement, Report, Rule
 
 TRAIN_NAME = re.compile(r"train", re.I)
@@ -26,6 +27,13 @@ def _iter_of(expr, names) -> bool:
         isinstance(expr, cst.Call) and isinstance(expr.func, cst.Name) and expr.func.value == "iter"
         and len(expr.args) == 1 and (dotted(expr.args[0].value) or "") in names
     )
+
+
+class _At:
+    """A program point (function, order) to ask `ctx.reaching` about."""
+
+    def __init__(self, function, order) -> None:
+        self.function, self.order = function, order
 
 
 class UnshuffledTrainLoader(Rule):
@@ -150,8 +158,52 @@ class UnshuffledTrainLoader(Rule):
             loss = meta_loss(model, batch)
             loss.backward()
         """,
+        """
+        import numpy as np
+        import torch
+        from torch.utils.data import DataLoader
+        # notebook cells: a statistics pass over an unshuffled `train_loader`, then the name
+        # is rebound to a shuffled loader for training, then to an unshuffled one again for
+        # an accuracy pass under no_grad
+        train_loader = DataLoader(train_set, batch_size=256, shuffle=False)
+        means = []
+        for i, batch in enumerate(train_loader, 0):
+            means.append(np.mean(batch[0].numpy(), axis=(0, 2, 3)))
+
+        train_loader = DataLoader(train_set, batch_size=64, shuffle=True)
+        for x, y in train_loader:
+            opt.zero_grad()
+            loss_fn(model(x), y).backward()
+            opt.step()
+
+        train_loader = DataLoader(train_set, batch_size=64, shuffle=False)
+        correct = 0
+        with torch.no_grad():
+            for x, y in train_loader:
+                correct += int((model(x).argmax(1) == y).sum())
+        """,
     )
     INVALID = (
+        """
+        from torch.utils.data import DataLoader
+        # near-miss of the rebinding: the unshuffled binding is the one a later cell trains on
+        train_loader = DataLoader(train_set, batch_size=64, shuffle=True)
+        training_loop(model, train_loader)
+
+        train_loader = DataLoader(train_set, batch_size=64, shuffle=False)  # !
+        validate(model, train_loader)
+        training_loop(NetWidth(), train_loader)
+
+        def training_loop(model, train_loader):
+            for x, y in train_loader:
+                opt.zero_grad()
+                loss_fn(model(x), y).backward()
+                opt.step()
+
+        def validate(model, train_loader):
+            for name, loader in [("train", train_loader)]:
+                print(name, sum(model(x).sum() for x, _ in loader))
+        """,
         """
         import numpy as np
         import torch
@@ -276,7 +328,7 @@ class UnshuffledTrainLoader(Rule):
             # A `train*` loader only ever read where nothing trains -- loops computing the
             # mean/std of the training set, one batch peeked at to look at, an accuracy
             # function under no_grad -- and not handed on: order does not matter.
-            return not cls._read_without_training(ctx, loader_names)
+            return not cls._read_without_training(ctx, loader_names, call)
         if any(cls._trains(ctx, l) for l in loops):
             return True
         return cls._built_for_training(ctx, call)
@@ -298,13 +350,29 @@ class UnshuffledTrainLoader(Rule):
         return out
 
     @classmethod
-    def _read_without_training(cls, ctx, names) -> bool:
+    def _read_without_training(cls, ctx, names, call=None) -> bool:
         """Every use of the loader reads it where nothing trains: loops that do not train,
         `next(iter(loader))` or `it = iter(loader)` ... `next(it)` outside a training loop
         (inside one, an unshuffled loader hands every step the same first batch),
         `len(loader)`, or a same-module function whose loops over it do not train. There
-        must be some use; anything else (a trainer, a return) may train."""
+        must be some use; anything else (a trainer, a return) may train. Only the uses this
+        binding reaches count: a notebook rebinds `train_loader` to an unshuffled loader for
+        an accuracy pass after training on a shuffled one."""
         names = {n for n in names if n}
+        binding = [a for a in ctx.facts.assigns if call is not None and a.value is call.node]
+
+        def reached(function, order) -> bool:
+            """A use at (function, order) of a plain-name loader sees this binding."""
+            for n in names:
+                if "." in n:
+                    return True  # `self.loader`: not followed per binding
+                sites = ctx.reaching(n, _At(function, order))
+                if sites and not any(s is b for s in sites for b in binding):
+                    return False
+                if not sites and any(n in f.params for f in ctx.enclosing_function_chain(function)):
+                    return False  # a parameter of that name: reached through calls, judged there
+            return True
+
         if not names or any((dotted(r.value) or "") in names for r in ctx.facts.returns if r.value is not None):
             return False
         iterators = {t.value for a in ctx.facts.assigns if a.value is not None and _iter_of(a.value, names)
@@ -312,11 +380,16 @@ class UnshuffledTrainLoader(Rule):
         nested = {id(c.node.args[0].value) for c in ctx.facts.calls
                   if isinstance(c.node.func, cst.Name) and c.node.func.value == "next" and c.node.args}
         used = False
+        in_loop_headers = {id(n) for loop in ctx.loops if loop.iter is not None for n in walk(loop.iter)}
         for c in ctx.facts.calls:
             args = [a.value for a in c.node.args]
             if not any((dotted(v) or "") in names or _iter_of(v, names) or (dotted(v) or "") in iterators for v in args):
                 continue
+            if binding and not reached(c.function, c.order):
+                continue
             used = True
+            if id(c.node) in in_loop_headers and ctx.callee(c) is None:
+                continue  # `for i, b in enumerate(loader)`: the loop is judged below
             func = c.node.func
             name = func.value if isinstance(func, cst.Name) else None
             if name == "len":
@@ -336,6 +409,8 @@ class UnshuffledTrainLoader(Rule):
                 return False  # `for batch in it`: a loop over the iterator
             it = ctx.module.code_for_node(loop.iter)
             if any(re.search(rf"\b{re.escape(n)}\b", it) for n in names):
+                if binding and not reached(loop.function, loop.start):
+                    continue
                 if cls._trains(ctx, loop):
                     return False  # a loop anywhere in the module trains on it
                 used = True
@@ -365,7 +440,11 @@ class UnshuffledTrainLoader(Rule):
             if any((dotted(a.value) or "") in bound for a in c.node.args) and not (isinstance(c.node.func, cst.Name) and c.node.func.value == "len"):
                 return False  # handed on again
         loops = [l for l in ctx.loops if l.function is fn and l.iter is not None and (dotted(l.iter) or "") in bound]
-        return bool(loops) and not any(cls._trains(ctx, l) for l in loops)
+        if loops:
+            return not any(cls._trains(ctx, l) for l in loops)
+        # `for name, loader in [("train", train_loader), ("val", val_loader)]`: the loader is
+        # read by a loop we do not follow, but nothing in the function trains at all.
+        return not any(e.kind in (BACKWARD, STEP) for e in ctx.training.function_events(fn))
 
     @classmethod
     def _built_for_training(cls, ctx, call) -> bool:
