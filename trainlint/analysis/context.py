@@ -363,6 +363,57 @@ class FileContext:
                         out.append(c)
         return out
 
+    def element_values(self, expr: cst.BaseExpression, at: Site, depth: int = 0) -> Optional[List[Tuple[cst.BaseExpression, Site]]]:
+        """The elements a container may hold, for `for model in models`: a list/tuple literal,
+        a slice of a container (`models[:5]`), a name bound to one, a parameter (what the
+        same-module callers pass), and a list built empty then filled by `.append(v)`.
+        None when that cannot be shown (another mutation, an unknown value)."""
+        if depth > MAX_DEPTH:
+            return None
+        if isinstance(expr, cst.Subscript) and all(isinstance(e.slice, cst.Slice) for e in expr.slice):
+            return self.element_values(expr.value, at, depth + 1)
+        if isinstance(expr, (cst.List, cst.Tuple)):
+            if any(isinstance(e, cst.StarredElement) for e in expr.elements):
+                return None
+            return [(e.value, at) for e in expr.elements]
+        if not isinstance(expr, cst.Name) or self.qualname(expr) is not None:
+            return None
+        sites = self.reaching(expr.value, at)
+        if not sites:
+            if at.function is None or expr.value not in at.function.params:
+                return None
+            args = self.param_arguments(at.function, expr.value)
+            if not args:
+                return None
+            out: List[Tuple[cst.BaseExpression, Site]] = []
+            for arg, site in args:
+                found = self.element_values(arg, site, depth + 1)
+                if found is None:
+                    return None
+                out.extend(found)
+            return out
+        out = []
+        for s in sites:
+            if s.op != "=" or s.value is None:
+                return None
+            value = s.value
+            empty = (isinstance(value, cst.List) and not value.elements) or (
+                isinstance(value, cst.Call) and isinstance(value.func, cst.Name) and value.func.value == "list" and not value.args
+            )
+            if not empty:
+                found = self.element_values(value, s, depth + 1)
+                if found is None:
+                    return None
+                out.extend(found)
+                continue
+            for c in self.facts.calls:
+                if not (isinstance(c.receiver, cst.Name) and c.receiver.value == expr.value and c.function is s.function and c.order > s.order):
+                    continue
+                if c.attr != "append" or c.positional(0) is None:
+                    return None  # extended, inserted into, ...: not followed
+                out.append((c.positional(0), c))  # type: ignore[arg-type]
+        return out
+
     def param_arguments(self, function: FunctionInfo, name: str) -> List[Tuple[cst.BaseExpression, Site]]:
         """Argument expressions that same-module callers pass for parameter `name`."""
         if name not in function.params:

@@ -503,11 +503,19 @@ class Evaluation:
 
     def _through_wrappers(self, cands, depth: int = 0):
         """A model held by a wrapper (`self.model = model` in `__init__`): what the module's
-        `Wrapper(model, ...)` calls pass for that parameter."""
+        `Wrapper(model, ...)` calls pass for that parameter. A model taken from a container
+        (`for model in models`): what the container holds (`ctx.element_values`)."""
         out = []
         for value, site in cands:
             fn = site.function if site is not None else None
-            if (
+            loop_target = [s for s in self.ctx.reaching(value.value, site) if s.op == "for"] if isinstance(value, cst.Name) and site is not None else []
+            if depth < 3 and len(loop_target) == 1 and len(loop_target[0].targets) == 1 and loop_target[0].whole_value is not None:
+                elements = self.ctx.element_values(loop_target[0].whole_value, loop_target[0])
+                if not elements:
+                    out.append((value, site))
+                for elem, at in elements or ():
+                    out.extend(self._through_wrappers(self.ctx.constructions(elem, at), depth + 1))
+            elif (
                 depth < 3 and isinstance(value, cst.Name) and fn is not None and fn.name == "__init__"
                 and fn.cls is not None and value.value in fn.params and not self.ctx.reaching(value.value, site)
             ):
@@ -526,10 +534,9 @@ class Evaluation:
             if MODE_DEPENDENT_LAYER.search(q):
                 return True
             if q == "torch.nn.Sequential" or q.startswith("torch.nn.") and q.rsplit(".", 1)[-1] in ("ModuleList", "ModuleDict"):
-                return any(
-                    not isinstance(a.value, cst.Call) or self._construction_has_mode_layers(a.value, seen)
-                    for a in call.args
-                )
+                # `nn.ReLU() if relu else nn.Tanh()`: either layer may be built
+                layers = [b for a in call.args for b in ((a.value.body, a.value.orelse) if isinstance(a.value, cst.IfExp) else (a.value,))]
+                return any(not isinstance(v, cst.Call) or self._construction_has_mode_layers(v, seen) for v in layers)
             # Other torch.nn layers (Linear, Conv, ReLU, LayerNorm...) behave the same in both modes.
             if q.startswith("torch.nn."):
                 return False

@@ -262,8 +262,43 @@ class EvalWithoutEvalMode(Rule):
             model_inputs = tokenizer([message], return_tensors="pt")
             return Thread(target=model.generate, kwargs=dict(model_inputs)).start()
         """,
+        """
+        import torch
+        import torch.nn as nn
+        # models kept in a list; none has dropout or normalisation (ReLU or Tanh variants)
+        models = list()
+        for k in range(10):
+            model = nn.Sequential(nn.Linear(1, 100), nn.ReLU() if k < 5 else nn.Tanh(), nn.Linear(100, 1))
+            models.append(model)
+
+        def dense_prediction(models):
+            preds = []
+            for model in models:
+                with torch.no_grad():
+                    preds.append(model(torch.linspace(-4, 4, 1001).unsqueeze(1)))
+            return preds
+
+        dense_prediction(models[:5])
+        """,
     )
     INVALID = (
+        """
+        import torch
+        import torch.nn as nn
+        # near-miss of the list of models: these have dropout
+        models = []
+        for k in range(10):
+            models.append(nn.Sequential(nn.Linear(1, 100), nn.Dropout(0.2), nn.Linear(100, 1)))
+
+        def dense_prediction(models):  # !
+            preds = []
+            with torch.no_grad():
+                for model in models:
+                    preds.append(model(x_test))
+            return preds
+
+        dense_prediction(models[:5])
+        """,
         """
         import torch
         # near-miss of the wrapper: the model it holds has dropout
