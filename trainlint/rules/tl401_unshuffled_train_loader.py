@@ -5,9 +5,10 @@ from typing import Iterator, Optional
 
 import libcst as cst
 
-from trainlint.analysis.datasets import draws_fresh_samples
+from trainlint.analysis.datasets import draws_fresh_samples, is_iterable_dataset_class, shuffles_itself
 from trainlint.analysis.facts import walk
 from trainlint.analysis.names import dotted
+from trainlint.analysis.project import constructor_summary
 from trainlint.analysis.torch_api import DATALOADERS
 from trainlint.analysis.training import BACKWARD, STEP
 from trainlint.rules.base import Replacement, Report, Rule
@@ -17,6 +18,8 @@ NOT_TRAIN_NAME = re.compile(r"(^|_)(val|valid|validation|test|testing|eval|dev|h
 ITERABLE_DATASET = re.compile(r"IterableDataset|WebDataset|IterDataPipe|streaming", re.I)
 # Random data has no order to learn from: demos and tests load it unshuffled on purpose.
 SYNTHETIC_DATASET = re.compile(r"^(Random|Dummy|Fake|Synthetic|Boring)\w*", re.I)
+# A dataset's own reshuffling method: `shuffleSamples()`, `shuffle()`, `reshuffle()`.
+SHUFFLE_METHOD = re.compile(r"shuffle", re.I)
 # DataLoader(dataset, batch_size, shuffle, sampler, batch_sampler, ...)
 SHUFFLE_POS, SAMPLER_POS, BATCH_SAMPLER_POS = 2, 3, 4
 
@@ -182,8 +185,62 @@ class UnshuffledTrainLoader(Rule):
             for x, y in train_loader:
                 correct += int((model(x).argmax(1) == y).sum())
         """,
+        """
+        import random
+        import numpy as np
+        import torch
+        # the dataset shuffles its own sample list and builds its batches itself
+        class TrainDataset(torch.utils.data.Dataset):
+            def __init__(self, samples):
+                self.list_sample = list(samples)
+                self.if_shuffled = False
+            def __getitem__(self, index):
+                if not self.if_shuffled:
+                    np.random.shuffle(self.list_sample)
+                    self.if_shuffled = True
+                return self.list_sample[index]
+            def __len__(self):
+                return len(self.list_sample)
+
+        loader_train = torch.utils.data.DataLoader(
+            TrainDataset(records),
+            batch_size=2,
+            shuffle=False,  # we do not use this param
+        )
+        """,
+        """
+        from torch.utils.data import DataLoader
+        # the training loop reshuffles the dataset (of a class chosen at run time) every epoch
+        class App:
+            def init_train_dl(self):
+                train_ds = getattr(dsets, self.args.dataset)(val_stride=10)
+                train_dl = DataLoader(train_ds, batch_size=32, num_workers=4)
+                return train_dl
+
+            def do_training(self, train_dl):
+                train_dl.dataset.shuffleSamples()
+                for batch in train_dl:
+                    self.optimizer.zero_grad()
+                    self.loss(batch).backward()
+                    self.optimizer.step()
+        """,
     )
     INVALID = (
+        """
+        import random
+        from torch.utils.data import DataLoader, Dataset
+        # near-miss: the dataset shuffles once when built, the same order every epoch
+        class LunaDataset(Dataset):
+            def __init__(self, candidates):
+                self.candidates = list(candidates)
+                random.shuffle(self.candidates)
+            def __getitem__(self, i):
+                return self.candidates[i]
+            def __len__(self):
+                return len(self.candidates)
+
+        train_dl = DataLoader(LunaDataset(cands), batch_size=32)  # !
+        """,
         """
         from torch.utils.data import DataLoader
         # near-miss of the rebinding: the unshuffled binding is the one a later cell trains on
@@ -274,6 +331,8 @@ class UnshuffledTrainLoader(Rule):
                 continue
             if draws_fresh_samples(ctx, dataset, call):
                 continue  # every item is a fresh random draw: any order is already random
+            if self._orders_itself(ctx, dataset, call):
+                continue  # an IterableDataset, or a dataset that reshuffles its own samples
             if not self._is_training(ctx, call, dataset):
                 continue
             yield Report(
@@ -299,6 +358,37 @@ class UnshuffledTrainLoader(Rule):
                 if cls is not None and any(ITERABLE_DATASET.search(b) for b in ctx.base_qualnames(cls) + [dotted(b) or "" for b in cls.bases]):
                     return True
         return False
+
+    @classmethod
+    def _orders_itself(cls, ctx, dataset, call) -> bool:
+        """The dataset orders its own samples: the training code reshuffles it through the
+        loader every epoch (`train_dl.dataset.shuffleSamples()`), or every value of `dataset`
+        is an instance of a class -- of this module, or of another project module (its
+        summary, analysis/project.py) -- that is an `IterableDataset` or reshuffles its own
+        samples (analysis/datasets.py)."""
+        loader_names = {dotted(t) for a in ctx.facts.assigns if a.value is call.node for t in a.targets} - {None}
+        for c in ctx.facts.calls:
+            recv = c.receiver
+            if (
+                c.attr and SHUFFLE_METHOD.search(c.attr) and isinstance(recv, cst.Attribute)
+                and recv.attr.value == "dataset" and (dotted(recv.value) or "").rsplit(".", 1)[-1] in {n.rsplit(".", 1)[-1] for n in loader_names}
+            ):
+                return True
+        cands = ctx.constructions(dataset, call)
+        if not cands:
+            return False
+        return all(isinstance(value, cst.Call) and cls._class_orders_itself(ctx, value.func, 0) for value, _ in cands)
+
+    @classmethod
+    def _class_orders_itself(cls, ctx, func, depth) -> bool:
+        local = ctx.class_named(func.value) if isinstance(func, cst.Name) else None
+        if local is not None:
+            if is_iterable_dataset_class(ctx, local) or shuffles_itself(ctx, local):
+                return True
+            # `class Benchmark(TrainingDataset)` over a class of another project module
+            return depth < 3 and any(cls._class_orders_itself(ctx, b, depth + 1) for b in local.bases)
+        found = constructor_summary(ctx, func)
+        return found is not None and bool(found[0].get("iterable_dataset") or found[0].get("shuffles_itself"))
 
     @staticmethod
     def _unknown_or_synthetic(ctx, dataset, call) -> bool:
