@@ -186,6 +186,15 @@ class UnshuffledTrainLoader(Rule):
                 correct += int((model(x).argmax(1) == y).sum())
         """,
         """
+        import torch
+        # in a function named `*_train`, a loader handed over only as the test loader
+        def teacher_train(machine, clean_set):
+            clean_loader = torch.utils.data.DataLoader(clean_set, batch_size=64, shuffle=False)
+            machine.train()
+            machine.test_loader = clean_loader
+            return machine.test()
+        """,
+        """
         import random
         import numpy as np
         import torch
@@ -240,6 +249,15 @@ class UnshuffledTrainLoader(Rule):
                 return len(self.candidates)
 
         train_dl = DataLoader(LunaDataset(cands), batch_size=32)  # !
+        """,
+        """
+        import torch
+        # near-miss of the hand-over: the loader is also the trainer's training loader
+        def teacher_train(machine, clean_set):
+            clean_loader = torch.utils.data.DataLoader(clean_set, batch_size=64, shuffle=False)  # !
+            machine.test_loader = clean_loader
+            machine.train_loader = clean_loader
+            machine.train()
         """,
         """
         from torch.utils.data import DataLoader
@@ -412,6 +430,12 @@ class UnshuffledTrainLoader(Rule):
         if call.function is not None:
             names.append(call.function.name)
         if any(NOT_TRAIN_NAME.search(n) for n in names if n):
+            return False
+        # `machine.test_loader = clean_loader`: a loader whose own names say nothing, handed
+        # over under evaluation names only (the `train` in its function's name is not its own).
+        aliases = {dotted(t) or "" for a in ctx.facts.assigns if a.value is not None and (dotted(a.value) or "") in set(loader_names) - {""} for t in a.targets}
+        own = [dotted(dataset) or "", *loader_names]
+        if aliases and all(NOT_TRAIN_NAME.search(n.rsplit(".", 1)[-1]) for n in aliases) and not any(TRAIN_NAME.search(n) for n in own if n):
             return False
         loops = cls._loops_over(ctx, call.function, loader_names)
         if any(TRAIN_NAME.search(n) for n in names if n):
