@@ -12,6 +12,9 @@ class SoftmaxBeforeCrossEntropy(Rule):
     """## What it does
     Finds probabilities — the output of `softmax`, `nn.Softmax`, or a model whose `forward`
     or `nn.Sequential` ends in one — passed to `nn.CrossEntropyLoss` / `F.cross_entropy`.
+    A softmax behind a flag parameter (`def forward(self, x, apply_softmax=False)`) counts
+    only for calls that turn the flag on; one behind another condition must also be there
+    without the branch.
 
     ## Why is this bad?
     Cross-entropy in PyTorch expects raw logits: it applies `log_softmax` itself. Feeding it

@@ -19,7 +19,9 @@ class SigmoidBeforeBceWithLogits(Rule):
     """## What it does
     Finds the output of a sigmoid — `torch.sigmoid`, `x.sigmoid()`, `nn.Sigmoid`, or a
     helper, model `forward` or `nn.Sequential` that ends in one — passed as the input of
-    `nn.BCEWithLogitsLoss` / `F.binary_cross_entropy_with_logits`.
+    `nn.BCEWithLogitsLoss` / `F.binary_cross_entropy_with_logits`. A sigmoid behind a flag
+    parameter (`def forward(self, x, apply_sigmoid=False)`) counts only for calls that turn
+    the flag on.
 
     ## Why is this bad?
     The `with_logits` losses apply the sigmoid themselves (in a numerically stable way).

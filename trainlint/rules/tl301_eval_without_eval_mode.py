@@ -37,15 +37,19 @@ class EvalWithoutEvalMode(Rule):
     Finds an evaluation pass — a loop (or comprehension) over a validation/test loader, or
     a function named like `evaluate`/`validate`/`test`/`predict`, that runs the model
     without `backward()` — where the model is still in training mode: no `model.eval()` in
-    the pass, before it in the same function, or in every same-module caller. A model the
-    pass loads itself with `from_pretrained` starts in eval mode.
+    the pass, before it in the same function, or in every same-module caller (a nested helper
+    runs where its enclosing function calls it, also through a name bound to it; a caller may
+    hand the model over as `f(net.eval(), ...)`). A model the pass loads itself with
+    `from_pretrained` starts in eval mode, and a wrapper class whose `__init__` calls
+    `self.model.eval()` (and no method switches it back) keeps it there.
 
     ## Why is this bad?
     In training mode dropout keeps dropping units and BatchNorm normalises with the batch's
     statistics and updates its running averages. Validation numbers come out noisy and too
     pessimistic, depend on the batch size, and the BatchNorm statistics drift towards the
     validation data. The rule stays silent when the model's class is visible and has no
-    dropout or normalisation layer (then the modes behave the same).
+    dropout or normalisation layer (then the modes behave the same), followed through a
+    wrapper's constructor and through a list of models (`for model in models`).
 
     ## Example
     ```python

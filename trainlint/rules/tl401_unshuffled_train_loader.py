@@ -49,10 +49,14 @@ class UnshuffledTrainLoader(Rule):
     class or by time, batches are not representative and SGD follows a biased path. Models
     train worse and, with sorted data, may not learn at all. A same-module map-style dataset
     whose `__getitem__` draws a fresh random sample (ignoring the index, or using it only to
-    seed a generator) gains nothing from shuffling and is not reported. Iterable-style datasets,
-    `shuffle=<variable>`, and a `train*` loader only read where nothing trains (one batch
-    peeked at with `next(iter(loader))`, statistics, an accuracy function under
-    `no_grad`) are not reported.
+    seed a generator) gains nothing from shuffling and is not reported, nor is a dataset that
+    orders itself: an `IterableDataset`, or a class (of this module or another module of the
+    project) that reshuffles its own samples after construction, or that the training loop
+    reshuffles through `loader.dataset` every epoch. `shuffle=<variable>`, a `train*` loader
+    whose binding is only read where nothing trains (one batch peeked at with
+    `next(iter(loader))`, statistics, an accuracy function under `no_grad`; a notebook that
+    rebinds the name counts each binding apart), and a loader handed over only under
+    evaluation names (`machine.test_loader = loader`) are not reported.
 
     ## Example
     ```python
