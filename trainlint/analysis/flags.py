@@ -31,7 +31,8 @@ def _literal_bool(expr: Optional[cst.BaseExpression]) -> Optional[bool]:
 def _declared(fn: FunctionInfo):
     """(name, default) of every parameter that can be passed by position or keyword."""
     params = fn.node.params
-    return [(p.name.value, p.default, p in params.kwonly_params) for p in (*params.posonly_params, *params.params, *params.kwonly_params)]
+    positional = [(p.name.value, p.default, False) for p in (*params.posonly_params, *params.params)]
+    return positional + [(p.name.value, p.default, True) for p in params.kwonly_params]
 
 
 def bool_defaults(fn: FunctionInfo) -> Flags:
