@@ -562,7 +562,11 @@ class UnshuffledTrainLoader(Rule):
             return not any(cls._trains(ctx, l) for l in loops)
         # `for name, loader in [("train", train_loader), ("val", val_loader)]`: the loader is
         # read by a loop we do not follow, but nothing in the function trains at all.
-        return not any(e.kind in (BACKWARD, STEP) for e in ctx.training.function_events(fn))
+        listed = [
+            l for l in ctx.loops
+            if l.function is fn and l.iter is not None and any(isinstance(n, cst.Name) and n.value in bound for n in walk(l.iter))
+        ]
+        return bool(listed) and not any(e.kind in (BACKWARD, STEP) for e in ctx.training.function_events(fn))
 
     @classmethod
     def _built_for_training(cls, ctx, call) -> bool:
