@@ -483,3 +483,82 @@ def test_a_helper_whose_callers_train_through_it_is_not_an_evaluation(run_cli, t
     assert codes(run_cli, "utils.py", "--select", "TL301,TL302", "--no-cache") == []
     write(tmp_path, {"main.py": main.replace("loss.backward()", "print(loss)").replace("opt.step()", "pass")})
     assert [c for _, c, _ in codes(run_cli, "utils.py", "--select", "TL301,TL302", "--no-cache")] == ["TL301", "TL302"]
+
+
+# -- dataset classes of another module (TL401) and flag-gated activations (TL201) ----------
+DATASETS = """
+    import random
+    from torch.utils.data import Dataset, IterableDataset
+
+    class Combined(IterableDataset):
+        def __iter__(self):
+            yield from self.streams
+
+    class Reshuffled(Dataset):
+        def shuffle_samples(self):
+            random.shuffle(self.samples)
+        def __getitem__(self, i):
+            return self.samples[i]
+
+    class ShuffledOnce(Dataset):
+        def __init__(self, samples):
+            self.samples = list(samples)
+            random.shuffle(self.samples)
+        def __getitem__(self, i):
+            return self.samples[i]
+
+    class Plain(Dataset):
+        def __getitem__(self, i):
+            return self.samples[i]
+"""
+TRAIN_LOADER = """
+    from torch.utils.data import DataLoader
+    from data import {cls}
+
+    class Bench({cls}):
+        pass
+
+    train_loader = DataLoader({make}(), batch_size=8, shuffle=False)
+"""
+
+
+@pytest.mark.parametrize(
+    "cls,make,reported",
+    [
+        ("Combined", "Combined", False),  # an IterableDataset: shuffle=True would raise
+        ("Reshuffled", "Reshuffled", False),  # reshuffles its own samples after construction
+        ("Reshuffled", "Bench", False),  # a local subclass of such a class
+        ("ShuffledOnce", "ShuffledOnce", True),  # one shuffle at construction: same order every epoch
+        ("Plain", "Plain", True),
+        ("Plain", "Bench", True),
+    ],
+)
+def test_a_dataset_class_of_another_module_that_orders_itself(run_cli, tmp_path, cls, make, reported):
+    write(tmp_path, {"data.py": DATASETS, "train.py": TRAIN_LOADER.format(cls=cls, make=make)})
+    found = codes(run_cli, "train.py", "--select", "TL401", "--no-cache")
+    assert bool(found) == reported, found
+
+
+FLAG_NET = """
+    import torch.nn as nn
+    import torch.nn.functional as F
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(10, 3)
+
+        def forward(self, x, apply_softmax={default}):
+            y = self.fc(x)
+            if apply_softmax:
+                y = F.softmax(y, dim=1)
+            return y
+"""
+
+
+@pytest.mark.parametrize("default,reported", [("False", False), ("True", True)])
+def test_a_softmax_behind_a_flag_in_another_module(run_cli, tmp_path, default, reported):
+    """The summary describes a call that passes no flag: off by default means logits."""
+    write(tmp_path, {"net.py": FLAG_NET.format(default=default), "train.py": train_importing("from net import Net")})
+    found = codes(run_cli, "train.py", "--select", "TL201", "--no-cache")
+    assert bool(found) == reported, found

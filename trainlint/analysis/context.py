@@ -14,7 +14,7 @@ from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 import libcst as cst
 
 from trainlint import precheck
-from trainlint.analysis.facts import AssignSite, Block, CallSite, ClassInfo, FunctionInfo, ModuleFacts, ReturnSite, Site, collect
+from trainlint.analysis.facts import AssignSite, Block, CallSite, ClassInfo, FunctionInfo, ModuleFacts, ReturnSite, Site, collect, walk
 from trainlint.analysis.names import dotted
 
 # Calls that return (a view of) their receiver or first argument for our purposes:
@@ -160,10 +160,13 @@ class FileContext:
         cands = self._functions_by_name.get(name)
         if not cands:
             return None
-        # Prefer a function nested in the caller's scope, then a module-level one.
-        for f in cands:
-            if scope is not None and f.parent is scope:
-                return f
+        # Prefer a function nested in the caller's scope or an enclosing one (a closure sees
+        # its siblings: `def a(): ...` and `def b(): a()` both nested in one function), then
+        # a module-level one.
+        for enclosing in self.enclosing_function_chain(scope):
+            for f in cands:
+                if f.parent is enclosing:
+                    return f
         for f in cands:
             if f.parent is None:
                 return f
@@ -337,6 +340,79 @@ class FileContext:
                 if cls is not None:
                     return self.method(cls, func.attr.value)
         return None
+
+    def alias_callers(self, function: FunctionInfo) -> List[CallSite]:
+        """Calls of a nested function through a local name its enclosing function binds to it
+        (`fn = [basic, mirror][level]; fn(x, model)`): they run it at that call's point, as a
+        direct call would. Only names bound in the enclosing function (or functions nested
+        in it) are followed; a nested function passed elsewhere is not."""
+        outer = function.parent
+        if outer is None:
+            return []
+        out = []
+        for a in self.facts.assigns:
+            if a.op != "=" or a.value is None or not any(o is outer for o in self.enclosing_function_chain(a.function)):
+                continue
+            if not any(isinstance(n, cst.Name) and n.value == function.name for n in walk(a.value)):
+                continue
+            for t in a.targets:
+                if not isinstance(t, cst.Name) or t.value == function.name:
+                    continue
+                for c in self.facts.calls:
+                    if isinstance(c.func, cst.Name) and c.func.value == t.value and any(r is a for r in self.reaching(t.value, c)):
+                        out.append(c)
+        return out
+
+    def element_values(self, expr: cst.BaseExpression, at: Site, depth: int = 0) -> Optional[List[Tuple[cst.BaseExpression, Site]]]:
+        """The elements a container may hold, for `for model in models`: a list/tuple literal,
+        a slice of a container (`models[:5]`), a name bound to one, a parameter (what the
+        same-module callers pass), and a list built empty then filled by `.append(v)`.
+        None when that cannot be shown (another mutation, an unknown value)."""
+        if depth > MAX_DEPTH:
+            return None
+        if isinstance(expr, cst.Subscript) and all(isinstance(e.slice, cst.Slice) for e in expr.slice):
+            return self.element_values(expr.value, at, depth + 1)
+        if isinstance(expr, (cst.List, cst.Tuple)):
+            if any(isinstance(e, cst.StarredElement) for e in expr.elements):
+                return None
+            return [(e.value, at) for e in expr.elements]
+        if not isinstance(expr, cst.Name) or self.qualname(expr) is not None:
+            return None
+        sites = self.reaching(expr.value, at)
+        if not sites:
+            if at.function is None or expr.value not in at.function.params:
+                return None
+            args = self.param_arguments(at.function, expr.value)
+            if not args:
+                return None
+            out: List[Tuple[cst.BaseExpression, Site]] = []
+            for arg, site in args:
+                found = self.element_values(arg, site, depth + 1)
+                if found is None:
+                    return None
+                out.extend(found)
+            return out
+        out = []
+        for s in sites:
+            if s.op != "=" or s.value is None:
+                return None
+            value = s.value
+            empty = (isinstance(value, cst.List) and not value.elements) or (
+                isinstance(value, cst.Call) and isinstance(value.func, cst.Name) and value.func.value == "list" and not value.args
+            )
+            if not empty:
+                found = self.element_values(value, s, depth + 1)
+                if found is None:
+                    return None
+                out.extend(found)
+                continue
+            for c in self.facts.calls:
+                if not (isinstance(c.receiver, cst.Name) and c.receiver.value == expr.value and c.function is s.function and c.order > s.order):
+                    continue
+                if c.attr != "append" or c.positional(0) is None:
+                    return None  # extended, inserted into, ...: not followed
+                out.append((c.positional(0), c))  # type: ignore[arg-type]
+        return out
 
     def param_arguments(self, function: FunctionInfo, name: str) -> List[Tuple[cst.BaseExpression, Site]]:
         """Argument expressions that same-module callers pass for parameter `name`."""

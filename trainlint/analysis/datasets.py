@@ -77,3 +77,35 @@ def _call_name(func: cst.BaseExpression) -> Optional[str]:
     if isinstance(func, cst.Name):
         return func.value
     return None
+
+
+# Functions that shuffle a sequence in place: `random.shuffle(xs)`, `np.random.shuffle(xs)`,
+# `rng.shuffle(xs)`.
+_IN_PLACE_SHUFFLE = "shuffle"
+
+
+def shuffles_itself(ctx: "FileContext", cls: "ClassInfo") -> bool:
+    """A map-style dataset that reshuffles its own sample list after construction: a method
+    other than `__init__` (its `__getitem__`, or a `shuffleSamples()` the training loop calls
+    every epoch) shuffles a `self.` attribute in place. Its loader's order is already random
+    (and such datasets often build their batches themselves)."""
+    classes = [cls]
+    for base in cls.bases:
+        local = ctx.class_named(base.value) if isinstance(base, cst.Name) else None
+        if local is not None and local is not cls:
+            classes.append(local)
+    for c in ctx.facts.calls:
+        if c.attr != _IN_PLACE_SHUFFLE or not c.node.args:  # type: ignore[attr-defined]
+            continue
+        if ctx.method_class(c.function) not in classes or c.function is None or c.function.name == "__init__":
+            continue
+        target = c.node.args[0].value  # type: ignore[attr-defined]
+        if isinstance(target, cst.Attribute) and isinstance(target.value, cst.Name) and target.value.value == "self":
+            return True
+    return False
+
+
+def is_iterable_dataset_class(ctx: "FileContext", cls: "ClassInfo") -> bool:
+    """A subclass of `IterableDataset` (directly or through same-module bases): its loader
+    cannot shuffle (`shuffle=True` raises); the dataset orders its own stream."""
+    return any(b.rsplit(".", 1)[-1] == "IterableDataset" for b in ctx.base_qualnames(cls))

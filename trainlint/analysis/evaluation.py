@@ -24,6 +24,7 @@ import libcst as cst
 
 from trainlint.analysis.context import TORCH_ROOTS, FileContext
 from trainlint.analysis.facts import Block, CallSite, ClassInfo, FunctionInfo, Site, iter_children, walk
+from trainlint.analysis.inputs import constructor_arguments
 from trainlint.analysis.names import dotted, expression_facts
 from trainlint.analysis.project import constructor_summary
 from trainlint.analysis.torch_api import MODE_DEPENDENT_LAYER, SET_GRAD_ENABLED
@@ -55,6 +56,15 @@ TENSOR_CONVERTERS = {
 _INSPECTING_ATTRS = {"size", "shape", "dtype", "device", "ndim", "dim", "numel"}
 _INSPECTING_CALLS = {"print", "len", "type", "isinstance"}
 _MODULE_METHODS = {"load_state_dict", "eval", "train", "parameters", "named_parameters", "state_dict", "modules", "apply"}
+# nn.Module's own API and persistence helpers: calling one of these on a model runs no forward.
+_NOT_FORWARD_METHODS = {
+    *_MODULE_METHODS, "to", "cuda", "cpu", "float", "half", "double", "bfloat16", "type", "requires_grad_",
+    "zero_grad", "share_memory", "children", "named_children", "named_modules", "buffers", "named_buffers",
+    "add_module", "register_module", "register_buffer", "register_parameter", "get_submodule", "get_parameter",
+    "get_buffer", "extra_repr", "save", "save_pretrained", "push_to_hub", "load", "from_pretrained",
+    "load_weights", "save_weights", "summary", "cast", "compile", "fit", "set_", "register_forward_hook",
+    "register_forward_pre_hook", "register_full_backward_hook", "register_backward_hook", "set_adapter",
+}
 _NEEDS_GRAD = {"grad", "backward", "requires_grad_", "enable_grad", "generate", "jacobian", "hessian", "vjp", "jvp"}
 
 
@@ -119,6 +129,17 @@ class Evaluation:
     def __init__(self, ctx: FileContext) -> None:
         self.ctx = ctx
         self.tr = ctx.training
+        self._method_forwards: set = set()  # ids of `model.method(x)` calls taken as forwards
+
+    def model_expr(self, call: CallSite) -> cst.BaseExpression:
+        """The model a forward call runs: `model` in `model(x)`, `model.forward(x)` and
+        `model.get_action(x)`."""
+        if id(call.node) in self._method_forwards and call.receiver is not None:
+            return call.receiver
+        func = call.func
+        if isinstance(func, cst.Attribute) and func.attr.value == "forward":
+            func = func.value
+        return func
 
     # -- finding passes ---------------------------------------------------------------
     @cached_property
@@ -179,7 +200,25 @@ class Evaluation:
             inner = self.ctx.unwrap_model(a.value)
             if isinstance(inner, cst.Call):
                 constructed.add(id(inner))
-        return [c for c in model_calls if id(c.node) not in constructed]
+        forwards = [c for c in model_calls if id(c.node) not in constructed]
+        # A custom method of a model that takes an input (`agent.get_action(obs)`,
+        # `model.get_action_and_value(x)`): it runs (part of) the forward pass. Only on a
+        # name that runs a forward itself, or that gets both weights (`load_state_dict`)
+        # and a mode switch (`eval()`/`train()`) -- an environment's `env.eval()` or a
+        # trainer's `load_state_dict()` alone does not make it a model --, and never
+        # nn.Module's own API.
+        loaded = {dotted(c.receiver) for c in calls if c.attr == "load_state_dict" and c.receiver is not None}
+        switched = {dotted(c.receiver) for c in calls if c.attr in ("eval", "train") and c.receiver is not None}
+        models = {self.tr.model_key(c) for c in forwards} | (loaded & switched)
+        known = {id(c.node) for c in forwards}
+        for c in calls:
+            if (
+                id(c.node) not in known and c.attr not in _NOT_FORWARD_METHODS and c.receiver is not None
+                and c.qualname is None and dotted(c.receiver) in models and c.positional(0) is not None
+            ):
+                forwards.append(c)
+                self._method_forwards.add(id(c.node))
+        return sorted(forwards, key=lambda c: c.order)
 
     def feeds_synthetic_data(self, call: CallSite) -> bool:
         """Every input of the model call is made-up data: a tensor factory (`torch.randn`,
@@ -220,9 +259,9 @@ class Evaluation:
     def _called_while_training(self, fn: FunctionInfo) -> bool:
         """A same-module caller trains around it (`infer()` used by the training step), or,
         with no such caller, one in another module of the project does."""
-        if not self.ctx.callers(fn):
+        if not self._callers(fn):
             return any(c["trains"] for c in self._external_callers(fn) or ())
-        for c in self.ctx.callers(fn):
+        for c in self._callers(fn):
             if self.tr.under_no_grad(c):
                 continue
             # The call's result flows into a loss that is backpropagated (skorch's `infer()`
@@ -230,6 +269,15 @@ class Evaluation:
             if self._feeds_backward(c):
                 return True
         return False
+
+    def _callers(self, fn: FunctionInfo) -> List[CallSite]:
+        """Where `fn` runs: its same-module calls, and for a nested helper the calls through
+        a name its enclosing function binds to it (`infer_fn = [basic, mirror][level]`), so
+        that the helper inherits the modes and the no_grad in effect there."""
+        cache = self.__dict__.setdefault("_callers_cache", {})
+        if id(fn) not in cache:
+            cache[id(fn)] = [*self.ctx.callers(fn), *self.ctx.alias_callers(fn)]
+        return cache[id(fn)]
 
     def _feeds_backward(self, call: CallSite) -> bool:
         ctx = self.ctx
@@ -324,6 +372,8 @@ class Evaluation:
             return True  # a helper of another module switches to eval mode (or cannot be read)
         if self._loaded_in_eval_mode(p):
             return True
+        if self._wrapper_sets_eval(p):
+            return True
         if p.kind == "loop":
             state = self._mode_before(p.function, p.loop.start, 0)  # type: ignore[union-attr]
         else:
@@ -335,7 +385,7 @@ class Evaluation:
         returns it in eval mode (transformers, diffusers, peft), and nothing switched it
         back to training before it runs."""
         call = p.model_call
-        found = self.ctx.constructions(call.node.func, call)  # type: ignore[attr-defined]
+        found = self.ctx.constructions(self.model_expr(call), call)  # type: ignore[attr-defined]
         if not found or not all(
             isinstance(v, cst.Call) and isinstance(v.func, cst.Attribute) and v.func.attr.value == "from_pretrained"
             and site is not None and site.function is call.function
@@ -344,6 +394,41 @@ class Evaluation:
             return False
         events = self.tr.function_events(call.function)  # type: ignore[arg-type]  # None: module level
         return not any(e.kind in (TRAIN, MODE) and e.order < call.order for e in events)
+
+    def _wrapper_sets_eval(self, p: EvalPass) -> bool:
+        """The model is an attribute of a wrapper class (`self._model`) that its `__init__`
+        switches to eval mode, and no method of the class switches back to training:
+        every method runs it in eval mode."""
+        name = dotted(self.model_expr(p.model_call)) or ""
+        cls = self.ctx.method_class(p.function)
+        if cls is None or not name.startswith("self."):
+            return False
+        in_init = False
+        for c in self.ctx.facts.calls:
+            if c.attr not in ("eval", "train") or c.receiver is None or dotted(c.receiver) != name:
+                continue
+            if self.ctx.method_class(c.function) is not cls:
+                continue
+            kinds = {e.kind for e in self.tr.site_events(c)}
+            if kinds & {TRAIN, MODE}:
+                return False  # switched back somewhere: the mode depends on the order of calls
+            if EVAL in kinds and any(f.name == "__init__" and f.cls is cls for f in self.ctx.enclosing_function_chain(c.function)):
+                in_init = True
+        return in_init
+
+    def _passes_eval_model(self, call: CallSite) -> bool:
+        """The call hands over a model switched to eval mode in its arguments:
+        `demo(net.eval(), transform)` (`eval()` returns the module itself)."""
+        for arg in call.node.args:  # type: ignore[attr-defined]
+            value = arg.value
+            while isinstance(value, cst.Call) and isinstance(value.func, cst.Attribute):
+                attr = value.func.attr.value
+                if attr == "eval" and not value.args:
+                    return True
+                if attr not in ("to", "cuda", "cpu", "float", "half", "double", "bfloat16"):
+                    break
+                value = value.func.value
+        return False
 
     def _mode_before(self, function: Optional[FunctionInfo], order: int, depth: int) -> Optional[bool]:
         """True: eval mode; False: train mode (or nothing sets eval); None: cannot tell."""
@@ -358,7 +443,7 @@ class Evaluation:
         return self._mode_from_callers(function, depth)
 
     def _mode_from_callers(self, function: FunctionInfo, depth: int) -> Optional[bool]:
-        callers = self.ctx.callers(function)
+        callers = self._callers(function)
         if not callers:
             external = self._external_callers(function)
             if external is None:
@@ -371,7 +456,7 @@ class Evaluation:
             return True if all(states) else None
         if depth > 3:
             return None
-        states = [self._mode_before(c.function, c.order, depth + 1) for c in callers]
+        states = [True if self._passes_eval_model(c) else self._mode_before(c.function, c.order, depth + 1) for c in callers]
         if any(s is False for s in states):
             return False
         return True if all(s for s in states) else None
@@ -396,7 +481,7 @@ class Evaluation:
         return False
 
     def _callers_no_grad(self, fn: FunctionInfo, depth: int) -> bool:
-        callers = self.ctx.callers(fn)
+        callers = self._callers(fn)
         if not callers and depth <= 3:
             external = self._external_callers(fn)
             return bool(external) and all(c["no_grad"] for c in external)  # type: ignore[union-attr]
@@ -413,10 +498,8 @@ class Evaluation:
     def model_has_mode_layers(self, p: EvalPass) -> bool:
         """False only when the model's definition is visible and has no dropout/norm layer,
         or when its class is imported from a module that cannot be seen."""
-        func = p.model_call.func
-        if isinstance(func, cst.Attribute) and func.attr.value == "forward":
-            func = func.value
-        cands = self.ctx.constructions(func, p.model_call)
+        func = self.model_expr(p.model_call)
+        cands = self._through_wrappers(self.ctx.constructions(func, p.model_call))
         if not cands:
             return True
         for value, _ in cands:
@@ -424,16 +507,42 @@ class Evaluation:
                 return True
         return False
 
+    def _through_wrappers(self, cands, depth: int = 0):
+        """A model held by a wrapper (`self.model = model` in `__init__`): what the module's
+        `Wrapper(model, ...)` calls pass for that parameter. A model taken from a container
+        (`for model in models`): what the container holds (`ctx.element_values`)."""
+        out = []
+        for value, site in cands:
+            fn = site.function if site is not None else None
+            loop_target = [s for s in self.ctx.reaching(value.value, site) if s.op == "for"] if isinstance(value, cst.Name) and site is not None else []
+            if depth < 3 and len(loop_target) == 1 and len(loop_target[0].targets) == 1 and loop_target[0].whole_value is not None:
+                elements = self.ctx.element_values(loop_target[0].whole_value, loop_target[0])
+                if not elements:
+                    out.append((value, site))
+                for elem, at in elements or ():
+                    out.extend(self._through_wrappers(self.ctx.constructions(elem, at), depth + 1))
+            elif (
+                depth < 3 and isinstance(value, cst.Name) and fn is not None and fn.name == "__init__"
+                and fn.cls is not None and value.value in fn.params and not self.ctx.reaching(value.value, site)
+            ):
+                passed = constructor_arguments(self.ctx, fn, value.value)
+                if not passed:
+                    out.append((value, site))
+                for arg, at in passed:
+                    out.extend(self._through_wrappers(self.ctx.constructions(arg, at), depth + 1))
+            else:
+                out.append((value, site))
+        return out
+
     def _construction_has_mode_layers(self, call: cst.Call, seen: set) -> bool:
         q = self.ctx.qualname(call.func)
         if q is not None:
             if MODE_DEPENDENT_LAYER.search(q):
                 return True
             if q == "torch.nn.Sequential" or q.startswith("torch.nn.") and q.rsplit(".", 1)[-1] in ("ModuleList", "ModuleDict"):
-                return any(
-                    not isinstance(a.value, cst.Call) or self._construction_has_mode_layers(a.value, seen)
-                    for a in call.args
-                )
+                # `nn.ReLU() if relu else nn.Tanh()`: either layer may be built
+                layers = [b for a in call.args for b in ((a.value.body, a.value.orelse) if isinstance(a.value, cst.IfExp) else (a.value,))]
+                return any(not isinstance(v, cst.Call) or self._construction_has_mode_layers(v, seen) for v in layers)
             # Other torch.nn layers (Linear, Conv, ReLU, LayerNorm...) behave the same in both modes.
             if q.startswith("torch.nn."):
                 return False
@@ -493,5 +602,5 @@ class Evaluation:
         return False
 
     def model_name(self, p: EvalPass) -> str:
-        key = self.tr.model_key(p.model_call)
+        key = dotted(self.model_expr(p.model_call))
         return key or "model"

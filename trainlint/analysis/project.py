@@ -36,7 +36,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from trainlint.analysis.context import FileContext
     from trainlint.cache import Cache
 
-SUMMARY_VERSION = 1
+SUMMARY_VERSION = 2  # 2: flag-gated activations, dataset classes' own ordering
 MAX_HOPS = 3  # re-exports, star imports and factories followed, in all
 MAX_MODULE_BYTES = 2_000_000  # a generated or data module: not worth parsing for facts
 # Roots that are never a project module: PyTorch and its family (see precheck.TORCH_ROOTS),
@@ -61,6 +61,8 @@ def content_hash(data: bytes) -> str:
 
 def summarise(ctx: "FileContext") -> dict:
     """The facts other modules may ask about this one (JSON-able: str keys, str/bool/None)."""
+    from trainlint.analysis.datasets import is_iterable_dataset_class, shuffles_itself
+    from trainlint.analysis.flags import bool_defaults
     from trainlint.analysis.evaluation import Evaluation
     from trainlint.analysis.values import SIGMOID, SOFTMAX, _returns_output
 
@@ -75,10 +77,14 @@ def summarise(ctx: "FileContext") -> dict:
             why = None
             if forward is not None:
                 try:
-                    why = _returns_output(ctx, forward, kind, 0)
+                    # As called with no flag arguments: `model(x)` in another module.
+                    why = _returns_output(ctx, forward, kind, 0, (forward, bool_defaults(forward)))
                 except RecursionError:
                     why = None
             entry[kind.label] = why
+        # A dataset class: whether its loader's order is its own business (TL401).
+        entry["iterable_dataset"] = is_iterable_dataset_class(ctx, cls)
+        entry["shuffles_itself"] = shuffles_itself(ctx, cls)
         try:
             entry["mode_layers"] = bool(ev._class_has_mode_layers(cls, set()))
         except RecursionError:

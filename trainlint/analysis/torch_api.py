@@ -84,4 +84,16 @@ def looks_like_model_name(name: str) -> bool:
 
 
 MODEL_CONSTRUCTOR_PREFIXES = ("torchvision.models.", "timm.create_model", "transformers.Auto", "transformers.models.")
+# What those libraries build besides models: tokenizers, processors, configurations
+# (`AutoTokenizer.from_pretrained(...)`); calling one encodes text, it runs no network.
+_NOT_MODEL_CLASS = re.compile(r"(Tokenizer(Fast)?|Processor|FeatureExtractor|Config|GenerationConfig|Pipeline)$")
+
+
+def builds_model(qualname: str) -> bool:
+    """A constructor (or `Class.from_pretrained`) of a model library that builds a model."""
+    if not qualname.startswith(MODEL_CONSTRUCTOR_PREFIXES):
+        return False
+    parts = qualname.split(".")
+    cls = parts[-2] if parts[-1] in ("from_pretrained", "from_config") and len(parts) > 1 else parts[-1]
+    return not _NOT_MODEL_CLASS.search(cls)
 MODEL_MODULE_BASES = ("torch.nn.Module", "torch.nn.modules.module.Module", "nn.Module", "lightning", "pytorch_lightning", "transformers.PreTrainedModel")

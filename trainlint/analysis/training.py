@@ -35,6 +35,7 @@ from trainlint.analysis.torch_api import (
     MODEL_CONSTRUCTOR_PREFIXES,
     NO_GRAD_CONTEXTS,
     SET_GRAD_ENABLED,
+    builds_model,
     is_optimizer_qualname,
     is_scheduler_qualname,
     looks_like_model_name,
@@ -388,9 +389,12 @@ class Training:
         cls = self.ctx.instance_class(func, call)
         if cls is not None:
             return self.is_module_class(cls)
-        for q in self.ctx.constructed_qualnames(func, call):
-            if q and (q in ("torch.nn.Sequential",) or q.startswith(MODEL_CONSTRUCTOR_PREFIXES)):
+        made_by = self.ctx.constructed_qualnames(func, call)
+        for q in made_by:
+            if q and (q in ("torch.nn.Sequential",) or builds_model(q)):
                 return True
+        if made_by and all(q and q.startswith(MODEL_CONSTRUCTOR_PREFIXES) for q in made_by):
+            return False  # a tokenizer or processor of a model library: `tokenizer([text])`
         # By name only with an input: `solver.model()` (z3) is not a forward pass.
         return bool(call.node.args) and looks_like_model_name(name)  # type: ignore[attr-defined]
 

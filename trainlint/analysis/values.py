@@ -10,7 +10,12 @@ from typing import FrozenSet, Optional, Tuple
 import libcst as cst
 
 from trainlint.analysis.context import MAX_DEPTH, FileContext
-from trainlint.analysis.facts import Site
+from trainlint.analysis.facts import FunctionInfo, Site
+from trainlint.analysis.flags import Flags, bool_defaults, branch_taken, call_flags
+
+# The flag values of one call of a function: (that function, its flags); see analysis/flags.py.
+CallFlags = Optional[Tuple[FunctionInfo, Flags]]
+_UNCONDITIONAL = ""  # `_conditional_source`: the use sees an assignment that always runs
 
 # Tensor methods that keep "these are probabilities": `probs.float()`, `probs.squeeze(1)`.
 _SHAPE_METHODS = {"float", "double", "half", "to", "cuda", "cpu", "squeeze", "unsqueeze", "view", "reshape", "contiguous", "permute", "transpose", "flatten", "clone"}
@@ -31,11 +36,16 @@ def _seq_last(call: cst.Call) -> Optional[cst.BaseExpression]:
     return pos[-1] if pos else None
 
 
-def source_of(ctx: FileContext, expr: cst.BaseExpression, at: Site, kind: OutputKind, depth: int = 0) -> Optional[str]:
+def source_of(ctx: FileContext, expr: cst.BaseExpression, at: Site, kind: OutputKind, depth: int = 0, flags: CallFlags = None) -> Optional[str]:
     """A short description of how `expr` is `kind`'s output (e.g. "F.softmax(...) on line 3"),
-    or None when that cannot be shown. Every possible value must be such an output."""
+    or None when that cannot be shown. Every possible value must be such an output.
+    `flags`: the flag values of the call through which `at`'s function is reached."""
     if depth > MAX_DEPTH:
         return None
+    if isinstance(expr, cst.Name) and at.function is not None:
+        conditional = _conditional_source(ctx, expr, at, kind, depth, flags)
+        if conditional != _UNCONDITIONAL:
+            return conditional
     if isinstance(expr, cst.Name):
         unpacked = _unpacked_from(ctx, expr, at, kind, depth)
         if unpacked is not None:
@@ -46,7 +56,7 @@ def source_of(ctx: FileContext, expr: cst.BaseExpression, at: Site, kind: Output
             return None
         found = None
         for value, site in cands:
-            found = source_of(ctx, value, site, kind, depth + 1)
+            found = source_of(ctx, value, site, kind, depth + 1, flags)
             if found is None:
                 return None
         return found
@@ -62,12 +72,41 @@ def source_of(ctx: FileContext, expr: cst.BaseExpression, at: Site, kind: Output
         if func.attr.value == kind.method and q is None and not (isinstance(func.value, cst.Name) and func.value.value == "self"):
             return f"`.{kind.method}(...)`"
         if func.attr.value in _SHAPE_METHODS and q is None:
-            return source_of(ctx, func.value, at, kind, depth + 1)
+            return source_of(ctx, func.value, at, kind, depth + 1, flags)
     if isinstance(func, cst.Call) and ctx.qualname(func.func) in kind.modules:
         return f"`{ctx.module.code_for_node(func.func)}`"
     if isinstance(func, (cst.Name, cst.Attribute)) and q is None:
-        return _callable_output(ctx, func, at, kind, depth)
+        return _callable_output(ctx, func, at, kind, depth, expr)
     return None
+
+
+def _conditional_source(ctx: FileContext, name: cst.Name, at: Site, kind: OutputKind, depth: int, flags: CallFlags) -> Optional[str]:
+    """The use of `name` at `at` sees one assignment, made under an `if` that the use is not
+    under (`if apply_softmax: y = F.softmax(y, 1)` then `return y`): when the branch does
+    not run, the value from before it reaches the use. A branch decided by a flag parameter
+    (analysis/flags.py) is followed one way; an undecided one both ways, and both values
+    must be `kind`'s output. `_UNCONDITIONAL` when the assignment always runs."""
+    sites = ctx.reaching(name.value, at)
+    if len(sites) != 1 or sites[0].function is not at.function or sites[0].op != "=":
+        return _UNCONDITIONAL
+    site = sites[0]
+    branches = [b for b in site.ifs if b not in at.ifs]
+    if not branches:
+        return _UNCONDITIONAL
+    if flags is not None and flags[0] is at.function:
+        values = flags[1]
+    else:
+        # Reached without a known call: a flag that defaults to False is taken as not
+        # passed (the common call), one that defaults to True as unknown.
+        values = {k: v for k, v in bool_defaults(at.function).items() if v is False}  # type: ignore[arg-type]
+    taken = [branch_taken(ctx, b, values) for b in branches]
+    if any(t is False for t in taken):
+        return source_of(ctx, name, site, kind, depth + 1, flags)  # the value before the `if`
+    if all(t is True for t in taken):
+        return _UNCONDITIONAL
+    if source_of(ctx, name, site, kind, depth + 1, flags) is None:
+        return None  # without the branch, the value is not `kind`'s output
+    return _UNCONDITIONAL
 
 
 def _unpacked_from(ctx: FileContext, name: cst.Name, at: Site, kind: OutputKind, depth: int) -> Optional[str]:
@@ -102,31 +141,43 @@ def _is_imported(ctx: FileContext, expr: cst.BaseExpression) -> bool:
     return ctx.qualname(expr) is not None
 
 
-def _callable_output(ctx: FileContext, func: cst.BaseExpression, at: Site, kind: OutputKind, depth: int) -> Optional[str]:
-    """`func(...)` returns `kind`'s output: a module instance, a model class, a helper."""
+def _callable_output(ctx: FileContext, func: cst.BaseExpression, at: Site, kind: OutputKind, depth: int, call: Optional[cst.Call] = None) -> Optional[str]:
+    """`func(...)` returns `kind`'s output: a module instance, a model class, a helper.
+    `call`: the call itself, whose flag arguments decide branches of what it runs."""
     # A same-module helper function (or method) whose every return is such an output.
     if isinstance(func, cst.Name) and ctx.class_named(func.value) is None:
         fn = ctx.function_named(func.value, at.function)
         if fn is not None:
-            return _returns_output(ctx, fn, kind, depth)
+            return _returns_output(ctx, fn, kind, depth, _flags_of(fn, call, False))
     if isinstance(func, cst.Attribute) and isinstance(func.value, cst.Name) and func.value.value == "self":
         cls = ctx.method_class(at.function)
         fn = ctx.method(cls, func.attr.value) if cls is not None else None
         if fn is not None:
-            return _returns_output(ctx, fn, kind, depth)
+            return _returns_output(ctx, fn, kind, depth, _flags_of(fn, call, True))
     # An instance: nn.Softmax(), nn.Sequential(..., nn.Softmax()), or a model class.
     cands = ctx.constructions(func, at)
     if not cands:
         return None
     found = None
     for value, site in cands:
-        found = _instance_output(ctx, value, site, kind, depth)
+        found = _instance_output(ctx, value, site, kind, depth, call)
         if found is None:
             return None
     return found
 
 
-def _instance_output(ctx: FileContext, value: cst.BaseExpression, site: Site, kind: OutputKind, depth: int) -> Optional[str]:
+def _skipped(ctx: FileContext, site: Site, fn: FunctionInfo, flags: CallFlags) -> bool:
+    """`site` lies in a branch of `fn` that a flag keeps from running in this call
+    (`if apply_softmax: return F.softmax(y, 1)` in a call without the flag)."""
+    values = flags[1] if flags is not None and flags[0] is fn else {k: v for k, v in bool_defaults(fn).items() if v is False}
+    return any(b.function is fn and branch_taken(ctx, b, values) is False for b in site.ifs)
+
+
+def _flags_of(fn: FunctionInfo, call: Optional[cst.Call], bound_method: bool) -> CallFlags:
+    return (fn, call_flags(fn, call, bound_method)) if call is not None else None
+
+
+def _instance_output(ctx: FileContext, value: cst.BaseExpression, site: Site, kind: OutputKind, depth: int, call: Optional[cst.Call] = None) -> Optional[str]:
     if not isinstance(value, cst.Call):
         return None
     q = ctx.qualname(value.func)
@@ -142,7 +193,7 @@ def _instance_output(ctx: FileContext, value: cst.BaseExpression, site: Site, ki
         if cls is not None:
             forward = ctx.method(cls, "forward")
             if forward is not None:
-                inner = _returns_output(ctx, forward, kind, depth)
+                inner = _returns_output(ctx, forward, kind, depth, _flags_of(forward, call, True))
                 if inner:
                     return f"`{cls.name}.forward`, which returns {inner}"
     if ctx.project is not None and isinstance(value.func, (cst.Name, cst.Attribute)):
@@ -158,13 +209,13 @@ def _instance_output(ctx: FileContext, value: cst.BaseExpression, site: Site, ki
     return None
 
 
-def _returns_output(ctx: FileContext, fn, kind: OutputKind, depth: int) -> Optional[str]:
-    returns = [r for r in ctx.returns_of(fn) if r.value is not None]
+def _returns_output(ctx: FileContext, fn, kind: OutputKind, depth: int, flags: CallFlags = None) -> Optional[str]:
+    returns = [r for r in ctx.returns_of(fn) if r.value is not None and not _skipped(ctx, r, fn, flags)]
     if not returns:
         return None
     found = None
     for r in returns:
-        found = source_of(ctx, r.value, r, kind, depth + 1)
+        found = source_of(ctx, r.value, r, kind, depth + 1, flags)
         if found is None:
             return None
     return found

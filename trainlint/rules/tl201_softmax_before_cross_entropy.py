@@ -12,6 +12,9 @@ class SoftmaxBeforeCrossEntropy(Rule):
     """## What it does
     Finds probabilities — the output of `softmax`, `nn.Softmax`, or a model whose `forward`
     or `nn.Sequential` ends in one — passed to `nn.CrossEntropyLoss` / `F.cross_entropy`.
+    A softmax behind a flag parameter (`def forward(self, x, apply_softmax=False)`) counts
+    only for calls that turn the flag on; one behind another condition must also be there
+    without the branch.
 
     ## Why is this bad?
     Cross-entropy in PyTorch expects raw logits: it applies `log_softmax` itself. Feeding it
@@ -113,6 +116,26 @@ class SoftmaxBeforeCrossEntropy(Rule):
                 return self.softmax(self.out(x))
         rnn = RNN()
         loss = nn.CrossEntropyLoss()(rnn(x), y)
+        """,
+        """
+        import torch.nn as nn
+        import torch.nn.functional as F
+        # softmax behind a flag that defaults off: the training call gets logits
+        class Classifier(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.fc = nn.Linear(300, 18)
+            def forward(self, x_in, apply_softmax=False):
+                y_out = self.fc(x_in)
+                if apply_softmax:
+                    y_out = F.softmax(y_out, dim=1)
+                return y_out
+        classifier = Classifier()
+        loss_func = nn.CrossEntropyLoss()
+        for batch in loader:
+            y_pred = classifier(batch["x"])
+            loss = loss_func(y_pred, batch["y"])
+        probs = classifier(x_new, apply_softmax=True)  # prediction only
         """,
     )
     # Softmax through a variable: fixed (unsafe) only where the variable just carries the
@@ -266,6 +289,35 @@ class SoftmaxBeforeCrossEntropy(Rule):
                 loss = criterion(out, y)  # !
 
         train(net, loader, nn.CrossEntropyLoss())
+        """,
+        """
+        import torch.nn as nn
+        import torch.nn.functional as F
+        # near-miss of the flag: the training call turns it on, or it defaults on
+        class Classifier(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.fc = nn.Linear(300, 18)
+            def forward(self, x_in, apply_softmax=False):
+                y_out = self.fc(x_in)
+                if apply_softmax:
+                    y_out = F.softmax(y_out, dim=1)
+                return y_out
+
+        class Tagger(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.fc = nn.Linear(300, 18)
+            def forward(self, x_in, apply_softmax=True):
+                if not apply_softmax:
+                    return self.fc(x_in)
+                return F.softmax(self.fc(x_in), dim=1)
+        classifier, tagger = Classifier(), Tagger()
+        loss_func = nn.CrossEntropyLoss()
+        for batch in loader:
+            y_pred = classifier(batch["x"], apply_softmax=True)
+            loss = loss_func(y_pred, batch["y"])  # !
+            loss = loss + loss_func(tagger(batch["x"]), batch["y"])  # !
         """,
     )
 

@@ -19,7 +19,9 @@ class SigmoidBeforeBceWithLogits(Rule):
     """## What it does
     Finds the output of a sigmoid — `torch.sigmoid`, `x.sigmoid()`, `nn.Sigmoid`, or a
     helper, model `forward` or `nn.Sequential` that ends in one — passed as the input of
-    `nn.BCEWithLogitsLoss` / `F.binary_cross_entropy_with_logits`.
+    `nn.BCEWithLogitsLoss` / `F.binary_cross_entropy_with_logits`. A sigmoid behind a flag
+    parameter (`def forward(self, x, apply_sigmoid=False)`) counts only for calls that turn
+    the flag on.
 
     ## Why is this bad?
     The `with_logits` losses apply the sigmoid themselves (in a numerically stable way).
@@ -88,8 +90,44 @@ class SigmoidBeforeBceWithLogits(Rule):
         out = head(out)
         loss = F.binary_cross_entropy_with_logits(out, y)
         """,
+        """
+        import torch
+        import torch.nn as nn
+        # sigmoid behind a flag that defaults off: the training call gets logits
+        class ReviewClassifier(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.fc = nn.Linear(300, 1)
+            def forward(self, x_in, apply_sigmoid=False):
+                y_out = self.fc(x_in).squeeze()
+                if apply_sigmoid:
+                    y_out = torch.sigmoid(y_out)
+                return y_out
+        classifier = ReviewClassifier()
+        loss_func = nn.BCEWithLogitsLoss()
+        y_pred = classifier(x_in=batch["x"].float())
+        loss = loss_func(y_pred, batch["y"].float())
+        """,
     )
     INVALID = (
+        """
+        import torch
+        import torch.nn as nn
+        # near-miss of the flag: the training call turns the sigmoid on
+        class ReviewClassifier(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.fc = nn.Linear(300, 1)
+            def forward(self, x_in, apply_sigmoid=False):
+                y_out = self.fc(x_in).squeeze()
+                if apply_sigmoid:
+                    y_out = torch.sigmoid(y_out)
+                return y_out
+        classifier = ReviewClassifier()
+        loss_func = nn.BCEWithLogitsLoss()
+        y_pred = classifier(batch["x"].float(), True)
+        loss = loss_func(y_pred, batch["y"].float())  # !
+        """,
         """
         import torch
         import torch.nn as nn

@@ -37,15 +37,19 @@ class EvalWithoutEvalMode(Rule):
     Finds an evaluation pass — a loop (or comprehension) over a validation/test loader, or
     a function named like `evaluate`/`validate`/`test`/`predict`, that runs the model
     without `backward()` — where the model is still in training mode: no `model.eval()` in
-    the pass, before it in the same function, or in every same-module caller. A model the
-    pass loads itself with `from_pretrained` starts in eval mode.
+    the pass, before it in the same function, or in every same-module caller (a nested helper
+    runs where its enclosing function calls it, also through a name bound to it; a caller may
+    hand the model over as `f(net.eval(), ...)`). A model the pass loads itself with
+    `from_pretrained` starts in eval mode, and a wrapper class whose `__init__` calls
+    `self.model.eval()` (and no method switches it back) keeps it there.
 
     ## Why is this bad?
     In training mode dropout keeps dropping units and BatchNorm normalises with the batch's
     statistics and updates its running averages. Validation numbers come out noisy and too
     pessimistic, depend on the batch size, and the BatchNorm statistics drift towards the
     validation data. The rule stays silent when the model's class is visible and has no
-    dropout or normalisation layer (then the modes behave the same).
+    dropout or normalisation layer (then the modes behave the same), followed through a
+    wrapper's constructor and through a list of models (`for model in models`).
 
     ## Example
     ```python
@@ -191,8 +195,172 @@ class EvalWithoutEvalMode(Rule):
             with torch.no_grad():
                 return model(torch.Tensor(obs))
         """,
+        """
+        import torch
+        # nested helpers run where their enclosing function calls them: after model.eval(),
+        # under no_grad, also through a name bound to one of them
+        def infer(model, loader, tta_level=0):
+            def infer_basic(inputs, net):
+                return net(inputs).clone()
+
+            def infer_mirror(inputs, net):
+                return 0.5 * net(inputs) + 0.5 * net(inputs.flip(-1))
+
+            def infer_mirror_twice(inputs, net):
+                return infer_mirror(inputs, net) + infer_mirror(inputs.flip(-2), net)
+
+            model.eval()
+            infer_fn = [infer_basic, infer_mirror, infer_mirror_twice][tta_level]
+            with torch.no_grad():
+                return torch.cat([infer_fn(x, model) for x in loader])
+        """,
+        """
+        import torch
+        # a wrapper whose __init__ switches the model it holds to eval mode, for good
+        class PyTorchModel:
+            def __init__(self, model):
+                self._model = model
+                self._model.eval()
+            def predict(self, dataset):
+                with torch.no_grad():
+                    return [self._model(x) for x in dataset]
+        """,
+        """
+        import torch
+        # the model is switched to eval mode where it is handed over: `eval()` returns it
+        def demo(net, frames):
+            def predict(frame):
+                with torch.no_grad():
+                    return net(frame)
+            return [predict(f) for f in frames]
+
+        demo(net.eval().to("cuda"), frames)
+        """,
+        """
+        import torch
+        import torch.nn.functional as F
+        # a wrapper (for a plotting library) around a model with no dropout/normalisation
+        class SoftmaxRegression(torch.nn.Module):
+            def __init__(self, num_features, num_classes):
+                super().__init__()
+                self.linear = torch.nn.Linear(num_features, num_classes)
+            def forward(self, x):
+                return F.softmax(self.linear(x), dim=1)
+
+        class ModelWrapper:
+            def __init__(self, model, device):
+                self.model = model
+                self.device = device
+            def predict(self, X):
+                return self.model(torch.tensor(X, device=self.device)).argmax(1).numpy()
+
+        mymodel = ModelWrapper(SoftmaxRegression(2, 3), device=torch.device("cpu"))
+        """,
+        """
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+        # the tokenizer is not the model; the model (eval mode from from_pretrained) generates
+        tokenizer = AutoTokenizer.from_pretrained("some/chat-model")
+        model = AutoModelForCausalLM.from_pretrained("some/chat-model")
+        def predict(message):
+            model_inputs = tokenizer([message], return_tensors="pt")
+            return Thread(target=model.generate, kwargs=dict(model_inputs)).start()
+        """,
+        """
+        import torch
+        import torch.nn as nn
+        # models kept in a list; none has dropout or normalisation (ReLU or Tanh variants)
+        models = list()
+        for k in range(10):
+            model = nn.Sequential(nn.Linear(1, 100), nn.ReLU() if k < 5 else nn.Tanh(), nn.Linear(100, 1))
+            models.append(model)
+
+        def dense_prediction(models):
+            preds = []
+            for model in models:
+                with torch.no_grad():
+                    preds.append(model(torch.linspace(-4, 4, 1001).unsqueeze(1)))
+            return preds
+
+        dense_prediction(models[:5])
+        """,
     )
     INVALID = (
+        """
+        import torch
+        import torch.nn as nn
+        # near-miss of the list of models: these have dropout
+        models = []
+        for k in range(10):
+            models.append(nn.Sequential(nn.Linear(1, 100), nn.Dropout(0.2), nn.Linear(100, 1)))
+
+        def dense_prediction(models):  # !
+            preds = []
+            with torch.no_grad():
+                for model in models:
+                    preds.append(model(x_test))
+            return preds
+
+        dense_prediction(models[:5])
+        """,
+        """
+        import torch
+        # near-miss of the wrapper: the model it holds has dropout
+        class Net(torch.nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.linear = torch.nn.Linear(2, 3)
+                self.drop = torch.nn.Dropout(0.5)
+            def forward(self, x):
+                return self.linear(self.drop(x))
+
+        class ModelWrapper:
+            def __init__(self, model):
+                self.model = model
+            def predict(self, X):  # !
+                return self.model(torch.tensor(X)).argmax(1).numpy()
+
+        mymodel = ModelWrapper(Net())
+        """,
+        """
+        import torch
+        # near-miss of the wrapper: another method switches the model back to training
+        class PyTorchModel:
+            def __init__(self, model):
+                self._model = model
+                self._model.eval()
+            def finetune(self, x, y):
+                self._model.train()
+                return self._model(x)
+            def predict(self, dataset):  # !
+                with torch.no_grad():
+                    return [self._model(x) for x in dataset]
+        """,
+        """
+        import torch
+        # near-miss of the hand-over: moved to the GPU, never switched to eval mode
+        def demo(net, frames):
+            def predict(frame):  # !
+                with torch.no_grad():
+                    return net(frame)
+            return [predict(f) for f in frames]
+
+        demo(net.to("cuda"), frames)
+        """,
+        """
+        import torch
+        # near-miss: the enclosing function never switches the model to eval mode
+        def infer(model, loader, tta_level=0):
+            def infer_basic(inputs, net):  # !
+                return net(inputs).clone()
+
+            def infer_mirror(inputs, net):  # !
+                return 0.5 * net(inputs) + 0.5 * net(inputs.flip(-1))
+
+            infer_fn = [infer_basic, infer_mirror][tta_level]
+            with torch.no_grad():
+                return torch.cat([infer_fn(x, model) for x in loader])
+        """,
         """
         import torch
         from torch.autograd import Variable

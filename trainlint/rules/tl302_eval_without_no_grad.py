@@ -94,8 +94,82 @@ class EvalWithoutNoGrad(Rule):
             y = net(x)
             print(y.size())
         """,
+        """
+        import torch
+        # nested helpers run where their enclosing function calls them: under no_grad,
+        # also through a name bound to one of them
+        def infer(model, loader, tta_level=0):
+            def infer_basic(inputs, net):
+                return net(inputs).clone()
+
+            def infer_mirror(inputs, net):
+                return 0.5 * net(inputs) + 0.5 * net(inputs.flip(-1))
+
+            def infer_mirror_twice(inputs, net):
+                return infer_mirror(inputs, net) + infer_mirror(inputs.flip(-2), net)
+
+            model.eval()
+            infer_fn = [infer_basic, infer_mirror, infer_mirror_twice][tta_level]
+            with torch.no_grad():
+                return torch.cat([infer_fn(x, model) for x in loader])
+        """,
+        """
+        import torch
+        # a custom method of the model runs the forward: here under no_grad
+        def evaluate(model_path, make_env, Model):
+            envs = make_env()
+            agent = Model(envs)
+            agent.load_state_dict(torch.load(model_path, weights_only=True))
+            agent.eval()
+            obs = envs.reset()
+            with torch.no_grad():
+                return agent.get_action(torch.Tensor(obs))
+        """,
+        """
+        import torch
+        # not models: an environment switched to its evaluation mode, a trainer given weights
+        def test(args, agent):
+            env = Env(args)
+            env.eval()
+            state = env.reset()
+            state, reward, done = env.step(agent.act(state))
+            trainer = CharRNNTrainer(args)
+            trainer.load_state_dict(args.load_model)
+            return trainer.predict(args.begin, args.predict_len)
+        """,
     )
     INVALID = (
+        """
+        import torch
+        # the model (built from a class parameter) runs through its own method, autograd on
+        def evaluate(model_path, make_env, Model):  # !
+            envs = make_env()
+            agent = Model(envs).to("cpu")
+            agent.load_state_dict(torch.load(model_path, weights_only=True))
+            agent.eval()
+            obs, returns = envs.reset(), []
+            while len(returns) < 10:
+                actions = agent.get_action(torch.Tensor(obs))
+                obs, reward = envs.step(actions.numpy())
+                returns.append(reward)
+            return returns
+        """,
+        """
+        import torch
+        # near-miss: the helper is called outside the enclosing function's no_grad block
+        def infer(model, loader, tta_level=0):
+            def infer_basic(inputs, net):
+                return net(inputs).clone()
+
+            def infer_mirror(inputs, net):  # !
+                return 0.5 * net(inputs) + 0.5 * net(inputs.flip(-1))
+
+            model.eval()
+            infer_fn = [infer_basic, infer_mirror][tta_level]
+            with torch.no_grad():
+                first = infer_fn(loader[0], model)
+            return first, infer_mirror(loader[1], model)
+        """,
         """
         import torch
         # near-miss of a smoke test: a real validation batch, and a loss over it

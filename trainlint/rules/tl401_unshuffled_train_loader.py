@@ -5,10 +5,12 @@ from typing import Iterator, Optional
 
 import libcst as cst
 
-from trainlint.analysis.datasets import draws_fresh_samples
+from trainlint.analysis.datasets import draws_fresh_samples, is_iterable_dataset_class, shuffles_itself
+from trainlint.analysis.facts import walk
 from trainlint.analysis.names import dotted
+from trainlint.analysis.project import constructor_summary
 from trainlint.analysis.torch_api import DATALOADERS
-from trainlint.analysis.training import BACKWARD
+from trainlint.analysis.training import BACKWARD, STEP
 from trainlint.rules.base import Replacement, Report, Rule
 
 TRAIN_NAME = re.compile(r"train", re.I)
@@ -16,6 +18,8 @@ NOT_TRAIN_NAME = re.compile(r"(^|_)(val|valid|validation|test|testing|eval|dev|h
 ITERABLE_DATASET = re.compile(r"IterableDataset|WebDataset|IterDataPipe|streaming", re.I)
 # Random data has no order to learn from: demos and tests load it unshuffled on purpose.
 SYNTHETIC_DATASET = re.compile(r"^(Random|Dummy|Fake|Synthetic|Boring)\w*", re.I)
+# A dataset's own reshuffling method: `shuffleSamples()`, `shuffle()`, `reshuffle()`.
+SHUFFLE_METHOD = re.compile(r"shuffle", re.I)
 # DataLoader(dataset, batch_size, shuffle, sampler, batch_sampler, ...)
 SHUFFLE_POS, SAMPLER_POS, BATCH_SAMPLER_POS = 2, 3, 4
 
@@ -28,6 +32,13 @@ def _iter_of(expr, names) -> bool:
     )
 
 
+class _At:
+    """A program point (function, order) to ask `ctx.reaching` about."""
+
+    def __init__(self, function, order) -> None:
+        self.function, self.order = function, order
+
+
 class UnshuffledTrainLoader(Rule):
     """## What it does
     Finds a `DataLoader` over training data (a `train*` name, or a loader iterated by a
@@ -38,10 +49,14 @@ class UnshuffledTrainLoader(Rule):
     class or by time, batches are not representative and SGD follows a biased path. Models
     train worse and, with sorted data, may not learn at all. A same-module map-style dataset
     whose `__getitem__` draws a fresh random sample (ignoring the index, or using it only to
-    seed a generator) gains nothing from shuffling and is not reported. Iterable-style datasets,
-    `shuffle=<variable>`, and a `train*` loader only read where nothing trains (one batch
-    peeked at with `next(iter(loader))`, statistics, an accuracy function under
-    `no_grad`) are not reported.
+    seed a generator) gains nothing from shuffling and is not reported, nor is a dataset that
+    orders itself: an `IterableDataset`, or a class (of this module or another module of the
+    project) that reshuffles its own samples after construction, or that the training loop
+    reshuffles through `loader.dataset` every epoch. `shuffle=<variable>`, a `train*` loader
+    whose binding is only read where nothing trains (one batch peeked at with
+    `next(iter(loader))`, statistics, an accuracy function under `no_grad`; a notebook that
+    rebinds the name counts each binding apart), and a loader handed over only under
+    evaluation names (`machine.test_loader = loader`) are not reported.
 
     ## Example
     ```python
@@ -150,8 +165,124 @@ class UnshuffledTrainLoader(Rule):
             loss = meta_loss(model, batch)
             loss.backward()
         """,
+        """
+        import numpy as np
+        import torch
+        from torch.utils.data import DataLoader
+        # notebook cells: a statistics pass over an unshuffled `train_loader`, then the name
+        # is rebound to a shuffled loader for training, then to an unshuffled one again for
+        # an accuracy pass under no_grad
+        train_loader = DataLoader(train_set, batch_size=256, shuffle=False)
+        means = []
+        for i, batch in enumerate(train_loader, 0):
+            means.append(np.mean(batch[0].numpy(), axis=(0, 2, 3)))
+
+        train_loader = DataLoader(train_set, batch_size=64, shuffle=True)
+        for x, y in train_loader:
+            opt.zero_grad()
+            loss_fn(model(x), y).backward()
+            opt.step()
+
+        train_loader = DataLoader(train_set, batch_size=64, shuffle=False)
+        correct = 0
+        with torch.no_grad():
+            for x, y in train_loader:
+                correct += int((model(x).argmax(1) == y).sum())
+        """,
+        """
+        import torch
+        # in a function named `*_train`, a loader handed over only as the test loader
+        def teacher_train(machine, clean_set):
+            clean_loader = torch.utils.data.DataLoader(clean_set, batch_size=64, shuffle=False)
+            machine.train()
+            machine.test_loader = clean_loader
+            return machine.test()
+        """,
+        """
+        import random
+        import numpy as np
+        import torch
+        # the dataset shuffles its own sample list and builds its batches itself
+        class TrainDataset(torch.utils.data.Dataset):
+            def __init__(self, samples):
+                self.list_sample = list(samples)
+                self.if_shuffled = False
+            def __getitem__(self, index):
+                if not self.if_shuffled:
+                    np.random.shuffle(self.list_sample)
+                    self.if_shuffled = True
+                return self.list_sample[index]
+            def __len__(self):
+                return len(self.list_sample)
+
+        loader_train = torch.utils.data.DataLoader(
+            TrainDataset(records),
+            batch_size=2,
+            shuffle=False,  # we do not use this param
+        )
+        """,
+        """
+        from torch.utils.data import DataLoader
+        # the training loop reshuffles the dataset (of a class chosen at run time) every epoch
+        class App:
+            def init_train_dl(self):
+                train_ds = getattr(dsets, self.args.dataset)(val_stride=10)
+                train_dl = DataLoader(train_ds, batch_size=32, num_workers=4)
+                return train_dl
+
+            def do_training(self, train_dl):
+                train_dl.dataset.shuffleSamples()
+                for batch in train_dl:
+                    self.optimizer.zero_grad()
+                    self.loss(batch).backward()
+                    self.optimizer.step()
+        """,
     )
     INVALID = (
+        """
+        import random
+        from torch.utils.data import DataLoader, Dataset
+        # near-miss: the dataset shuffles once when built, the same order every epoch
+        class LunaDataset(Dataset):
+            def __init__(self, candidates):
+                self.candidates = list(candidates)
+                random.shuffle(self.candidates)
+            def __getitem__(self, i):
+                return self.candidates[i]
+            def __len__(self):
+                return len(self.candidates)
+
+        train_dl = DataLoader(LunaDataset(cands), batch_size=32)  # !
+        """,
+        """
+        import torch
+        # near-miss of the hand-over: the loader is also the trainer's training loader
+        def teacher_train(machine, clean_set):
+            clean_loader = torch.utils.data.DataLoader(clean_set, batch_size=64, shuffle=False)  # !
+            machine.test_loader = clean_loader
+            machine.train_loader = clean_loader
+            machine.train()
+        """,
+        """
+        from torch.utils.data import DataLoader
+        # near-miss of the rebinding: the unshuffled binding is the one a later cell trains on
+        train_loader = DataLoader(train_set, batch_size=64, shuffle=True)
+        training_loop(model, train_loader)
+
+        train_loader = DataLoader(train_set, batch_size=64, shuffle=False)  # !
+        validate(model, train_loader)
+        training_loop(NetWidth(), train_loader)
+
+        def training_loop(model, train_loader):
+            for x, y in train_loader:
+                opt.zero_grad()
+                loss_fn(model(x), y).backward()
+                opt.step()
+
+        def validate(model, train_loader):
+            for name, loader in [("train", train_loader)]:
+                print(name, sum(model(x).sum() for x, _ in loader))
+        """,
         """
         import numpy as np
         import torch
@@ -222,6 +353,8 @@ class UnshuffledTrainLoader(Rule):
                 continue
             if draws_fresh_samples(ctx, dataset, call):
                 continue  # every item is a fresh random draw: any order is already random
+            if self._orders_itself(ctx, dataset, call):
+                continue  # an IterableDataset, or a dataset that reshuffles its own samples
             if not self._is_training(ctx, call, dataset):
                 continue
             yield Report(
@@ -248,6 +381,37 @@ class UnshuffledTrainLoader(Rule):
                     return True
         return False
 
+    @classmethod
+    def _orders_itself(cls, ctx, dataset, call) -> bool:
+        """The dataset orders its own samples: the training code reshuffles it through the
+        loader every epoch (`train_dl.dataset.shuffleSamples()`), or every value of `dataset`
+        is an instance of a class -- of this module, or of another project module (its
+        summary, analysis/project.py) -- that is an `IterableDataset` or reshuffles its own
+        samples (analysis/datasets.py)."""
+        loader_names = {dotted(t) for a in ctx.facts.assigns if a.value is call.node for t in a.targets} - {None}
+        for c in ctx.facts.calls:
+            recv = c.receiver
+            if (
+                c.attr and SHUFFLE_METHOD.search(c.attr) and isinstance(recv, cst.Attribute)
+                and recv.attr.value == "dataset" and (dotted(recv.value) or "").rsplit(".", 1)[-1] in {n.rsplit(".", 1)[-1] for n in loader_names}
+            ):
+                return True
+        cands = ctx.constructions(dataset, call)
+        if not cands:
+            return False
+        return all(isinstance(value, cst.Call) and cls._class_orders_itself(ctx, value.func, 0) for value, _ in cands)
+
+    @classmethod
+    def _class_orders_itself(cls, ctx, func, depth) -> bool:
+        local = ctx.class_named(func.value) if isinstance(func, cst.Name) else None
+        if local is not None:
+            if is_iterable_dataset_class(ctx, local) or shuffles_itself(ctx, local):
+                return True
+            # `class Benchmark(TrainingDataset)` over a class of another project module
+            return depth < 3 and any(cls._class_orders_itself(ctx, b, depth + 1) for b in local.bases)
+        found = constructor_summary(ctx, func)
+        return found is not None and bool(found[0].get("iterable_dataset") or found[0].get("shuffles_itself"))
+
     @staticmethod
     def _unknown_or_synthetic(ctx, dataset, call) -> bool:
         if isinstance(dataset, cst.Name):
@@ -271,12 +435,18 @@ class UnshuffledTrainLoader(Rule):
             names.append(call.function.name)
         if any(NOT_TRAIN_NAME.search(n) for n in names if n):
             return False
+        # `machine.test_loader = clean_loader`: a loader whose own names say nothing, handed
+        # over under evaluation names only (the `train` in its function's name is not its own).
+        aliases = {dotted(t) or "" for a in ctx.facts.assigns if a.value is not None and (dotted(a.value) or "") in set(loader_names) - {""} for t in a.targets}
+        own = [dotted(dataset) or "", *loader_names]
+        if aliases and all(NOT_TRAIN_NAME.search(n.rsplit(".", 1)[-1]) for n in aliases) and not any(TRAIN_NAME.search(n) for n in own if n):
+            return False
         loops = cls._loops_over(ctx, call.function, loader_names)
         if any(TRAIN_NAME.search(n) for n in names if n):
             # A `train*` loader only ever read where nothing trains -- loops computing the
             # mean/std of the training set, one batch peeked at to look at, an accuracy
             # function under no_grad -- and not handed on: order does not matter.
-            return not cls._read_without_training(ctx, loader_names)
+            return not cls._read_without_training(ctx, loader_names, call)
         if any(cls._trains(ctx, l) for l in loops):
             return True
         return cls._built_for_training(ctx, call)
@@ -298,13 +468,29 @@ class UnshuffledTrainLoader(Rule):
         return out
 
     @classmethod
-    def _read_without_training(cls, ctx, names) -> bool:
+    def _read_without_training(cls, ctx, names, call=None) -> bool:
         """Every use of the loader reads it where nothing trains: loops that do not train,
         `next(iter(loader))` or `it = iter(loader)` ... `next(it)` outside a training loop
         (inside one, an unshuffled loader hands every step the same first batch),
         `len(loader)`, or a same-module function whose loops over it do not train. There
-        must be some use; anything else (a trainer, a return) may train."""
+        must be some use; anything else (a trainer, a return) may train. Only the uses this
+        binding reaches count: a notebook rebinds `train_loader` to an unshuffled loader for
+        an accuracy pass after training on a shuffled one."""
         names = {n for n in names if n}
+        binding = [a for a in ctx.facts.assigns if call is not None and a.value is call.node]
+
+        def reached(function, order) -> bool:
+            """A use at (function, order) of a plain-name loader sees this binding."""
+            for n in names:
+                if "." in n:
+                    return True  # `self.loader`: not followed per binding
+                sites = ctx.reaching(n, _At(function, order))
+                if sites and not any(s is b for s in sites for b in binding):
+                    return False
+                if not sites and any(n in f.params for f in ctx.enclosing_function_chain(function)):
+                    return False  # a parameter of that name: reached through calls, judged there
+            return True
+
         if not names or any((dotted(r.value) or "") in names for r in ctx.facts.returns if r.value is not None):
             return False
         iterators = {t.value for a in ctx.facts.assigns if a.value is not None and _iter_of(a.value, names)
@@ -312,11 +498,16 @@ class UnshuffledTrainLoader(Rule):
         nested = {id(c.node.args[0].value) for c in ctx.facts.calls
                   if isinstance(c.node.func, cst.Name) and c.node.func.value == "next" and c.node.args}
         used = False
+        in_loop_headers = {id(n) for loop in ctx.loops if loop.iter is not None for n in walk(loop.iter)}
         for c in ctx.facts.calls:
             args = [a.value for a in c.node.args]
             if not any((dotted(v) or "") in names or _iter_of(v, names) or (dotted(v) or "") in iterators for v in args):
                 continue
+            if binding and not reached(c.function, c.order):
+                continue
             used = True
+            if id(c.node) in in_loop_headers and ctx.callee(c) is None:
+                continue  # `for i, b in enumerate(loader)`: the loop is judged below
             func = c.node.func
             name = func.value if isinstance(func, cst.Name) else None
             if name == "len":
@@ -336,6 +527,8 @@ class UnshuffledTrainLoader(Rule):
                 return False  # `for batch in it`: a loop over the iterator
             it = ctx.module.code_for_node(loop.iter)
             if any(re.search(rf"\b{re.escape(n)}\b", it) for n in names):
+                if binding and not reached(loop.function, loop.start):
+                    continue
                 if cls._trains(ctx, loop):
                     return False  # a loop anywhere in the module trains on it
                 used = True
@@ -365,7 +558,15 @@ class UnshuffledTrainLoader(Rule):
             if any((dotted(a.value) or "") in bound for a in c.node.args) and not (isinstance(c.node.func, cst.Name) and c.node.func.value == "len"):
                 return False  # handed on again
         loops = [l for l in ctx.loops if l.function is fn and l.iter is not None and (dotted(l.iter) or "") in bound]
-        return bool(loops) and not any(cls._trains(ctx, l) for l in loops)
+        if loops:
+            return not any(cls._trains(ctx, l) for l in loops)
+        # `for name, loader in [("train", train_loader), ("val", val_loader)]`: the loader is
+        # read by a loop we do not follow, but nothing in the function trains at all.
+        listed = [
+            l for l in ctx.loops
+            if l.function is fn and l.iter is not None and any(isinstance(n, cst.Name) and n.value in bound for n in walk(l.iter))
+        ]
+        return bool(listed) and not any(e.kind in (BACKWARD, STEP) for e in ctx.training.function_events(fn))
 
     @classmethod
     def _built_for_training(cls, ctx, call) -> bool:
