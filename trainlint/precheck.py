@@ -342,7 +342,8 @@ PROJECT_CALLED: Dict[str, Precheck] = {"TL301": _EVAL_FUNCTION_CALLED, "TL302": 
 
 
 def eval_function_names(text: str) -> List[str]:
-    """The evaluation-named functions `text` defines (a superset: methods too)."""
+    """The evaluation-named functions `text` defines (a superset: methods too, and a module-
+    level one under an `if` or `try`, which the callers of other modules may import)."""
     return sorted({n for n in _DEF_NAME.findall(text) if not _EVAL_FUNCTION_PARTS.isdisjoint(n.casefold().split("_"))})
 
 

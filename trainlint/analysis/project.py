@@ -335,6 +335,7 @@ class Project:
         # The project's files, read once per run (a Project lives for one run: `new_run`).
         self._scans: Dict[str, Optional[Tuple[str, List[Tuple[Path, Optional[bytes]]]]]] = {}
         self._naming: Dict[Tuple[str, str], List[Tuple[Path, bytes]]] = {}
+        self._torch: Dict[str, List[Tuple[Path, bytes]]] = {}
 
     @staticmethod
     def read(path: Path) -> Optional[bytes]:
@@ -381,6 +382,15 @@ class Project:
             needle = name.encode()
             self._naming[key] = [(f, d) for f, d in scanned[1] if d is not None and needle in d] if scanned else []
         return self._naming[key]
+
+    def torch_files(self, root: Path) -> List[Tuple[Path, bytes]]:
+        """The project's files that name a PyTorch-family package (once per run: in a project
+        without PyTorch every later question is answered from an empty list)."""
+        key = str(root)
+        if key not in self._torch:
+            scanned = self.scan(root)
+            self._torch[key] = [(f, d) for f, d in scanned[1] if d is not None and precheck.mentions_torch(d)] if scanned else []
+        return self._torch[key]
 
     def remember(self, text: str, ctx: "FileContext") -> None:
         """The summary of a module being linted, from its own parse: a module linted earlier
@@ -515,11 +525,11 @@ class ProjectView:
         self.deps[SCAN_PREFIX + str(root)] = scanned[0]
         stem = self.path.stem if self.path.stem != "__init__" else self.path.parent.name
         mine = (stem.encode(), self.path.parent.name.encode())
-        for name in names:
-            for f, data in self.project.naming(root, name):
-                if f != self.path and any(n in data for n in mine) and precheck.mentions_torch(data):
-                    return True
-        return False
+        wanted = [n.encode() for n in names]
+        return any(
+            f != self.path and any(n in data for n in mine) and any(n in data for n in wanted)
+            for f, data in self.project.torch_files(root)
+        )
 
     def _passed_state(self, entries: Optional[List[list]], importer: Path) -> Optional[dict]:
         """A caller's argument (`_passed_model`) as the callee needs it: `module` (known to be
