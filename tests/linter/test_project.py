@@ -648,3 +648,26 @@ def test_one_caller_with_a_visible_dropout_model_is_enough(run_cli, tmp_path):
         "finetune.py": EXTERNAL_CALLER.format(imports="from segnet import SegNet", make="SegNet()"),
     })
     assert [c for _, c, _ in codes(run_cli, "utils.py", "--select", "TL301", "--no-cache")] == ["TL301"]
+
+
+def test_a_module_without_torch_reads_no_caller_module_unless_one_imports_torch(tmp_path, monkeypatch):
+    """scikit-learn code parsed anyway (here without the pre-check, as other rules may): its
+    evaluate() is not looked up in the callers' modules unless one of them imports PyTorch."""
+    utils = """
+        from sklearn.preprocessing import StandardScaler
+
+        def evaluate(model, X_test, y_test):
+            X = StandardScaler().fit_transform(X_test)
+            return (model(X) == y_test).mean()
+    """
+    main = "from sklearn.svm import SVC\nimport utils\nmodel = SVC()\nprint(utils.evaluate(model, X_test, y_test))\n"
+    write(tmp_path, {"utils.py": utils, "main.py": main})
+    import trainlint.analysis.project as project_mod
+
+    monkeypatch.setattr(project_mod, "_read_summary", lambda *a: (_ for _ in ()).throw(AssertionError("parsed main.py")))
+    text, path = (tmp_path / "utils.py").read_text(), str(tmp_path / "utils.py")
+    assert lint_text(text, path, frozenset({"TL301", "TL302"}), precheck=False, project=Project(tmp_path)).findings == []
+    # the near miss: a PyTorch caller's module is read (and parsing it is what this test forbids)
+    write(tmp_path, {"main.py": "import torch\n" + main})
+    with pytest.raises(AssertionError, match="parsed main.py"):
+        lint_text(text, path, frozenset({"TL301", "TL302"}), precheck=False, project=Project(tmp_path))

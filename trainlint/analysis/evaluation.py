@@ -132,6 +132,8 @@ class Evaluation:
         for fn in ctx.facts.functions:
             if not EVAL_FUNCTION_NAME.search(fn.name) or self._framework_hook(fn):
                 continue
+            if not ctx.uses_torch and (fn.cls is not None or fn.parent is not None or not ctx.project.called_from_torch([fn.name])):
+                continue  # no PyTorch module names it: nothing read further (scikit-learn, Keras code)
             if fn.cls is not None and self.tr.is_module_class(fn.cls):
                 continue  # the model's own method (`predict()` inside forward): not a pass
             if self._called_while_training(fn):
