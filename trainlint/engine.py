@@ -94,6 +94,17 @@ def _skip_validation(self: object) -> None:
     return None
 
 
+def _called_from_torch(codes: List[str], passing: List[str], text: str, path: str, view) -> List[str]:
+    """`passing`, and the codes of PROJECT_CALLED this module passes when another module of
+    the project that imports PyTorch may call one of its evaluation functions."""
+    from trainlint.precheck import PROJECT_CALLED, eval_function_names
+
+    extra = {c for c in codes if c not in passing and c in PROJECT_CALLED and PROJECT_CALLED[c].passes(text, path)}
+    if not extra or not view.called_from_torch(eval_function_names(text)):
+        return passing
+    return [c for c in codes if c in passing or c in extra]
+
+
 def lint_text(
     text: str,
     path: str,
@@ -114,8 +125,13 @@ def lint_text(
     want_syntax = selected is None or "TL000" in selected
     disabled = file_disabled_codes(text)
     codes = [c for c in rule_codes() if c != "TL000" and (selected is None or c in selected) and not suppressed(c, disabled)]
+    view = project.view(real_path or path) if project is not None else None
     if precheck:
-        codes = applicable(codes, text, path)
+        passing = applicable(codes, text, path)
+        if view is not None and len(passing) < len(codes):
+            passing = _called_from_torch(codes, passing, text, path, view)
+            result.deps = dict(view.deps)
+        codes = passing
     if not codes:
         if want_syntax and not suppressed("TL000", disabled):
             err = _syntax_error(text, path)
@@ -145,8 +161,8 @@ def lint_text(
     except RecursionError:
         # Pathologically deep code (thousands of nested operators): nothing to say about it.
         return result
-    if project is not None:
-        ctx.project = project.view(real_path or path)
+    if view is not None:
+        ctx.project = view
     for rule in rules:
         try:
             for rep in rule.check(ctx):

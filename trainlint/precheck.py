@@ -153,6 +153,10 @@ _EVAL_DATA = name_part(
     ("loader", "dl", "data", "set", "ds", "iter"),
 )
 _EVAL_PASS = Precheck((_eval_function, _EVAL_DATA), needs_torch=True)
+# ... or, in a module that names no PyTorch package, an evaluation function that callers in
+# other modules hand a PyTorch model (analysis/project.py, `passed_models`): those callers
+# import PyTorch and name the function, which the project's text shows (`called_from_torch`).
+_EVAL_FUNCTION_CALLED = Precheck((_eval_function,))
 
 # TL402: statistics of a whole data set before a split (a split function, a single slice
 # `X[:800]` / `df.iloc[n:]`, not `x[:, 0]`) or of held-out data; a scaler fitted on it.
@@ -329,6 +333,22 @@ CATALOGUE: Dict[str, Precheck] = {
     # with an optimizer state, in a file that trains
     "TL603": Precheck((word("load_state_dict"),), (word("save"),), _BACKWARD, _STEP, needs_torch=True),
 }
+
+
+# Rules that can also fire on a module failing its pre-check here, when the project holds
+# callers this module's text cannot show: the module's own necessary condition, and the
+# names of the functions the callers must name.
+PROJECT_CALLED: Dict[str, Precheck] = {"TL301": _EVAL_FUNCTION_CALLED, "TL302": _EVAL_FUNCTION_CALLED}
+
+
+def eval_function_names(text: str) -> List[str]:
+    """The evaluation-named functions `text` defines (a superset: methods too, and a module-
+    level one under an `if` or `try`, which the callers of other modules may import)."""
+    return sorted({n for n in _DEF_NAME.findall(text) if not _EVAL_FUNCTION_PARTS.isdisjoint(n.casefold().split("_"))})
+
+
+def mentions_torch(data: bytes) -> bool:
+    return any(r.encode() in data for r in TORCH_ROOTS)
 
 
 def applicable(codes: Iterable[str], text: str, path: str) -> List[str]:

@@ -562,3 +562,193 @@ def test_a_softmax_behind_a_flag_in_another_module(run_cli, tmp_path, default, r
     write(tmp_path, {"net.py": FLAG_NET.format(default=default), "train.py": train_importing("from net import Net")})
     found = codes(run_cli, "train.py", "--select", "TL201", "--no-cache")
     assert bool(found) == reported, found
+
+
+
+
+# -- an evaluate() in a module without a PyTorch import; a model whose class cannot be seen ------
+
+PLAIN_VALIDATE = """
+    def validate(model, loader, loss_fn):
+        running = 0.0
+        for x, y in loader:
+            running += loss_fn(model(x), y).item()
+        return running / len(loader)
+"""
+
+DROPOUT_MODEL = """
+    import torch.nn as nn
+
+    class MLP(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.net = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), {layer}, nn.Linear(8, 1))
+
+        def forward(self, x):
+            return self.net(x)
+"""
+
+TORCH_TRAIN = """
+    import torch
+    from torch import nn
+    {imports}
+    from helpers import validate
+
+    model = {make}
+    loss_fn = nn.MSELoss()
+    for epoch in range(3):
+        model.train()
+        {before}
+        print(validate(model, val_loader, loss_fn))
+"""
+
+
+def torch_train(make="MLP()", imports="from model import MLP", before="pass"):
+    return TORCH_TRAIN.format(make=make, imports=imports, before=before)
+
+
+@pytest.mark.parametrize(
+    "layer,train,found",
+    [
+        # a plain-Python helper handed a project model with dropout, neither eval() nor no_grad
+        ("nn.Dropout(0.2)", torch_train(), ["TL301", "TL302"]),
+        # the same helper built inline from torch.nn, and with the model's class in train.py
+        ("nn.Dropout(0.2)", torch_train("nn.Sequential(nn.Linear(4, 1), nn.Dropout(0.1))", ""), ["TL301", "TL302"]),
+        # near misses: the caller sets both; the model has no dropout/normalisation
+        ("nn.Dropout(0.2)", torch_train(before="model.eval()\n        torch.set_grad_enabled(False)"), []),
+        ("nn.ReLU()", torch_train(), ["TL302"]),
+        # a model whose class cannot be seen: not known to be a PyTorch model
+        ("nn.Dropout(0.2)", torch_train("Booster()", "from xgboost_like import Booster"), []),
+    ],
+)
+def test_a_helper_module_without_torch_is_read_through_its_torch_callers(run_cli, tmp_path, layer, train, found):
+    write(tmp_path, {"helpers.py": PLAIN_VALIDATE, "model.py": DROPOUT_MODEL.format(layer=layer), "train.py": train})
+    assert [c for _, c, _ in codes(run_cli, "helpers.py", "--select", "TL301,TL302", "--no-cache")] == found
+    assert [(p, c) for p, c, _ in codes(run_cli, ".", "--select", "TL301,TL302", "--no-cache")] == [("helpers.py", c) for c in found]
+
+
+@pytest.mark.parametrize(
+    "caller",
+    [
+        # scikit-learn: an estimator's evaluate() called from a module without PyTorch
+        "from sklearn.ensemble import RandomForestClassifier\nfrom helpers import validate\n"
+        "model = RandomForestClassifier()\nprint(validate(model, val_loader, loss_fn))\n",
+        # Keras: a model called like a PyTorch one, from a TensorFlow script
+        "import tensorflow as tf\nfrom helpers import validate\n"
+        "model = tf.keras.Sequential([tf.keras.layers.Dropout(0.2)])\nprint(validate(model, val_loader, loss_fn))\n",
+        # a PyTorch script passing something it received, not a model it built
+        "import torch\nfrom helpers import validate\n\ndef run(model):\n    return validate(model, val_loader, loss_fn)\n",
+    ],
+)
+def test_a_helper_module_without_torch_stays_silent_for_other_callers(run_cli, tmp_path, caller):
+    write(tmp_path, {"helpers.py": PLAIN_VALIDATE, "main.py": caller})
+    assert codes(run_cli, "helpers.py", "--select", "TL301,TL302", "--no-cache") == []
+    assert codes(run_cli, ".", "--select", "TL301,TL302", "--no-cache") == []
+
+
+def test_a_helper_without_torch_follows_its_callers_through_the_cache(run_cli, tmp_path):
+    """The pre-check's answer for helpers.py depends on train.py: an edit there is seen."""
+    write(tmp_path, {"helpers.py": PLAIN_VALIDATE, "model.py": DROPOUT_MODEL.format(layer="nn.Dropout(0.2)"), "train.py": torch_train()})
+    assert [c for _, c, _ in codes(run_cli, "helpers.py", "--select", "TL301")] == ["TL301"]
+    write(tmp_path, {"train.py": torch_train(before="model.eval()")})
+    assert codes(run_cli, "helpers.py", "--select", "TL301") == []
+    write(tmp_path, {"train.py": "print('no caller left')\n"})
+    assert codes(run_cli, "helpers.py", "--select", "TL301") == []
+    write(tmp_path, {"train.py": torch_train()})
+    assert [c for _, c, _ in codes(run_cli, "helpers.py", "--select", "TL301")] == ["TL301"]
+
+
+def test_the_precheck_needs_a_torch_caller_in_the_project(tmp_path):
+    """Without the project, or with only non-PyTorch callers, the module is not parsed for TL301/TL302."""
+    write(tmp_path, {"helpers.py": PLAIN_VALIDATE, "main.py": "from helpers import validate\nvalidate(m, val_loader, f)\n"})
+    text = (tmp_path / "helpers.py").read_text()
+    path = str(tmp_path / "helpers.py")
+    assert lint_text(text, path, frozenset({"TL301", "TL302"})).findings == []
+    result = lint_text(text, path, frozenset({"TL301", "TL302"}), project=Project(tmp_path))
+    assert result.findings == [] and any(k.startswith("scan:") for k in result.deps)
+
+
+EXTERNAL_CALLER = """
+    import torch
+    import torch.nn as nn
+    {imports}
+    import utils as U
+
+    def main():
+        model = {make}
+        optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
+        for epoch in range(5):
+            for img, mask in train_loader:
+                optimizer.zero_grad()
+                nn.functional.mse_loss(model(img), mask).backward()
+                optimizer.step()
+            print(epoch, U.evaluate(model, val_loader))
+"""
+
+NO_GRAD_EVALUATE = """
+    import torch
+
+    @torch.no_grad()
+    def evaluate(model, loader):
+        return sum((model(img) - mask).abs().sum().item() for img, mask in loader)
+"""
+
+
+@pytest.mark.parametrize(
+    "imports,make,reported",
+    [
+        # a class from a package outside the project: cannot be seen, TL301 stays silent (as inline)
+        ("from fancy_seg_lib.models import SegNet", "SegNet(in_channels=3, classes=1)", False),
+        ("from fancy_seg_lib.models import SegNet", "SegNet.from_pretrained('x').to('cuda')", False),
+        # near misses: a project class with dropout, a model zoo's, a torch.nn one with BatchNorm
+        ("from segnet import SegNet", "SegNet()", True),
+        ("from segnet import SegNet", "SegNet.from_pretrained('x')", True),
+        ("import torchvision", "torchvision.models.resnet18()", True),
+        ("", "nn.Sequential(nn.Conv2d(3, 1, 3), nn.BatchNorm2d(1))", True),
+        # a visible model without dropout/normalisation
+        ("", "nn.Sequential(nn.Conv2d(3, 1, 3), nn.ReLU())", False),
+        # a model this module cannot follow (a parameter of a loader): as before, reported
+        ("", "torch.load('model.pt')", True),
+    ],
+)
+def test_an_evaluate_in_another_module_decides_on_the_callers_model_as_inline(run_cli, tmp_path, imports, make, reported):
+    segnet = DROPOUT_MODEL.format(layer="nn.Dropout(0.2)").replace("class MLP", "class SegNet")
+    write(tmp_path, {"utils.py": NO_GRAD_EVALUATE, "segnet.py": segnet, "train.py": EXTERNAL_CALLER.format(imports=imports, make=make)})
+    assert [c for _, c, _ in codes(run_cli, "utils.py", "--select", "TL301", "--no-cache")] == (["TL301"] if reported else [])
+    # the same evaluate() moved into train.py (a same-module caller) gives the same answer
+    inline = EXTERNAL_CALLER.format(imports=imports, make=make).replace("import utils as U\n", "").replace("U.evaluate", "evaluate")
+    write(tmp_path, {"train.py": inline + textwrap.indent(textwrap.dedent(NO_GRAD_EVALUATE).replace("import torch\n", ""), "    ")})
+    assert [c for _, c, _ in codes(run_cli, "train.py", "--select", "TL301", "--no-cache")] == (["TL301"] if reported else [])
+
+
+def test_one_caller_with_a_visible_dropout_model_is_enough(run_cli, tmp_path):
+    segnet = DROPOUT_MODEL.format(layer="nn.Dropout(0.2)").replace("class MLP", "class SegNet")
+    write(tmp_path, {
+        "utils.py": NO_GRAD_EVALUATE, "segnet.py": segnet,
+        "train.py": EXTERNAL_CALLER.format(imports="from fancy_seg_lib.models import SegNet", make="SegNet()"),
+        "finetune.py": EXTERNAL_CALLER.format(imports="from segnet import SegNet", make="SegNet()"),
+    })
+    assert [c for _, c, _ in codes(run_cli, "utils.py", "--select", "TL301", "--no-cache")] == ["TL301"]
+
+
+def test_a_module_without_torch_reads_no_caller_module_unless_one_imports_torch(tmp_path, monkeypatch):
+    """scikit-learn code parsed anyway (here without the pre-check, as other rules may): its
+    evaluate() is not looked up in the callers' modules unless one of them imports PyTorch."""
+    utils = """
+        from sklearn.preprocessing import StandardScaler
+
+        def evaluate(model, X_test, y_test):
+            X = StandardScaler().fit_transform(X_test)
+            return (model(X) == y_test).mean()
+    """
+    main = "from sklearn.svm import SVC\nimport utils\nmodel = SVC()\nprint(utils.evaluate(model, X_test, y_test))\n"
+    write(tmp_path, {"utils.py": utils, "main.py": main})
+    import trainlint.analysis.project as project_mod
+
+    monkeypatch.setattr(project_mod, "_read_summary", lambda *a: (_ for _ in ()).throw(AssertionError("parsed main.py")))
+    text, path = (tmp_path / "utils.py").read_text(), str(tmp_path / "utils.py")
+    assert lint_text(text, path, frozenset({"TL301", "TL302"}), precheck=False, project=Project(tmp_path)).findings == []
+    # the near miss: a PyTorch caller's module is read (and parsing it is what this test forbids)
+    write(tmp_path, {"main.py": "import torch\n" + main})
+    with pytest.raises(AssertionError, match="parsed main.py"):
+        lint_text(text, path, frozenset({"TL301", "TL302"}), precheck=False, project=Project(tmp_path))

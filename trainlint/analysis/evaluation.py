@@ -26,7 +26,7 @@ from trainlint.analysis.context import TORCH_ROOTS, FileContext
 from trainlint.analysis.facts import Block, CallSite, ClassInfo, FunctionInfo, Site, iter_children, walk
 from trainlint.analysis.inputs import constructor_arguments
 from trainlint.analysis.names import dotted, expression_facts
-from trainlint.analysis.project import constructor_summary
+from trainlint.analysis.project import constructor_summary, passed_models
 from trainlint.analysis.torch_api import MODE_DEPENDENT_LAYER, SET_GRAD_ENABLED
 from trainlint.analysis.training import BACKWARD, EVAL, MODE, STEP, TRAIN
 
@@ -145,12 +145,16 @@ class Evaluation:
     @cached_property
     def passes(self) -> List[EvalPass]:
         ctx, out = self.ctx, []
-        if not ctx.uses_torch or ctx.is_test_file:
+        # A module without a PyTorch import: only an evaluation function that callers in
+        # other (PyTorch) modules hand a model (analysis/project.py, `passed_models`).
+        if ctx.is_test_file or not (ctx.uses_torch or ctx.project is not None):
             return out
         eval_functions = set()
         for fn in ctx.facts.functions:
             if not EVAL_FUNCTION_NAME.search(fn.name) or self._framework_hook(fn):
                 continue
+            if not ctx.uses_torch and (fn.cls is not None or fn.parent is not None or not ctx.project.called_from_torch([fn.name])):
+                continue  # no PyTorch module names it: nothing read further (scikit-learn, Keras code)
             if fn.cls is not None and self.tr.is_module_class(fn.cls):
                 continue  # the model's own method (`predict()` inside forward): not a pass
             if self._called_while_training(fn):
@@ -163,8 +167,12 @@ class Evaluation:
                 continue
             if all(self.feeds_synthetic_data(c) for c in model_calls) and _outputs_only_inspected(fn, model_calls):
                 continue  # a shape smoke test: `y = net(torch.randn(1, 3, 32, 32)); print(y.size())`
+            if not ctx.uses_torch and not self._given_torch_models(fn, model_calls[0]):
+                continue
             eval_functions.add(id(fn))
             out.append(EvalPass("function", fn.node.name, fn, None, model_calls[0], f"`{fn.name}()`"))
+        if not ctx.uses_torch:
+            return out
         eval_loops: List[Block] = []
         # `for` loops, and comprehensions: `sum(loss_fn(model(x), y) for x, y in val_dl)`
         comprehensions = [b for b in ctx.facts.blocks if b.kind == "comp"]
@@ -328,6 +336,16 @@ class Evaluation:
         if fn.name not in cache:
             cache[fn.name] = view.external_callers(fn.name)
         return cache[fn.name]
+
+    def _given_torch_models(self, fn: FunctionInfo, model_call: CallSite) -> bool:
+        """Every caller (all in other modules, all importing PyTorch) passes the function a
+        model known to be an `nn.Module`."""
+        func = model_call.func
+        if isinstance(func, cst.Attribute) and func.attr.value == "forward":
+            func = func.value
+        passed = passed_models(self, fn, func, model_call)
+        callers = self._external_callers(fn) or []
+        return bool(passed) and all(c.get("torch") for c in callers) and all(s is not None and s["module"] for s in passed)
 
     def _imported_trains(self, calls: List[CallSite]) -> bool:
         """A helper of another module does the backward or the optimizer step."""
@@ -499,6 +517,9 @@ class Evaluation:
         """False only when the model's definition is visible and has no dropout/norm layer,
         or when its class is imported from a module that cannot be seen."""
         func = self.model_expr(p.model_call)
+        passed = passed_models(self, p.model_call.function, func, p.model_call)  # by callers in other modules
+        if passed is not None:
+            return any(s is None or s["mode_layers"] for s in passed)
         cands = self._through_wrappers(self.ctx.constructions(func, p.model_call))
         if not cands:
             return True

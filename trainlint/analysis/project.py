@@ -89,6 +89,7 @@ def summarise(ctx: "FileContext") -> dict:
             entry["mode_layers"] = bool(ev._class_has_mode_layers(cls, set()))
         except RecursionError:
             entry["mode_layers"] = True  # cannot tell: as if it had them
+        entry["module"] = bool(ctx.training.is_module_class(cls))
         classes[name] = entry
     functions: Dict[str, dict] = {}
     for fn in ctx.facts.functions:
@@ -106,6 +107,7 @@ def summarise(ctx: "FileContext") -> dict:
         "imports": dict(ctx.imports.alias),
         "stars": list(ctx.imports.star),
         "calls": _evaluation_calls(ctx, ev),
+        "torch": bool(ctx.uses_torch),
     }
 
 
@@ -133,7 +135,86 @@ def _evaluation_calls(ctx: "FileContext", ev) -> List[dict]:
             trains = not tr.under_no_grad(c) and ev._feeds_backward(c)
         except RecursionError:
             mode, no_grad, trains = None, True, False  # cannot tell: as the quietest caller
-        out.append({"q": q, "mode": mode, "no_grad": no_grad, "trains": bool(trains)})
+        out.append({
+            "q": q, "mode": mode, "no_grad": no_grad, "trains": bool(trains), "star": c.has_star_args,
+            "args": [_passed_model(ctx, ev, a.value, c) for a in c.node.args if a.keyword is None and not a.star],
+            "kw": {a.keyword.value: _passed_model(ctx, ev, a.value, c) for a in c.node.args if a.keyword is not None},
+        })
+    return out
+
+
+def _passed_model(ctx: "FileContext", ev, expr, at) -> Optional[List[list]]:
+    """What a caller passes to an `evaluate()` of another module, one entry per value it may
+    hold: `["local", is_module, has_mode_layers]` when this module decides it (a class of
+    its own, a torch.nn construction, a model zoo's), `["class", qualname]` for an imported
+    class the callee's lint looks up in the project (`ProjectView._passed_state`: a summary
+    is this module's facts alone). None: not a construction that can be followed."""
+    import libcst as cst
+
+    out: List[list] = []
+    try:
+        for value, _ in ctx.constructions(expr, at):
+            if not isinstance(value, cst.Call):
+                return None
+            cls = ctx.class_named(value.func.value) if isinstance(value.func, cst.Name) else None
+            if cls is not None:
+                entry = ["local", bool(ctx.training.is_module_class(cls)), bool(ev._class_has_mode_layers(cls, set()))]
+            else:
+                q = ctx.qualname(value.func)
+                if q is None or (q.startswith("torch.") and not q.startswith("torch.nn.")):
+                    return None  # `torch.load(path)`, a local factory: not followed
+                if q.startswith(".") or q.split(".", 1)[0] not in precheck.TORCH_ROOTS:
+                    entry = ["class", q]
+                elif any(isinstance(n, cst.Call) and not (ctx.qualname(n.func) or "").startswith("torch.") for n in _inner_calls(value)):
+                    return None  # `nn.Sequential(Block(), ...)`: a layer this module cannot see into
+                else:
+                    entry = ["local", True, bool(ev._construction_has_mode_layers(value, set()))]
+            if entry not in out:
+                out.append(entry)
+    except RecursionError:
+        return None
+    return out or None
+
+
+def _inner_calls(call):
+    from trainlint.analysis.facts import walk
+
+    for a in call.args:
+        yield from walk(a.value)
+
+
+def passed_models(ev, fn, expr, at) -> Optional[List[Optional[dict]]]:
+    """What the callers in other modules pass for the model `expr` of the module-level
+    function `fn`, when `expr` is one of its parameters and only such callers exist (one
+    state per caller, see `ProjectView._passed_state`; None for an argument not passed or
+    not followed); None when the model is not a parameter or there are no such callers."""
+    import libcst as cst
+
+    ctx = ev.ctx
+    if fn is None or fn.cls is not None or fn.parent is not None or ctx.callers(fn):
+        return None
+    try:
+        cands = ctx.constructions(expr, at)
+    except RecursionError:
+        return None
+    names = {v.value for v, site in cands if isinstance(v, cst.Name) and site.function is fn}
+    if not cands or len(names) != 1 or len(cands) != 1:
+        return None
+    name = names.pop()
+    if name not in fn.params:
+        return None
+    external = ev._external_callers(fn)
+    if not external:
+        return None
+    index = fn.params.index(name)
+    out: List[Optional[dict]] = []
+    for call in external:
+        if name in call.get("kw", {}):
+            out.append(call["kw"][name])
+        elif not call.get("star") and index < len(call.get("args", [])):
+            out.append(call["args"][index])
+        else:
+            out.append(None)
     return out
 
 
@@ -260,6 +341,7 @@ class Project:
         # The project's files, read once per run (a Project lives for one run: `new_run`).
         self._scans: Dict[str, Optional[Tuple[str, List[Tuple[Path, Optional[bytes]]]]]] = {}
         self._naming: Dict[Tuple[str, str], List[Tuple[Path, bytes]]] = {}
+        self._torch: Dict[str, List[Tuple[Path, bytes]]] = {}
 
     @staticmethod
     def read(path: Path) -> Optional[bytes]:
@@ -306,6 +388,15 @@ class Project:
             needle = name.encode()
             self._naming[key] = [(f, d) for f, d in scanned[1] if d is not None and needle in d] if scanned else []
         return self._naming[key]
+
+    def torch_files(self, root: Path) -> List[Tuple[Path, bytes]]:
+        """The project's files that name a PyTorch-family package (once per run: in a project
+        without PyTorch every later question is answered from an empty list)."""
+        key = str(root)
+        if key not in self._torch:
+            scanned = self.scan(root)
+            self._torch[key] = [(f, d) for f, d in scanned[1] if d is not None and precheck.mentions_torch(d)] if scanned else []
+        return self._torch[key]
 
     def remember(self, text: str, ctx: "FileContext") -> None:
         """The summary of a module being linted, from its own parse: a module linted earlier
@@ -419,8 +510,55 @@ class ProjectView:
                     continue
                 found = self._resolve(call["q"], f, 0, "function")
                 if found is not None and os.path.realpath(found[1]) == me:
-                    out.append(call)
+                    resolved = {k: self._passed_state(v, f) for k, v in call.get("kw", {}).items()}
+                    out.append(dict(
+                        call, torch=bool(summary.get("torch")),
+                        args=[self._passed_state(v, f) for v in call.get("args", [])], kw=resolved,
+                    ))
         return out
+
+    def called_from_torch(self, names: List[str]) -> bool:
+        """Some other module of the project imports PyTorch and may call one of this module's
+        functions `names`, by its text: it names the function, this module (or its package)
+        and a PyTorch-family package. A necessary condition for `external_callers` to find a
+        caller in a PyTorch module, read without parsing anything."""
+        if not names:
+            return False
+        root = self._scan_root()
+        scanned = self.project.scan(root)
+        if scanned is None:
+            return False
+        self.deps[SCAN_PREFIX + str(root)] = scanned[0]
+        stem = self.path.stem if self.path.stem != "__init__" else self.path.parent.name
+        mine = (stem.encode(), self.path.parent.name.encode())
+        wanted = [n.encode() for n in names]
+        return any(
+            f != self.path and any(n in data for n in mine) and any(n in data for n in wanted)
+            for f, data in self.project.torch_files(root)
+        )
+
+    def _passed_state(self, entries: Optional[List[list]], importer: Path) -> Optional[dict]:
+        """A caller's argument (`_passed_model`) as the callee needs it: `module` (known to be
+        an nn.Module) and `mode_layers` (has dropout/normalisation; the decision
+        `Evaluation._imported_class_has_mode_layers` makes for an inline pass: a class that
+        cannot be seen has none that matter, and the rule stays silent); None: unknown."""
+        if not entries:
+            return None
+        states = []
+        for entry in entries:
+            if entry[0] == "local":
+                states.append((entry[1], entry[2]))
+                continue
+            q = entry[1]
+            found = self._resolve(q, importer, 0)
+            head, _, method = q.rpartition(".")
+            if found is None and head.strip(".") and _ALT_CONSTRUCTOR.match(method):
+                found = self._resolve(head, importer, 0)  # `Net.from_pretrained(...)`
+            if found is None:
+                states.append((False, False))  # outside the project, or not there
+            else:
+                states.append((bool(found[0].get("module")), bool(found[0].get("mode_layers"))))
+        return {"module": all(m for m, _ in states), "mode_layers": any(l for _, l in states)}
 
     def _scan_root(self) -> Path:
         """The folder whose modules may import this one: the linted root when the file lies
@@ -494,7 +632,7 @@ class ProjectView:
                     made.append(self._defined_in(file, summary, ref, hops + 1))
                 elif ref.split(".", 1)[0] in precheck.TORCH_ROOTS and not ref.startswith("torch.nn."):
                     # A model zoo's model (torchvision, timm, transformers): it has them.
-                    made.append(({"softmax": None, "sigmoid": None, "mode_layers": True}, ref))
+                    made.append(({"softmax": None, "sigmoid": None, "mode_layers": True, "module": True}, ref))
                 else:
                     made.append(self._resolve(ref, file, hops + 1))
             return _combine(made)
@@ -545,6 +683,7 @@ def _combine(found: List[Optional[Tuple[dict, str]]]) -> Optional[Tuple[dict, st
     for label in ("softmax", "sigmoid"):
         entry[label] = known[0][0].get(label) if len(known) == len(found) and all(f[0].get(label) for f in known) else None
     entry["mode_layers"] = any(f[0].get("mode_layers") for f in known)
+    entry["module"] = len(known) == len(found) and all(f[0].get("module") for f in known)
     return entry, known[0][1]
 
 
