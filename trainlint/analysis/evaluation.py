@@ -100,12 +100,26 @@ def _outputs_only_inspected(fn: FunctionInfo, model_calls: List[CallSite]) -> bo
     scored: a metric over noise fed to a generator (`fid(G(z))`) is an evaluation."""
     calls = {id(c.node) for c in model_calls}
     assigned, names = set(), set()
-    for node in walk(fn.node.body):
-        if isinstance(node, cst.Assign) and id(node.value) in calls:
+    # A model handed in as a parameter and fed another model's output is one more stage of
+    # the same smoke test (`features = backbone(x); qvalues = head(features)`).
+    params = {p.name.value for p in fn.node.params.params}
+    assigns = [n for n in walk(fn.node.body) if isinstance(n, cst.Assign)]
+    changed = True
+    while changed:
+        changed = False
+        for node in assigns:
+            value = node.value
+            if id(value) not in calls and not (
+                isinstance(value, cst.Call) and isinstance(value.func, cst.Name) and value.func.value in params
+                and any(isinstance(a.value, cst.Name) and a.value.value in names for a in value.args)
+            ):
+                continue
             targets = [t.target for t in node.targets]
-            if all(isinstance(t, cst.Name) for t in targets):
-                assigned.add(id(node.value))
+            if id(value) not in assigned and all(isinstance(t, cst.Name) for t in targets):
+                calls.add(id(value))
+                assigned.add(id(value))
                 names.update(t.value for t in targets)  # type: ignore[union-attr]
+                changed = True
 
     def fine(node: cst.CSTNode, inspecting: bool) -> bool:
         if id(node) in calls:
@@ -165,7 +179,8 @@ class Evaluation:
             model_calls = self._forward_calls(calls)
             if not model_calls or self._trains(self.tr.function_events(fn)) or self._needs_grad(calls) or self._imported_trains(calls):
                 continue
-            if all(self.feeds_synthetic_data(c) for c in model_calls) and _outputs_only_inspected(fn, model_calls):
+            forwards = {id(c.node) for c in model_calls}
+            if all(self.feeds_synthetic_data(c, forwards) for c in model_calls) and _outputs_only_inspected(fn, model_calls):
                 continue  # a shape smoke test: `y = net(torch.randn(1, 3, 32, 32)); print(y.size())`
             if not ctx.uses_torch and not self._given_torch_models(fn, model_calls[0]):
                 continue
@@ -228,14 +243,15 @@ class Evaluation:
                 self._method_forwards.add(id(c.node))
         return sorted(forwards, key=lambda c: c.order)
 
-    def feeds_synthetic_data(self, call: CallSite) -> bool:
+    def feeds_synthetic_data(self, call: CallSite, forwards: frozenset = frozenset()) -> bool:
         """Every input of the model call is made-up data: a tensor factory (`torch.randn`,
         `torch.zeros`, ...), followed through local assignments and tensor methods
-        (`.to(device)`, `.unsqueeze(0)`), or a literal."""
+        (`.to(device)`, `.unsqueeze(0)`), a literal, or the output of another forward call
+        (ids in `forwards`) that is itself fed made-up data (`head(backbone(noise))`)."""
         args = [a.value for a in call.node.args]  # type: ignore[attr-defined]
-        return bool(args) and all(self._synthetic(v, call, 0) for v in args)
+        return bool(args) and all(self._synthetic(v, call, 0, forwards) for v in args)
 
-    def _synthetic(self, expr: cst.BaseExpression, at: Site, depth: int) -> bool:
+    def _synthetic(self, expr: cst.BaseExpression, at: Site, depth: int, forwards: frozenset = frozenset()) -> bool:
         if depth > 6:
             return False
         if isinstance(expr, (cst.Integer, cst.Float)):
@@ -243,24 +259,28 @@ class Evaluation:
         if isinstance(expr, cst.Name) and expr.value in ("True", "False", "None"):
             return True
         if isinstance(expr, (cst.Tuple, cst.List)):
-            return bool(expr.elements) and all(self._synthetic(e.value, at, depth + 1) for e in expr.elements)
+            return bool(expr.elements) and all(self._synthetic(e.value, at, depth + 1, forwards) for e in expr.elements)
         if isinstance(expr, cst.BinaryOperation):
-            return self._synthetic(expr.left, at, depth + 1) and self._synthetic(expr.right, at, depth + 1)
+            return self._synthetic(expr.left, at, depth + 1, forwards) and self._synthetic(expr.right, at, depth + 1, forwards)
         if isinstance(expr, cst.UnaryOperation):
-            return self._synthetic(expr.expression, at, depth + 1)
+            return self._synthetic(expr.expression, at, depth + 1, forwards)
         if isinstance(expr, cst.Call):
+            if id(expr) in forwards:  # a forward's output: made up if its inputs are
+                site = self.ctx.call_site(expr)
+                return site is not None and bool(expr.args) and all(
+                    self._synthetic(a.value, site, depth + 1, forwards) for a in expr.args)
             q = self.ctx.qualname(expr.func)
             if q in SYNTHETIC_TENSORS:
                 return True
             if q in TENSOR_CONVERTERS:
-                return bool(expr.args) and all(self._synthetic(a.value, at, depth + 1) for a in expr.args if a.keyword is None)
+                return bool(expr.args) and all(self._synthetic(a.value, at, depth + 1, forwards) for a in expr.args if a.keyword is None)
             # A tensor method on made-up data is still made-up data: `.to(device)`, `.view(...)`.
             f = expr.func
-            return isinstance(f, cst.Attribute) and self._synthetic(f.value, at, depth + 1)
+            return isinstance(f, cst.Attribute) and self._synthetic(f.value, at, depth + 1, forwards)
         if isinstance(expr, cst.Name):
             values = self.ctx.resolve(expr, at)
             return bool(values) and all(
-                v is not expr and self._synthetic(v, site, depth + 1) for v, site in values
+                v is not expr and self._synthetic(v, site, depth + 1, forwards) for v, site in values
             )
         return False
 

@@ -77,6 +77,20 @@ class EvalWithoutEvalMode(Rule):
     VALID = (
         """
         import torch
+
+        # a two-stage shape smoke test: the head is fed the backbone's output of noise
+        @torch.no_grad()
+        def test_network_part_shapes(backbone, head):
+            inp = torch.rand(3, 4, 84, 84)
+            features = backbone(inp)
+            qvalues = head(features)
+            assert features.ndim == 2, features.shape
+            assert qvalues.shape[0] == 3, qvalues.shape
+
+        test_network_part_shapes(backbone=ConvBackbone(4), head=DuelingHead(6))
+        """,
+        """
+        import torch
         model.train()
         for x, y in train_loader:
             step(x, y)
@@ -286,6 +300,28 @@ class EvalWithoutEvalMode(Rule):
         """,
     )
     INVALID = (
+        """
+        import torch
+        import torch.nn as nn
+
+        class Backbone(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.net = nn.Sequential(nn.Conv2d(4, 8, 3), nn.BatchNorm2d(8), nn.Flatten())
+
+            def forward(self, x):
+                return self.net(x)
+
+        # the same two stages over held-out data, scored: an evaluation pass
+        def evaluate(backbone, head, val_loader):  # !
+            correct = 0
+            for x, y in val_loader:
+                features = backbone(x)
+                correct += (head(features).argmax(1) == y).sum().item()
+            return correct
+
+        print(evaluate(Backbone(), nn.Linear(8, 6), val_loader))
+        """,
         """
         import torch
         import torch.nn as nn
