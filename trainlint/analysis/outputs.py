@@ -3,7 +3,8 @@ logits —, a `log_softmax`, a `softmax`, a `sigmoid`, a ReLU or a dropout.
 
 `final_output(ctx, expr, at)` follows names, `self.` attributes, parameters (through the
 same-module callers), unpacking of a model's tuple output, same-module helpers, model
-classes' `forward` and `nn.Sequential` (its last layer). Shape-only operations
+classes' `forward`, same-module factory functions (`model = build_small()`) and
+`nn.Sequential` (its last layer). Shape-only operations
 (`.view()`, `.squeeze()`, indexing) keep the kind. Anything else — arithmetic, a
 concatenation, a model class from another package — is unknown: every possible value must
 end in the same kind, or the answer is None (precision first).
@@ -297,6 +298,11 @@ def _module_output(ctx: FileContext, value: cst.BaseExpression, site: Site, dept
             inner = _returns(ctx, forward, depth)
             if inner is not None:
                 return Output(inner.kind, f"`{cls.name}.forward`, which returns {inner.why}", inner.origins)  # type: ignore[union-attr]
+        made = ctx.factory_returns(value, site) if cls is None else None
+        if made:  # `model = build_small()`: what the factory builds
+            inner = _agree([_module_output(ctx, v, s, depth + 1) for v, s in made])
+            if inner is not None:
+                return Output(inner.kind, f"`{text}(...)`, which builds {inner.why}", inner.origins)
     return None
 
 
