@@ -304,6 +304,48 @@ class FileContext:
                 out.append((value, site))
         return out
 
+    def factory_returns(self, call: cst.Call, at: Site) -> Optional[List[Tuple[cst.BaseExpression, Site]]]:
+        """What a call of a same-module factory function returns (`model = build_small(12)`
+        with `def build_small(n): return nn.Sequential(...)`): the construction every
+        `return` makes, names followed and wrappers such as `.to(device)` peeled. None when
+        `call` is no such call, when some return is not a construction, or when the factory
+        changes the object after building it (`m.add_module(...)`, `m.fc = ...`)."""
+        func = call.func
+        if not isinstance(func, cst.Name) or func.value in self.imports.alias or self.class_named(func.value) is not None:
+            return None
+        fn = self.function_named(func.value, at.function)
+        if fn is None or fn.decorators:
+            return None
+        returns = self.returns_of(fn)
+        if not returns or any(r.value is None for r in returns):
+            return None
+        out: List[Tuple[cst.BaseExpression, Site]] = []
+        for r in returns:
+            if isinstance(r.value, cst.Name) and self._changed_in(fn, r.value.value):
+                return None
+            for value, site in self.constructions(r.value, r):  # type: ignore[arg-type]
+                if not isinstance(value, cst.Call):
+                    return None
+                out.append((value, site))
+        return out
+
+    def _changed_in(self, fn: FunctionInfo, name: str) -> bool:
+        """`name` (or a part of it) gets a method call other than a pass-through, or an
+        attribute or item assigned, in `fn`: the object returned is not the one built."""
+        for c in self.calls_in(fn):
+            recv = dotted(c.receiver) if c.receiver is not None else None
+            if recv and (recv == name or recv.startswith(name + ".")) and c.attr not in _PASS_THROUGH_METHODS | {"apply"}:
+                return True
+        for a in self.facts.assigns:
+            if a.function is not fn:
+                continue
+            for t in a.targets:
+                base = t.value if isinstance(t, (cst.Attribute, cst.Subscript)) else None
+                text = dotted(base) if base is not None else None
+                if text and (text == name or text.startswith(name + ".")):
+                    return True
+        return False
+
     def constructed_qualnames(self, expr: cst.BaseExpression, at: Site) -> List[Optional[str]]:
         """For each candidate value: the qualified name of the class/function that made it."""
         out: List[Optional[str]] = []

@@ -11,13 +11,20 @@
 
 Combining operands: UNKNOWN wins, then MODEL, then CUT, then DATA. Only functions known to
 be pure in their tensor arguments (PyTorch functions, tensor methods, loss modules) combine
-their arguments; other calls are UNKNOWN. So CUT is a claim: every path to a gradient was
-cut.
+their arguments; a same-module helper (`def rmsle(pred, true): return np.sqrt(...)`) gives
+what its returns compute with its parameters bound to the call's arguments; other calls are
+UNKNOWN. So CUT is a claim: every path to a gradient was cut.
+
+The depth limit counts hops from a use to a value (a name to its assignment, a parameter to
+its argument, a call to its helper's returns), not the nesting of one expression: a dice
+loss written over four lines is as easy to follow as one written in one. A budget of steps
+per question bounds the work on pathological files (the answer is then UNKNOWN).
 """
 
 from __future__ import annotations
 
 import re
+import threading
 import weakref
 from dataclasses import dataclass
 from typing import List, Optional, Set
@@ -31,6 +38,7 @@ from trainlint.analysis.torch_api import is_optimizer_qualname
 
 DATA, CUT, MODEL, UNKNOWN = 0, 1, 2, 3
 _MAX_DEPTH = 12
+_STEP_BUDGET = 5000
 
 _CUT_METHODS = {"detach", "item", "tolist", "numpy"}
 # Tensor methods that compute from their receiver and arguments only.
@@ -39,7 +47,7 @@ _TENSOR_METHODS = {
     "sub", "div", "float", "double", "half", "long", "int", "to", "cuda", "cpu", "view", "reshape", "squeeze",
     "unsqueeze", "flatten", "permute", "transpose", "contiguous", "gather", "masked_select", "log_softmax",
     "softmax", "sigmoid", "tanh", "relu", "norm", "square", "type_as", "view_as", "expand_as", "t", "clone",
-    "argmax", "max", "min", "prod", "std", "var", "exp_", "mul_", "add_", "div_", "sub_",
+    "argmax", "max", "min", "prod", "std", "var", "exp_", "mul_", "add_", "div_", "sub_", "astype", "ravel",
 }
 _LEAF_CONSTRUCTORS = re.compile(
     r"^torch\.(zeros|ones|full|empty|rand|randn|randint|arange|linspace|eye|zeros_like|ones_like|full_like|"
@@ -48,6 +56,8 @@ _LEAF_CONSTRUCTORS = re.compile(
 # Calls that copy values into a new tensor without a graph (`torch.as_tensor` and `Variable`
 # of a tensor return it unchanged, graph included: not here).
 _REBUILD = {"torch.tensor", "torch.from_numpy"}
+# A dtype (`astype(np.float32)`, `.to(torch.float16)`) is a constant, not a tensor.
+_DTYPE = re.compile(r"^(torch|numpy)\.(u?int\d*|float\d*|bfloat16|half|double|long|short|bool_?|complex\d*|float_)$")
 _LOSS_MODULE = re.compile(r"^torch\.nn\.(modules\.loss\.)?\w+Loss$")
 # Parameters named like labels hold data.
 _LABEL_PARAM = re.compile(r"^(y|ys|y_true|target|targets|label|labels|gt|truth|ground_truth|y_batch|batch_y|tgt|batch|rewards?)$")
@@ -74,17 +84,34 @@ _DATA = Flow(DATA)
 _UNKNOWN = Flow(UNKNOWN)
 
 
+class _Question(threading.local):
+    """State of the question being answered: steps left, and the arguments a helper's
+    parameters are bound to while its returns are followed (id of the function -> name ->
+    (argument, call site))."""
+
+    def __init__(self) -> None:
+        self.steps = 0
+        self.bindings: dict = {}
+
+
+_Q = _Question()
+
+
 def gradient_source(ctx: FileContext, expr: cst.BaseExpression, at: Site) -> Flow:
+    saved = (_Q.steps, _Q.bindings)
+    _Q.steps, _Q.bindings = _STEP_BUDGET, {}
     try:
         return _flow(ctx, expr, at, 0)
     except RecursionError:
         return _UNKNOWN
+    finally:
+        _Q.steps, _Q.bindings = saved
 
 
 def _combine(ctx, exprs, at, depth) -> Flow:
     out = _DATA
     for e in exprs:
-        out = out | _flow(ctx, e, at, depth + 1)
+        out = out | _flow(ctx, e, at, depth)
         if out.kind == UNKNOWN:
             break
     return out
@@ -99,17 +126,19 @@ def _cut(inner: Flow, node: cst.CSTNode) -> Flow:
 
 
 def _flow(ctx: FileContext, expr: cst.BaseExpression, at: Site, depth: int) -> Flow:
-    if depth > _MAX_DEPTH:
+    _Q.steps -= 1
+    if depth > _MAX_DEPTH or _Q.steps < 0:
         return _UNKNOWN
     if isinstance(expr, (cst.Integer, cst.Float, cst.Imaginary, cst.SimpleString, cst.ConcatenatedString, cst.FormattedString)):
         return _DATA
     if isinstance(expr, cst.Name):
         return _name(ctx, expr, at, depth)
     if isinstance(expr, cst.Attribute):
-        if ctx.qualname(expr) is not None:
-            return _UNKNOWN
+        q = ctx.qualname(expr)
+        if q is not None:
+            return _DATA if _DTYPE.match(q) else _UNKNOWN
         if expr.attr.value == "data":
-            return _cut(_flow(ctx, expr.value, at, depth + 1), expr)
+            return _cut(_flow(ctx, expr.value, at, depth), expr)
         if isinstance(expr.value, cst.Name) and expr.value.value == "self":
             # Every `self.x = ...` of the class, each followed one step at a time.
             sites = [a for a in ctx.self_attr_values(expr.attr.value, at) if a.op == "="]
@@ -119,13 +148,13 @@ def _flow(ctx: FileContext, expr: cst.BaseExpression, at: Site, depth: int) -> F
             for a in sites:
                 out = out | _flow(ctx, a.value, a, depth + 1)
             return out
-        return _flow(ctx, expr.value, at, depth + 1)  # `outputs.logits`, `batch.label`
+        return _flow(ctx, expr.value, at, depth)  # `outputs.logits`, `batch.label`
     if isinstance(expr, cst.Subscript):
-        return _flow(ctx, expr.value, at, depth + 1)
+        return _flow(ctx, expr.value, at, depth)  # a slice of data is data
     if isinstance(expr, cst.BinaryOperation):
         return _combine(ctx, (expr.left, expr.right), at, depth)
     if isinstance(expr, cst.UnaryOperation):
-        return _flow(ctx, expr.expression, at, depth + 1)
+        return _flow(ctx, expr.expression, at, depth)
     if isinstance(expr, cst.Comparison):
         return _DATA  # booleans carry no gradient
     if isinstance(expr, (cst.Tuple, cst.List)):
@@ -140,12 +169,17 @@ def _flow(ctx: FileContext, expr: cst.BaseExpression, at: Site, depth: int) -> F
 def _name(ctx: FileContext, name: cst.Name, at: Site, depth: int) -> Flow:
     if name.value in ("True", "False", "None"):
         return _DATA
-    if ctx.qualname(name) is not None:
-        return _UNKNOWN
+    q = ctx.qualname(name)
+    if q is not None:
+        return _DATA if _DTYPE.match(q) else _UNKNOWN
     sites = ctx.reaching(name.value, at)
     if not sites:
         fn = at.function
         if fn is not None and name.value in fn.params:
+            bound = _Q.bindings.get(id(fn))
+            if bound is not None:  # a helper followed from one call: that call's argument
+                arg, site = bound[name.value]
+                return _flow(ctx, arg, site, depth + 1)
             if _LABEL_PARAM.match(name.value):
                 return _DATA
             args = ctx.param_arguments(fn, name.value)
@@ -292,7 +326,7 @@ def _call(ctx: FileContext, call: cst.Call, at: Site, depth: int) -> Flow:
     if isinstance(func, cst.Attribute) and q is None:
         method = func.attr.value
         if method in _CUT_METHODS and not args:
-            return _cut(_flow(ctx, func.value, at, depth + 1), call)
+            return _cut(_flow(ctx, func.value, at, depth), call)
         if method == "requires_grad_":
             return _UNKNOWN
         if method in _TENSOR_METHODS:
@@ -305,7 +339,104 @@ def _call(ctx: FileContext, call: cst.Call, at: Site, depth: int) -> Flow:
             return Flow(MODEL)
         if isinstance(func, (cst.Name, cst.Attribute)) and q is None and _is_loss_module(ctx, func, site):
             return _combine(ctx, args, at, depth)
+        helper = ctx.callee(site) if q is None else None
+        if helper is not None:
+            return _helper_returns(ctx, helper, site, depth)
     return _UNKNOWN
+
+
+_LITERALS = (cst.Integer, cst.Float, cst.Imaginary, cst.SimpleString, cst.ConcatenatedString)
+
+
+def _helper_returns(ctx: FileContext, fn, call, depth: int) -> Flow:
+    """What a same-module helper returns, its parameters bound to this call's arguments
+    (`rmsle(preds, yb)` computes from `preds` and `yb`). UNKNOWN for what the returns do
+    not show: a generator, a decorated function (`@torch.no_grad()`, a `staticmethod`
+    called through an instance), a path that falls off the end, a recursive call."""
+    if depth >= _MAX_DEPTH or id(fn) in _Q.bindings or fn.decorators:
+        return _UNKNOWN
+    returns = ctx.returns_of(fn)
+    if not returns or any(r.value is None for r in returns) or _may_fall_off(fn.node):
+        return _UNKNOWN
+    if any(isinstance(n, (cst.Yield, cst.Await)) for n in walk(fn.node.body)):
+        return _UNKNOWN
+    binding = _bind(fn, call)
+    if binding is None:
+        return _UNKNOWN
+    _Q.bindings[id(fn)] = binding
+    try:
+        out = _DATA
+        for r in returns:
+            out = out | _flow(ctx, r.value, r, depth + 1)
+            if out.kind == UNKNOWN:
+                break
+        return out
+    finally:
+        del _Q.bindings[id(fn)]
+
+
+def _may_fall_off(node: cst.FunctionDef) -> bool:
+    """Some path through the body ends without a `return` (the helper may return None)."""
+    return not _always_leaves(node.body)
+
+
+def _always_leaves(block) -> bool:
+    """Every path through `block` ends in a `return` or `raise`."""
+    body = getattr(block, "body", ())
+    if not body:
+        return False
+    last = body[-1]
+    if isinstance(last, cst.SimpleStatementLine):
+        return any(isinstance(s, (cst.Return, cst.Raise)) for s in last.body)
+    if isinstance(last, cst.If):
+        other = last.orelse
+        if other is None:
+            return False
+        rest = other if isinstance(other, cst.If) else other.body
+        return _always_leaves(last.body) and (_always_leaves(cst.IndentedBlock(body=[other])) if isinstance(other, cst.If) else _always_leaves(rest))
+    return False
+
+
+def _bind(fn, call) -> Optional[dict]:
+    """Parameter name -> (argument, call site) for one call; None when an argument cannot be
+    matched (`*args`, `**kw`, a parameter left to a non-literal default)."""
+    node: cst.FunctionDef = fn.node
+    p = node.params
+    if p.star_kwarg is not None or isinstance(p.star_arg, cst.Param):
+        return None
+    params = [*p.posonly_params, *p.params]
+    if fn.cls is not None and params and params[0].name.value in ("self", "cls"):
+        if not isinstance(call.func, cst.Attribute):
+            return None
+        params = params[1:]
+    args = call.node.args
+    if any(a.star for a in args):
+        return None
+    binding: dict = {}
+    positional = [a for a in args if a.keyword is None]
+    if len(positional) > len(params):
+        return None
+    for param, arg in zip(params, positional):
+        binding[param.name.value] = (arg.value, call)
+    every = {x.name.value: x for x in (*params, *p.kwonly_params)}
+    for a in args:
+        if a.keyword is not None:
+            if a.keyword.value not in every:
+                return None
+            binding[a.keyword.value] = (a.value, call)
+    for name, param in every.items():
+        if name in binding:
+            continue
+        if param.default is None or not _literal(param.default):
+            return None
+        binding[name] = (param.default, call)
+    return binding
+
+
+def _literal(expr: cst.BaseExpression) -> bool:
+    if isinstance(expr, cst.UnaryOperation):
+        expr = expr.expression
+    return isinstance(expr, _LITERALS) or (isinstance(expr, cst.Name) and expr.value in ("True", "False", "None"))
 
 
 _OPTIMIZED: "weakref.WeakKeyDictionary[FileContext, Set[str]]" = weakref.WeakKeyDictionary()

@@ -3,8 +3,10 @@ logits —, a `log_softmax`, a `softmax`, a `sigmoid`, a ReLU or a dropout.
 
 `final_output(ctx, expr, at)` follows names, `self.` attributes, parameters (through the
 same-module callers), unpacking of a model's tuple output, same-module helpers, model
-classes' `forward` and `nn.Sequential` (its last layer). Shape-only operations
-(`.view()`, `.squeeze()`, indexing) keep the kind. Anything else — arithmetic, a
+classes' `forward`, same-module factory functions (`model = build_small()`) and
+`nn.Sequential` (its last layer). Shape-only operations
+(`.view()`, `.squeeze()`, indexing) and copies (`.detach()`, `.data`, `.cpu()`, `.numpy()`)
+keep the kind. Anything else — arithmetic, a
 concatenation, a model class from another package — is unknown: every possible value must
 end in the same kind, or the answer is None (precision first).
 
@@ -63,10 +65,13 @@ _MODULES = {
 }
 # Layers whose output is an affine map of their input: raw scores, no activation.
 _LOGIT_LAYER = re.compile(r"^torch\.nn\.(Lazy)?(Linear|Bilinear|Conv[123]d)$")
-# Tensor methods and functions that keep what the values are: `logits.squeeze(1)`.
+# Tensor methods and functions that keep what the values are: `logits.squeeze(1)`; cutting
+# the graph or copying to numpy keeps them too (`out.detach().cpu().numpy().ravel()` are
+# still raw scores).
 _SHAPE_METHODS = {
     "float", "double", "half", "to", "cuda", "cpu", "squeeze", "unsqueeze", "view", "reshape",
     "contiguous", "permute", "transpose", "flatten", "clone", "view_as", "reshape_as", "t",
+    "detach", "numpy", "ravel",
 }
 _SHAPE_FUNCS = {"torch.squeeze", "torch.flatten", "torch.reshape", "torch.unsqueeze", "torch.transpose", "torch.permute"}
 # A mean keeps the kind too: the mean of scores is a score, of probabilities a probability,
@@ -114,6 +119,8 @@ def _final(ctx: FileContext, expr: cst.BaseExpression, at: Site, depth: int) -> 
     if isinstance(expr, cst.Attribute):
         if ctx.qualname(expr) is not None:
             return None
+        if expr.attr.value == "data" and not _is_self(expr.value):  # `out.data`: the same values
+            return _final(ctx, expr.value, at, depth + 1)
         if isinstance(expr.value, cst.Name) and expr.value.value == "self" and not _replaced_from_outside(ctx, expr.attr.value):
             # Every `self.x = ...` of the class, each followed one step at a time.
             sites = [a for a in ctx.self_attr_values(expr.attr.value, at) if a.op == "="]
@@ -297,6 +304,11 @@ def _module_output(ctx: FileContext, value: cst.BaseExpression, site: Site, dept
             inner = _returns(ctx, forward, depth)
             if inner is not None:
                 return Output(inner.kind, f"`{cls.name}.forward`, which returns {inner.why}", inner.origins)  # type: ignore[union-attr]
+        made = ctx.factory_returns(value, site) if cls is None else None
+        if made:  # `model = build_small()`: what the factory builds
+            inner = _agree([_module_output(ctx, v, s, depth + 1) for v, s in made])
+            if inner is not None:
+                return Output(inner.kind, f"`{text}(...)`, which builds {inner.why}", inner.origins)
     return None
 
 

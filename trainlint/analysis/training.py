@@ -205,6 +205,13 @@ class Training:
         sites = [s for s in self._sites_of(loop.function) if s.loops and s.loops[-1] is loop]
         return self._expand(sites, True, 0, (id(loop.function),) if loop.function else ())
 
+    def iteration_events_with_helper_loops(self, loop: Block) -> List[Event]:
+        """One iteration of `loop` like `iteration_events`, but the loops inside the helpers it
+        calls are kept: a `train_step()` whose micro-batch loop runs the backwards is part of
+        this iteration (`in_helper_loop(e)` tells those events apart)."""
+        sites = [s for s in self._sites_of(loop.function) if s.loops and s.loops[-1] is loop]
+        return self._expand(sites, False, 0, (id(loop.function),) if loop.function else ())
+
     def all_events(self, loop: Block) -> List[Event]:
         """Everything `loop` runs, nested loops and called functions included."""
         sites = [s for s in self._sites_of(loop.function) if loop in s.loops]
@@ -409,6 +416,11 @@ class Training:
 def event_path(event: Event) -> Tuple[Site, ...]:
     """The sites from the unit's own body down to the event: the calls, then the event's site."""
     return event.chain + (event.site,)
+
+
+def in_helper_loop(event: Event) -> bool:
+    """The event runs inside a loop of a called helper (it may run any number of times)."""
+    return any(site.loops for site in event_path(event)[1:])
 
 
 def _if_chain(block: Block) -> set:

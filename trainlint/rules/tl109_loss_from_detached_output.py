@@ -17,8 +17,10 @@ class LossFromDetachedOutput(Rule):
     was cut: `out.detach()`, `out.data`, `out.item()` / `.tolist()` / `.numpy()` /
     `float(out)`, or a tensor rebuilt from them (`torch.tensor(out.item(),
     requires_grad=True)`). Values are followed through variables, `self.` attributes,
-    loss modules (`criterion = nn.MSELoss()`), arithmetic and the tensor methods that
-    compute from their inputs.
+    loss modules (`criterion = nn.MSELoss()`), same-module helper functions
+    (`def rmsle(pred, true): ...` called on `model(x).detach().numpy()`), arithmetic and the
+    tensor methods that compute from their inputs; labels and masks built from data
+    (`(torch.rand(...) > 0.7).float()`, sliced per batch) stay data.
 
     ## Why is this bad?
     No gradient reaches the model: either `backward()` fails ("element 0 of tensors does
@@ -150,6 +152,20 @@ class LossFromDetachedOutput(Rule):
             loss = criterion(out, y)
             loss.backward()
         """,
+        """
+        import torch
+        # a same-module dice helper: called on the attached probabilities for the loss, on
+        # detached ones only for the logged score
+        def dice_loss(probs, mask, smooth=1.0):
+            inter = (probs * mask).sum()
+            return 1 - (2.0 * inter + smooth) / (probs.sum() + mask.sum() + smooth)
+        masks = (torch.rand(40, 1, 64, 64) > 0.7).float()
+        for i in range(0, 40, 8):
+            logits = model(images[i:i + 8])
+            loss = dice_loss(torch.sigmoid(logits), masks[i:i + 8])
+            loss.backward()
+            score = dice_loss(torch.sigmoid(logits).detach(), masks[i:i + 8]).item()
+        """,
     )
     INVALID = (
         """
@@ -243,6 +259,34 @@ class LossFromDetachedOutput(Rule):
             preds = net(x).cpu().numpy()  # !
             loss = torch.tensor(np.mean((preds - y.numpy()) ** 2), requires_grad=True)
             loss.backward()
+        """,
+        """
+        import numpy as np
+        import torch
+        # the metric computed by a same-module numpy helper, wrapped back into a tensor
+        def rmsle(pred, true, eps=0.0):
+            return np.sqrt(np.mean((np.log1p(pred) - np.log1p(true)) ** 2)) + eps
+        y = np.abs(np.random.randn(8000, 1)).astype(np.float32)
+        for i in range(0, 8000, 256):
+            xb, yb = X[i:i + 256], y[i:i + 256]
+            preds = model(xb).detach().cpu().numpy()  # !
+            loss = torch.tensor(rmsle(preds, yb), requires_grad=True)
+            loss.backward()
+        """,
+        """
+        import torch
+        # a dice loss on detached probabilities: the ground-truth mask (a thresholded random
+        # tensor, sliced per batch) is data and cannot re-attach the graph
+        masks = (torch.rand(40, 1, 64, 64) > 0.7).float()
+        for epoch in range(5):
+            for i in range(0, 40, 8):
+                img, mask = images[i:i + 8], masks[i:i + 8]
+                logits = model(img)
+                probs = torch.sigmoid(logits).detach()  # !
+                inter = (probs * mask).sum()
+                dice = (2.0 * inter + 1.0) / (probs.sum() + mask.sum() + 1.0)
+                loss = 1 - dice
+                loss.backward()
         """,
     )
 

@@ -2,7 +2,10 @@ from __future__ import annotations
 
 from typing import Iterator, List, Optional
 
-from trainlint.analysis.training import BACKWARD, STEP, ZERO_GRAD, Event, exclusive, is_conditional_wrt
+import libcst as cst
+
+from trainlint.analysis.facts import walk
+from trainlint.analysis.training import BACKWARD, STEP, ZERO_GRAD, Event, exclusive, in_helper_loop, is_conditional_wrt
 from trainlint.analysis.values import snippet
 from trainlint.rules.base import Report, Rule
 from trainlint.rules.tl102_zero_grad_before_step import ZeroGradBeforeStep
@@ -14,7 +17,9 @@ class StepBeforeBackward(Rule):
     the step through the iteration (and, in a loop, round into the previous iteration),
     the first thing met is a `zero_grad()` of that optimizer's gradients (also
     `model.zero_grad()` on the model it trains), not a `backward()`. Helpers called from
-    the loop count, as in TL102.
+    the loop count, as in TL102, loops inside them included. An inner loop met on the way
+    counts by its last iteration: batches that each end in `backward(); zero_grad()`
+    followed by one `step()` after the loop leave that step nothing but cleared gradients.
 
     ## Why is this bad?
     The step applies whatever is in `.grad` at that moment. `zero_grad(); step();
@@ -117,6 +122,48 @@ class StepBeforeBackward(Rule):
                 loss.backward()
             optimizer.step()
         """,
+        """
+        import torch
+        # the last micro-batch's backward, not a clear, comes right before the step
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
+        for epoch in range(100):
+            for i in range(0, 600, 60):
+                optimizer.zero_grad()
+                loss = criterion(model(X[i:i + 60]), y[i:i + 60])
+                loss.backward()
+            optimizer.step()
+        """,
+        """
+        import torch
+        # (after open_clip) one branch returns after its own update; the other clears, runs
+        # the backwards in a micro-batch loop, and steps in the shared helper
+        def backward(total_loss, scaler):
+            if scaler is not None:
+                scaler.scale(total_loss).backward()
+            else:
+                total_loss.backward()
+
+        def finish(optimizer, scaler):
+            if scaler is not None:
+                scaler.step(optimizer)
+                scaler.update()
+            else:
+                optimizer.step()
+
+        def train_step(model, batches, optimizer, scaler, accum_freq):
+            if accum_freq == 1:
+                optimizer.zero_grad()
+                backward(model(batches[0]), scaler)
+                finish(optimizer, scaler)
+                return
+            optimizer.zero_grad()
+            for j in range(accum_freq):
+                backward(model(batches[j]) / accum_freq, scaler)
+            finish(optimizer, scaler)
+
+        for batches in loader:
+            train_step(model, batches, optimizer, scaler, accum_freq)
+        """,
     )
     INVALID = (
         """
@@ -170,6 +217,17 @@ class StepBeforeBackward(Rule):
             loss = criterion(model(x), y)
             loss.backward()
         """,
+        """
+        import torch
+        # every batch ends with a clear, and the one step per epoch comes after the last one
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
+        for epoch in range(100):
+            for i in range(0, 600, 60):
+                loss = criterion(model(X[i:i + 60]), y[i:i + 60])
+                loss.backward()
+                optimizer.zero_grad()
+            optimizer.step()  # !
+        """,
     )
 
     def check(self, ctx) -> Iterator[Report]:
@@ -178,7 +236,7 @@ class StepBeforeBackward(Rule):
         tr = ctx.training
         nested = {id(loop): events for loop, events in tr.nested_iteration_units()}
         seen = set()
-        units = [(loop, nested.get(id(loop), events)) for loop, events in tr.iteration_units() if loop is not None]
+        units = [(loop, nested.get(id(loop)) or tr.iteration_events_with_helper_loops(loop)) for loop in ctx.loops]
         units += [(None, tr.function_events(fn)) for fn in ctx.facts.functions]
         for loop, events in units:
             if not any(e.kind == BACKWARD for e in events):
@@ -203,7 +261,10 @@ class StepBeforeBackward(Rule):
     @staticmethod
     def _own(s: Event, loop) -> bool:
         """The step runs once per iteration of this unit: directly in the loop's body (or in a
-        helper called from there), or, for a function, outside the function's loops."""
+        helper called from there, outside the helper's own loops), or, for a function,
+        outside the function's loops."""
+        if in_helper_loop(s):
+            return False
         loops = s.anchor.loops
         if loop is None:
             return not loops
@@ -212,14 +273,32 @@ class StepBeforeBackward(Rule):
     @staticmethod
     def _clear_first(ctx, tr, loop, events: List[Event], i: int) -> Optional[Event]:
         """The clear of `events[i]`'s gradients met first when looking back from the step,
-        when no backward (of anything) comes before it; None otherwise."""
+        when no backward (of anything) comes before it; None otherwise.
+
+        An inner loop met on the way is judged as a whole, by its last iteration: when that
+        ends in an unconditional clear (`backward(); zero_grad()` per batch), the step after
+        the loop sees cleared gradients whenever the loop ran; the path that skips the loop
+        still must show no backward."""
         s = events[i]
         order = list(range(i - 1, -1, -1))
         if loop is not None:
             order += list(range(len(events) - 1, i, -1))  # round into the previous iteration
+        pending: Optional[Event] = None  # the clear that ends an inner loop met on the way
+        judged: set = set()
         for k in order:
             e = events[k]
             if exclusive(e, s):
+                continue
+            inner = _inner_loop(e, loop)
+            if inner is not None:
+                if id(inner) in judged:
+                    continue
+                judged.add(id(inner))
+                verdict = StepBeforeBackward._loop_ends_cleared(ctx, tr, inner, events, s)
+                if verdict is None:
+                    return None  # a backward in it, or a clear that may not run: cannot tell
+                if verdict is not False and pending is None:
+                    pending = verdict
                 continue
             if e.kind == BACKWARD:
                 return None
@@ -227,11 +306,43 @@ class StepBeforeBackward(Rule):
                 continue
             if tr.in_except(e):
                 continue
-            inner_loop = e.anchor.loops and (loop is None or e.anchor.loops[-1] is not loop)
-            if inner_loop or is_conditional_wrt(e, s, loop):
+            if pending is not None:
+                continue  # the gradients were already cleared by the inner loop's end
+            if in_helper_loop(e) or is_conditional_wrt(e, s, loop):
                 return None  # it may not run: cannot tell
             return e
+        return pending
+
+    @staticmethod
+    def _loop_ends_cleared(ctx, tr, inner, events: List[Event], s: Event):
+        """How the last iteration of `inner` (a loop inside the unit, before `s`) leaves the
+        gradients `s` steps with: the clear it ends with, False when it neither clears them
+        nor runs a backward, None when it runs a backward or the end cannot be told (a
+        `break`/`continue` may skip the clear, a clear under an `if`)."""
+        members = [e for e in events if inner in e.anchor.loops and not exclusive(e, s)]
+        relevant = [e for e in members if e.kind == BACKWARD or (
+            e.kind == ZERO_GRAD and ZeroGradBeforeStep._clears_step(ctx, tr, e, s) and not tr.in_except(e))]
+        if not relevant:
+            return False
+        if inner.kind not in ("for", "while") or any(isinstance(n, (cst.Break, cst.Continue)) for n in walk(inner.node)):
+            return None
+        last = relevant[-1]
+        if last.kind == BACKWARD or last.anchor.loops[-1] is not inner or in_helper_loop(last):
+            return None
+        if is_conditional_wrt(last, s, inner):
+            return None
+        return last
+
+
+def _inner_loop(e: Event, loop):
+    """The loop directly inside the unit (`loop`, or the function for None) that holds the
+    event's anchor; None when the anchor is in the unit's own body."""
+    loops = e.anchor.loops
+    if loop is None:
+        return loops[0] if loops else None
+    if loop not in loops or loops[-1] is loop:
         return None
+    return loops[loops.index(loop) + 1]
 
 
 RULE = StepBeforeBackward

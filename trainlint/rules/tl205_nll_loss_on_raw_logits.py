@@ -12,8 +12,9 @@ class NllLossOnRawLogits(Rule):
     """## What it does
     Finds `nn.NLLLoss` / `F.nll_loss` fed a tensor that did not go through `log_softmax`:
     the raw output of a Linear (or convolution) layer — directly, through a variable, a
-    helper, or a model whose `forward` or `nn.Sequential` visibly ends in that layer — or
-    `softmax` probabilities.
+    helper, or a model whose `forward` or `nn.Sequential` visibly ends in that layer, also
+    one built by a factory function of the module (`model = make_mlp()`) — or `softmax`
+    probabilities.
 
     ## Why is this bad?
     `NLLLoss` expects log-probabilities: it only picks `-input[target]` and averages. On
@@ -45,6 +46,21 @@ class NllLossOnRawLogits(Rule):
     severity = "error"
 
     VALID = (
+        """
+        from torch import nn
+        # the factory's network ends in LogSoftmax; the other factory's result is changed
+        # after it is built
+        def make_mlp(n_in, n_classes):
+            return nn.Sequential(nn.Linear(n_in, 128), nn.ReLU(), nn.Linear(128, n_classes), nn.LogSoftmax(dim=1))
+
+        def make_head(n_in, n_classes):
+            head = nn.Sequential(nn.Linear(n_in, n_classes))
+            head.append(nn.LogSoftmax(dim=1))
+            return head
+
+        criterion = nn.NLLLoss()
+        loss = criterion(make_mlp(784, 10)(x), y) + criterion(make_head(784, 10)(x), y)
+        """,
         """
         import torch.nn as nn
         import torch.nn.functional as F
@@ -145,6 +161,17 @@ class NllLossOnRawLogits(Rule):
         """,
     )
     INVALID = (
+        """
+        from torch import nn
+        # the classifier comes from a factory function of the module
+        def make_mlp(n_in, n_classes):
+            net = nn.Sequential(nn.Linear(n_in, 128), nn.ReLU(), nn.Linear(128, n_classes))
+            return net
+
+        model = make_mlp(784, 10)
+        criterion = nn.NLLLoss()
+        loss = criterion(model(x), y)  # !
+        """,
         """
         import torch.nn as nn
         import torch.nn.functional as F

@@ -12,7 +12,8 @@ class BceLossOnRawLogits(Rule):
     """## What it does
     Finds `nn.BCELoss` / `F.binary_cross_entropy` fed raw scores: the output of a Linear
     (or convolution) layer with no sigmoid after it — directly, through a variable, a helper,
-    or a model whose `forward` or `nn.Sequential` visibly ends in that layer.
+    or a model whose `forward` or `nn.Sequential` visibly ends in that layer (also one built
+    by a factory function of the module: `model = build_small()`).
 
     ## Why is this bad?
     `BCELoss` expects probabilities in [0, 1]. Raw scores are not: on the CPU the loss raises
@@ -41,6 +42,21 @@ class BceLossOnRawLogits(Rule):
     severity = "error"
 
     VALID = (
+        """
+        import torch
+        import torch.nn as nn
+        # factories that end in a sigmoid, or add one after building the network
+        def build_small(n_in):
+            return nn.Sequential(nn.Linear(n_in, 32), nn.ReLU(), nn.Linear(32, 1), nn.Sigmoid())
+
+        def build_head(n_in):
+            head = nn.Sequential(nn.Linear(n_in, 1))
+            head.add_module("prob", nn.Sigmoid())
+            return head
+
+        model, head = build_small(12), build_head(12)
+        loss = nn.BCELoss()(model(X), y) + nn.BCELoss()(head(X), y)
+        """,
         """
         import torch.nn as nn
         model = nn.Sequential(nn.Linear(30, 16), nn.ReLU(), nn.Linear(16, 1), nn.Sigmoid())
@@ -133,6 +149,24 @@ class BceLossOnRawLogits(Rule):
 
         net = nn.Sequential(nn.Conv1d(4, 8, 3), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 98, 1))
         loss = binary_cross_entropy(score(net, x), y)  # !
+        """,
+        """
+        import torch
+        # the model comes from a factory function of the module, also as a submodule
+        def build_small(n_in):
+            return torch.nn.Sequential(torch.nn.Linear(n_in, 32), torch.nn.ReLU(), torch.nn.Linear(32, 1))
+
+        class Wrapper(torch.nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.net = build_small(12)
+            def forward(self, x):
+                return self.net(x)
+
+        model = build_small(12).to("cpu")
+        loss_fn = torch.nn.BCELoss()
+        loss = loss_fn(model(X), y)  # !
+        loss2 = loss_fn(Wrapper()(X), y)  # !
         """,
     )
 

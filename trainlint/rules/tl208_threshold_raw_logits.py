@@ -21,13 +21,27 @@ def _is_half(expr: cst.BaseExpression) -> bool:
     return isinstance(expr, cst.Float) and expr.value.lstrip("0").rstrip("0") == ".5"
 
 
+def _holds_half(ctx, expr: cst.BaseExpression, at: Site) -> bool:
+    """0.5, written out or held in a name (`THRESHOLD = 0.5` at module level, `thr = 0.5`
+    in the function) that every assignment in the module sets to 0.5: a tuned threshold
+    (`thr = best_thr`) or a parameter (`def evaluate(thr=0.5)`, callers may pass another)
+    is not."""
+    if _is_half(expr):
+        return True
+    if not isinstance(expr, cst.Name) or ctx.qualname(expr) is not None or not ctx.reaching(expr.value, at):
+        return False
+    assigned = [a for a in ctx.facts.assigns if any(isinstance(t, cst.Name) and t.value == expr.value for t in a.targets)]
+    return all(a.op == "=" and len(a.targets) == 1 and a.value is not None and _is_half(a.value) for a in assigned)
+
+
 class ThresholdRawLogits(Rule):
     """## What it does
     Finds predictions made by thresholding raw logits at 0.5 — `(logits > 0.5)`,
-    `logits.gt(0.5)`, `torch.round(logits)` — where `logits` is the output of a model whose
-    last layer is visibly a Linear (or convolution) layer with no sigmoid, and that same
-    model's output is trained with `BCEWithLogitsLoss` / `binary_cross_entropy_with_logits`
-    in the module.
+    `logits.gt(0.5)`, `torch.round(logits)`, the 0.5 also held in a name
+    (`THRESHOLD = 0.5`), the scores also after `.detach().cpu().numpy().ravel()` — where
+    `logits` is the output of a model whose last layer is visibly a Linear (or convolution)
+    layer with no sigmoid, and that same model's output is trained with `BCEWithLogitsLoss`
+    / `binary_cross_entropy_with_logits` in the module.
 
     ## Why is this bad?
     A with-logits model outputs scores, not probabilities: the decision boundary p = 0.5 is
@@ -60,6 +74,23 @@ class ThresholdRawLogits(Rule):
     severity = "warning"
 
     VALID = (
+        """
+        import torch
+        import torch.nn as nn
+        # probabilities copied to numpy; a threshold tuned on validation data; a parameter
+        model = nn.Sequential(nn.Linear(30, 16), nn.ReLU(), nn.Linear(16, 1))
+        criterion = nn.BCEWithLogitsLoss()
+        THRESHOLD = 0.5
+        def evaluate(model, X_va, thr=0.5):
+            outputs = model(X_va)
+            oof = torch.sigmoid(outputs).detach().cpu().numpy().ravel()
+            return oof > 0.5, outputs.detach().numpy() > thr
+        for x, y in loader:
+            logits = model(x)
+            loss = criterion(logits, y)
+        THRESHOLD = tune_threshold(model, X_va)
+        preds = (model(X_va) > THRESHOLD).float()
+        """,
         """
         import torch
         import torch.nn as nn
@@ -105,6 +136,23 @@ class ThresholdRawLogits(Rule):
         """,
     )
     INVALID = (
+        """
+        import torch
+        import torch.nn as nn
+        # the threshold held in a module constant; the scores copied to numpy (Kaggle OOF)
+        THRESHOLD = 0.5
+        model = nn.Sequential(nn.Linear(30, 16), nn.ReLU(), nn.Linear(16, 1))
+        criterion = nn.BCEWithLogitsLoss()
+        for x, y in loader:
+            loss = criterion(model(x), y)
+        def evaluate(X_va):
+            outputs = model(X_va)
+            oof = outputs.detach().cpu().numpy().ravel()
+            thr = 0.5
+            hard = (outputs > THRESHOLD).float()  # !
+            oof_pred = oof > 0.5  # !
+            return hard, oof_pred, oof >= thr  # !
+        """,
         """
         import torch.nn as nn
         model = nn.Sequential(nn.Linear(30, 16), nn.ReLU(), nn.Linear(16, 1))
@@ -228,7 +276,7 @@ class ThresholdRawLogits(Rule):
                 if id(node) in done:
                     continue
                 done.add(id(node))
-                found = _threshold(ctx, node)
+                found = _threshold(ctx, node, site)
                 if found is not None:
                     yield (found, node), site
 
@@ -239,27 +287,27 @@ def _is_round(ctx, node: cst.CSTNode) -> bool:
     return ctx.qualname(node.func) in _ROUND or (isinstance(node.func, cst.Attribute) and node.func.attr.value == "round")
 
 
-def _threshold(ctx, node: cst.CSTNode) -> Optional[cst.BaseExpression]:
+def _threshold(ctx, node: cst.CSTNode, site: Site) -> Optional[cst.BaseExpression]:
     """The value `node` thresholds at 0.5 (or rounds), or None."""
     if isinstance(node, cst.Comparison) and len(node.comparisons) == 1:
         comp = node.comparisons[0]
         if isinstance(comp.operator, _COMPARE):
-            if _is_half(comp.comparator):
+            if _holds_half(ctx, comp.comparator, site):
                 return node.left
-            if _is_half(node.left):
+            if _holds_half(ctx, node.left, site):
                 return comp.comparator
         return None
     if not isinstance(node, cst.Call):
         return None
     q = ctx.qualname(node.func)
     args = [a for a in node.args if not a.star]
-    if q in _THRESHOLD_FUNCS and len(args) == 2 and _is_half(args[1].value):
+    if q in _THRESHOLD_FUNCS and len(args) == 2 and _holds_half(ctx, args[1].value, site):
         return args[0].value
     if q in _ROUND and len(args) == 1 and args[0].keyword is None:
         return args[0].value
     if q is None and isinstance(node.func, cst.Attribute):
         attr = node.func.attr.value
-        if attr in _THRESHOLD_METHODS and len(args) == 1 and _is_half(args[0].value):
+        if attr in _THRESHOLD_METHODS and len(args) == 1 and _holds_half(ctx, args[0].value, site):
             return node.func.value
         if attr == "round" and not args:
             return node.func.value
