@@ -148,3 +148,38 @@ def _flow(src):
 )
 def test_gradient_source(src, kind):
     assert _flow(src) == kind
+
+
+def test_a_factory_handing_back_its_argument_is_followed_once(monkeypatch):
+    # `model = fit(model, ...)` in several cells: each call's argument is the previous
+    # call's result. Following the factory through every call site at every hop never
+    # finished on a real notebook; a factory already being followed is not re-entered.
+    calls = "\n".join("model = Net()\nmodel = fit(model, 1)" for _ in range(6))
+    src = f"""
+    import torch.nn as nn
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(4, 3)
+        def forward(self, x):
+            return self.fc(x)
+    def fit(model, epochs):
+        model.to("cpu")
+        return model
+{textwrap.indent(calls, "    ")}
+    probe(model(x))
+    """
+    ctx, expr, site = _probe(src)
+    entered = []
+    original = FileContext.factory_returns
+
+    def counted(self, *args):
+        entered.append(1)
+        if len(entered) > 50:  # fail fast instead of running for hours
+            raise AssertionError("the factory is followed through every call site again")
+        return original(self, *args)
+
+    monkeypatch.setattr(FileContext, "factory_returns", counted)
+    # what `fit` hands back is whatever its callers pass: not a construction to follow
+    assert final_output(ctx, expr, site) is None
+

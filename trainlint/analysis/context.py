@@ -9,7 +9,7 @@ model class's `forward`). Everything is computed once per file, lazily.
 from __future__ import annotations
 
 from functools import cached_property
-from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
+from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Set, Tuple
 
 import libcst as cst
 
@@ -41,6 +41,9 @@ class FileContext:
         self.facts: ModuleFacts = collect(module)
         self.imports = self.facts.imports
         self._building_callers = False
+        # Factory functions being followed right now (analysis/outputs.py), so a factory
+        # that hands back its own argument is not re-entered through every call site.
+        self.open_factories: Set[str] = set()
         # The other modules of the project (analysis/project.py), when the run reads them.
         self.project = None
 
@@ -323,6 +326,8 @@ class FileContext:
         for r in returns:
             if isinstance(r.value, cst.Name) and self._changed_in(fn, r.value.value):
                 return None
+            if isinstance(r.value, cst.Name) and r.value.value in fn.params and not self.reaching(r.value.value, r):
+                return None  # `def fit(model): ...; return model` hands back what it was given
             for value, site in self.constructions(r.value, r):  # type: ignore[arg-type]
                 if not isinstance(value, cst.Call):
                     return None

@@ -304,9 +304,17 @@ def _module_output(ctx: FileContext, value: cst.BaseExpression, site: Site, dept
             inner = _returns(ctx, forward, depth)
             if inner is not None:
                 return Output(inner.kind, f"`{cls.name}.forward`, which returns {inner.why}", inner.origins)  # type: ignore[union-attr]
-        made = ctx.factory_returns(value, site) if cls is None else None
+        # A factory already being followed is not entered again: `model = fit(model, ...)`
+        # called in several places would otherwise branch through every call site at
+        # every hop (a notebook of five such calls never finished).
+        open_factories = ctx.open_factories
+        made = ctx.factory_returns(value, site) if cls is None and text not in open_factories else None
         if made:  # `model = build_small()`: what the factory builds
-            inner = _agree([_module_output(ctx, v, s, depth + 1) for v, s in made])
+            open_factories.add(text)
+            try:
+                inner = _agree([_module_output(ctx, v, s, depth + 1) for v, s in made])
+            finally:
+                open_factories.discard(text)
             if inner is not None:
                 return Output(inner.kind, f"`{text}(...)`, which builds {inner.why}", inner.origins)
     return None
