@@ -618,7 +618,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     per_rule, overall = tally([(f.code, row.verdict) for f, row in cmp.matched] + [(f.code, "unjudged") for f in cmp.new])
     parse_failures = per_rule.get("TL000", Tally()).total
     print(f"\n## Precision ({len(entries)} code bases, {overall.total} findings"
-          + (f"; {parse_failures} files that do not parse (TL000) not counted" if parse_failures else "") + ")\n")
+          + (f"; {parse_failures} files or notebook cells that do not parse (TL000) not counted" if parse_failures else "") + ")\n")
     print(markdown_table(per_rule, overall))
 
     if args.update_baseline:
