@@ -144,6 +144,13 @@ def _flow(src):
             "    def step(self, s):\n        probe(self.Q(s))\n",
             MODEL,
         ),
+        # a method followed from `self.forward(x)` uses `self`, which no argument binds
+        # (examples/mnist_forward_forward crashed the linter here)
+        (
+            "from mylib import Base\nclass Layer(Base):\n    def forward(self, x):\n        return self.relu(x)\n"
+            "    def fit(self, x):\n        probe(self.forward(x).mean())\n",
+            UNKNOWN,
+        ),
     ],
 )
 def test_gradient_source(src, kind):

@@ -106,6 +106,18 @@ def test_near_misses_stay_silent(run_cli, tmp_path, files):
     assert codes(run_cli, "train.py", "--select", "TL201", "--no-cache") == []
 
 
+def test_a_script_outside_the_working_folder_does_not_import_its_modules(run_cli, tmp_path, monkeypatch):
+    # `trainlint check /elsewhere/train.py` run from a project folder: Python would put
+    # /elsewhere on sys.path, not the working folder, so the working folder's net.py is
+    # not the `net` the script imports; its own folder's is.
+    write(tmp_path, {"proj/net.py": SOFTMAX_NET, "elsewhere/train.py": train_importing("from net import Net")})
+    monkeypatch.chdir(tmp_path / "proj")
+    outside = tmp_path / "elsewhere" / "train.py"
+    assert codes(run_cli, outside, "--select", "TL201", "--no-cache") == []
+    write(tmp_path, {"elsewhere/net.py": SOFTMAX_NET})
+    assert [c for _, c, _ in codes(run_cli, outside, "--select", "TL201", "--no-cache")] == ["TL201"]
+
+
 def test_without_project_facts_the_import_is_unknown(tmp_path):
     """The library entry point reads other modules only when given a project."""
     write(tmp_path, {"net.py": SOFTMAX_NET})

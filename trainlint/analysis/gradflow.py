@@ -176,10 +176,11 @@ def _name(ctx: FileContext, name: cst.Name, at: Site, depth: int) -> Flow:
     if not sites:
         fn = at.function
         if fn is not None and name.value in fn.params:
-            bound = _Q.bindings.get(id(fn))
-            if bound is not None:  # a helper followed from one call: that call's argument
+            bound = _Q.bindings.get(id(fn), {})
+            if name.value in bound:  # a helper followed from one call: that call's argument
                 arg, site = bound[name.value]
                 return _flow(ctx, arg, site, depth + 1)
+            # (`self` of a method followed from `self.helper(x)` is not in the binding)
             if _LABEL_PARAM.match(name.value):
                 return _DATA
             args = ctx.param_arguments(fn, name.value)

@@ -55,6 +55,16 @@ def _member(module: str, name: str) -> str:
     return module + name if module.endswith(".") else f"{module}.{name}"
 
 
+def _is_under(path: Path, folder: Path) -> bool:
+    for p in (path, Path(os.path.realpath(path))):  # the root is resolved, the path may not be
+        try:
+            p.relative_to(folder)
+            return True
+        except ValueError:
+            pass
+    return False
+
+
 def content_hash(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()[:32]
 
@@ -427,7 +437,10 @@ class Project:
             while (top / "__init__.py").is_file() and top.parent != top:
                 top = top.parent
             roots.append(top)
-            if self.root is not None:
+            # The linted root (the configuration's folder, else the working folder) only for
+            # a file under it: a script elsewhere does not import the working folder's
+            # modules (`python /elsewhere/main.py` puts its own folder on sys.path).
+            if self.root is not None and _is_under(file, self.root):
                 roots.extend([self.root, self.root / "src"])
             out: List[Path] = []
             for r in roots:
@@ -564,12 +577,8 @@ class ProjectView:
         """The folder whose modules may import this one: the linted root when the file lies
         inside it, else the folder above the file's top-most package."""
         root = self.project.root
-        if root is not None:
-            try:
-                self.path.relative_to(root)
-                return root
-            except ValueError:
-                pass
+        if root is not None and _is_under(self.path, root):
+            return root
         roots = self.project.search_roots(self.path)
         return roots[1] if len(roots) > 1 else self.path.parent
 
