@@ -97,6 +97,37 @@ def name_part(words: Iterable[str], suffixes: Iterable[str]) -> Needle:
     return lambda s: not exact.isdisjoint(s.parts) or any(p.startswith(starts) for p in s.parts)
 
 
+# Packages a project's own module is not named after: an import of one of these cannot
+# bring in a model class the project summaries know (analysis/project.py).
+_NOT_PROJECT = TORCH_ROOTS | frozenset({
+    "__future__", "abc", "argparse", "collections", "copy", "dataclasses", "datetime", "functools",
+    "glob", "itertools", "json", "logging", "math", "os", "pathlib", "pickle", "random", "re",
+    "shutil", "sys", "time", "typing", "warnings", "numpy", "scipy", "sklearn", "pandas",
+    "matplotlib", "seaborn", "tqdm", "PIL", "cv2", "wandb", "yaml", "h5py", "tensorboard",
+})
+_IMPORT_LINE = re.compile(r"^[ \t]*(?:from[ \t]+(\.+|[A-Za-z_]\w*)|import[ \t]+([A-Za-z_][\w., \t]*))", re.M)
+
+
+def project_import() -> Needle:
+    """An import that may name a module of the project itself: a relative import, or an
+    absolute one whose top-level name is not a well-known library (`from models import Net`,
+    `import utils as U`), so a model class of another module may be in play."""
+
+    def needle(s: Scan) -> bool:
+        for m in _IMPORT_LINE.finditer(s.text):
+            if m.group(1) is not None:
+                if m.group(1).startswith(".") or m.group(1) not in _NOT_PROJECT:
+                    return True
+                continue
+            for part in m.group(2).split(","):
+                top = part.strip().split(" ")[0].split(".")[0]
+                if top and top not in _NOT_PROJECT:
+                    return True
+        return False
+
+    return needle
+
+
 def rx(pattern: str, flags: int = 0) -> Needle:
     compiled = re.compile(pattern, flags)
     return lambda s: compiled.search(s.text) is not None
@@ -244,17 +275,17 @@ CATALOGUE: Dict[str, Precheck] = {
         (sub("binary_cross_entropy_with_logits", "BCEWithLogitsLoss"),), (isub("sigmoid", "expit"), word("import")), needs_torch=True
     ),
     # NLL loss fed the output of a Linear/convolution layer (`Linear`, `F.linear`, `Conv2d`)
-    # or of a softmax
-    "TL205": Precheck((sub("nll_loss", "NLLLoss"),), (isub("linear", "conv", "softmax"),), needs_torch=True),
+    # or of a softmax -- or a model imported from another module of the project
+    "TL205": Precheck((sub("nll_loss", "NLLLoss"),), (isub("linear", "conv", "softmax"), project_import()), needs_torch=True),
     # BCE (not with logits: a necessary condition only) fed a Linear/convolution layer's output
-    "TL206": Precheck((sub("binary_cross_entropy", "BCELoss"),), (isub("linear", "conv"),), needs_torch=True),
+    "TL206": Precheck((sub("binary_cross_entropy", "BCELoss"),), (isub("linear", "conv"), project_import()), needs_torch=True),
     # a ReLU (`relu`, `ReLU`, `relu6`) or dropout output into a loss that takes logits
     "TL207": Precheck(
-        (sub("cross_entropy", "CrossEntropyLoss", "BCEWithLogitsLoss"),), (isub("relu", "dropout"),), needs_torch=True
+        (sub("cross_entropy", "CrossEntropyLoss", "BCEWithLogitsLoss"),), (isub("relu", "dropout"), project_import()), needs_torch=True
     ),
     # raw scores of a with-logits model cut at 0.5 (`> 0.5`, `.gt(.5)`) or rounded
     "TL208": Precheck(
-        (sub("binary_cross_entropy_with_logits", "BCEWithLogitsLoss"),), (sub(".5", "round"),), (isub("linear", "conv"),),
+        (sub("binary_cross_entropy_with_logits", "BCEWithLogitsLoss"),), (sub(".5", "round"),), (isub("linear", "conv"), project_import()),
         needs_torch=True,
     ),
     # `log(softmax(x))` / `log(sigmoid(x))`, or `exp(x) / exp(x).sum()`

@@ -764,3 +764,103 @@ def test_a_module_without_torch_reads_no_caller_module_unless_one_imports_torch(
     write(tmp_path, {"main.py": "import torch\n" + main})
     with pytest.raises(AssertionError, match="parsed main.py"):
         lint_text(text, path, frozenset({"TL301", "TL302"}), precheck=False, project=Project(tmp_path))
+
+
+# -- TL205-TL208: what a model of another module ends in ------------------------------
+LOGITS_MLP = """
+    import torch.nn as nn
+    import torch.nn.functional as F
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc1 = nn.Linear(20, 64)
+            self.fc2 = nn.Linear(64, {out})
+
+        def forward(self, x):
+            return {last}
+"""
+LOG_PROBS_MLP = LOGITS_MLP.format(out=3, last="F.log_softmax(self.fc2(F.relu(self.fc1(x))), dim=1)")
+RAW_MLP = LOGITS_MLP.format(out=3, last="self.fc2(F.relu(self.fc1(x)))")
+RELU_MLP = LOGITS_MLP.format(out=3, last="F.relu(self.fc2(F.relu(self.fc1(x))))")
+RAW_BINARY = LOGITS_MLP.format(out=1, last="self.fc2(F.relu(self.fc1(x))).squeeze(1)")
+PROB_BINARY = LOGITS_MLP.format(out=1, last="torch.sigmoid(self.fc2(F.relu(self.fc1(x)))).squeeze(1)").replace(
+    "import torch.nn as nn", "import torch\n    import torch.nn as nn"
+)
+FACTORIES = """
+    from torch import nn
+
+    def make_scorer(n):
+        return nn.Sequential(nn.Linear(n, 32), nn.ReLU(), nn.Linear(32, 1))
+
+    def make_prob_scorer(n):
+        return nn.Sequential(nn.Linear(n, 32), nn.ReLU(), nn.Linear(32, 1), nn.Sigmoid())
+"""
+NLL_TRAIN = """
+    import torch.nn.functional as F
+    from models import Net
+    model = Net()
+    for x, y in loader:
+        loss = F.nll_loss(model(x), y)
+        loss.backward()
+"""
+CE_TRAIN = """
+    import torch.nn as nn
+    from models import Net
+    model = Net()
+    criterion = nn.CrossEntropyLoss()
+    for x, y in loader:
+        loss = criterion(model(x), y)
+        loss.backward()
+"""
+BCE_TRAIN = """
+    import torch
+    import torch.nn as nn
+    from models import {make}
+    model = {make}({arg})
+    criterion = nn.BCELoss()
+    for x, y in loader:
+        loss = criterion(model(x).squeeze(-1), y)
+        loss.backward()
+"""
+THRESHOLD_TRAIN = """
+    import torch
+    import torch.nn as nn
+    from models import Net
+    model = Net()
+    criterion = nn.BCEWithLogitsLoss()
+    for x, y in loader:
+        loss = criterion(model(x), y)
+        loss.backward()
+    with torch.no_grad():
+        preds = {pred}
+"""
+
+
+@pytest.mark.parametrize(
+    "model,train,code,reported",
+    [
+        (RAW_MLP, NLL_TRAIN, "TL205", True),
+        (LOG_PROBS_MLP, NLL_TRAIN, "TL205", False),  # ends in log_softmax: what NLL takes
+        (FACTORIES, BCE_TRAIN.format(make="make_scorer", arg="12"), "TL206", True),
+        (FACTORIES, BCE_TRAIN.format(make="make_prob_scorer", arg="12"), "TL206", False),
+        (PROB_BINARY, BCE_TRAIN.format(make="Net", arg=""), "TL206", False),
+        (RELU_MLP, CE_TRAIN, "TL207", True),
+        (RAW_MLP, CE_TRAIN, "TL207", False),
+        (RAW_BINARY, THRESHOLD_TRAIN.format(pred="model(x) > 0.5"), "TL208", True),
+        (RAW_BINARY, THRESHOLD_TRAIN.format(pred="torch.sigmoid(model(x)) > 0.5"), "TL208", False),
+        (RAW_BINARY, THRESHOLD_TRAIN.format(pred="model(x) > 0"), "TL208", False),
+    ],
+)
+def test_the_output_of_a_model_of_another_module(run_cli, tmp_path, model, train, code, reported):
+    write(tmp_path, {"models.py": model, "train.py": train})
+    found = [c for _, c, _ in codes(run_cli, "train.py", "--select", code, "--no-cache")]
+    assert found == ([code] if reported else [])
+    if reported:
+        assert "from models.py" in run_cli("train.py", "--select", code, "--no-cache").stdout
+
+
+def test_a_model_class_of_another_module_that_cannot_be_seen_stays_silent(run_cli, tmp_path):
+    # `Net` is imported from a module that is not in the project: nothing is known
+    write(tmp_path, {"train.py": NLL_TRAIN.replace("from models import Net", "from zoo.models import Net")})
+    assert codes(run_cli, "train.py", "--select", "TL205", "--no-cache") == []

@@ -297,6 +297,22 @@ def _module_output(ctx: FileContext, value: cst.BaseExpression, site: Site, dept
         if inner is None:
             return None
         return Output(inner.kind, f"an `nn.Sequential` ending in {inner.why}", inner.origins)
+    if ctx.project is not None and isinstance(value.func, (cst.Name, cst.Attribute)) \
+            and (q is not None or ctx.class_named(value.func.value) is None):
+        # A model class (or factory) of another module of the project: its summary says
+        # what `forward` ends in (analysis/project.py). The construction here stands for
+        # the layer that made the value, so two uses of one model are recognised.
+        from trainlint.analysis.project import constructor_summary, factory_output_summary
+
+        name = text.rsplit(".", 1)[-1]
+        found = constructor_summary(ctx, value.func)
+        if found is not None and found[0].get("output"):
+            (kind, why), where = found[0]["output"], found[1]
+            return Output(kind, f"`{name}` from {where}, whose `forward` ends in {why}", frozenset({id(value)}))
+        made = factory_output_summary(ctx, value.func) if found is None else None
+        if made is not None:
+            (kind, why), where = made
+            return Output(kind, f"`{name}(...)` from {where}, which builds {why}", frozenset({id(value)}))
     if q is None and isinstance(value.func, cst.Name):
         cls = ctx.class_named(value.func.value)
         forward = ctx.method(cls, "forward") if cls is not None else None
@@ -318,6 +334,31 @@ def _module_output(ctx: FileContext, value: cst.BaseExpression, site: Site, dept
             if inner is not None:
                 return Output(inner.kind, f"`{text}(...)`, which builds {inner.why}", inner.origins)
     return None
+
+
+def factory_output(ctx: FileContext, fn) -> Optional[Output]:
+    """What the model a module-level factory function builds ends in, when every return
+    is a construction (names followed) and the factory does not change it after building
+    (for the project summary)."""
+    returns = ctx.returns_of(fn)
+    if not returns or any(r.value is None for r in returns) or fn.decorators:
+        return None
+    found = []
+    for r in returns:
+        if isinstance(r.value, cst.Name) and (r.value.value in fn.params and not ctx.reaching(r.value.value, r)):
+            return None
+        if isinstance(r.value, cst.Name) and ctx._changed_in(fn, r.value.value):
+            return None
+        for v, s in ctx.constructions(r.value, r):  # type: ignore[arg-type]
+            if not isinstance(v, cst.Call):
+                return None
+            found.append(_module_output(ctx, v, s, 1))
+    return _agree(found) if found else None
+
+
+def forward_output(ctx: FileContext, forward) -> Optional[Output]:
+    """What a model class's `forward` returns on every path (for the project summary)."""
+    return _returns(ctx, forward, 0)
 
 
 def _sequential_last(call: cst.Call) -> Optional[cst.BaseExpression]:

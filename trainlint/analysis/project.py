@@ -36,7 +36,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from trainlint.analysis.context import FileContext
     from trainlint.cache import Cache
 
-SUMMARY_VERSION = 2  # 2: flag-gated activations, dataset classes' own ordering
+SUMMARY_VERSION = 3  # 2: flag-gated activations, dataset classes' own ordering; 3: forward's output kind
 MAX_HOPS = 3  # re-exports, star imports and factories followed, in all
 MAX_MODULE_BYTES = 2_000_000  # a generated or data module: not worth parsing for facts
 # Roots that are never a project module: PyTorch and its family (see precheck.TORCH_ROOTS),
@@ -92,6 +92,9 @@ def summarise(ctx: "FileContext") -> dict:
                 except RecursionError:
                     why = None
             entry[kind.label] = why
+        # What `forward` ends in as the outputs analysis reads it (TL205-TL208): logits, a
+        # log_softmax, a ReLU, ... with its reason; None when not one kind on every path.
+        entry["output"] = _forward_output(ctx, forward)
         # A dataset class: whether its loader's order is its own business (TL401).
         entry["iterable_dataset"] = is_iterable_dataset_class(ctx, cls)
         entry["shuffles_itself"] = shuffles_itself(ctx, cls)
@@ -108,6 +111,9 @@ def summarise(ctx: "FileContext") -> dict:
             made = _returned_classes(ctx, fn)
             if made:
                 entry["returns"] = made
+            # a factory of torch.nn layers (`return nn.Sequential(..., nn.Linear(h, 1))`):
+            # what its model ends in (TL205-TL208)
+            entry["output"] = _factory_output(ctx, fn)
             functions[fn.name] = entry
     # The imports, for `__init__.py` re-exports (`from .net import Net`, `from .vgg import *`).
     return {
@@ -119,6 +125,42 @@ def summarise(ctx: "FileContext") -> dict:
         "calls": _evaluation_calls(ctx, ev),
         "torch": bool(ctx.uses_torch),
     }
+
+
+def _forward_output(ctx: "FileContext", forward) -> Optional[List[str]]:
+    from trainlint.analysis.outputs import forward_output
+
+    if forward is None:
+        return None
+    try:
+        out = forward_output(ctx, forward)
+    except RecursionError:
+        return None
+    return [out.kind, out.why] if out is not None else None
+
+
+def _factory_output(ctx: "FileContext", fn) -> Optional[List[str]]:
+    from trainlint.analysis.outputs import factory_output
+
+    try:
+        out = factory_output(ctx, fn)
+    except RecursionError:
+        return None
+    return [out.kind, out.why] if out is not None else None
+
+
+def factory_output_summary(ctx: "FileContext", func) -> Optional[Tuple[List[str], str]]:
+    """What the model built by a factory function of another project module ends in
+    (`model = make_scorer(12)` with `from models import make_scorer`), and where it is
+    defined."""
+    view = ctx.project
+    q = ctx.qualname(func) if view is not None else None
+    if not q:
+        return None
+    found = view._resolve(q, view.path, 0, "function")
+    if found is None or not found[0].get("output"):
+        return None
+    return found[0]["output"], view._display(Path(found[1]))
 
 
 def _evaluation_calls(ctx: "FileContext", ev) -> List[dict]:
@@ -691,6 +733,8 @@ def _combine(found: List[Optional[Tuple[dict, str]]]) -> Optional[Tuple[dict, st
     entry: dict = {}
     for label in ("softmax", "sigmoid"):
         entry[label] = known[0][0].get(label) if len(known) == len(found) and all(f[0].get(label) for f in known) else None
+    outputs = [f[0].get("output") for f in known]
+    entry["output"] = outputs[0] if len(known) == len(found) and outputs[0] and all(o and o[0] == outputs[0][0] for o in outputs) else None
     entry["mode_layers"] = any(f[0].get("mode_layers") for f in known)
     entry["module"] = len(known) == len(found) and all(f[0].get("module") for f in known)
     return entry, known[0][1]
