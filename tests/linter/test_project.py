@@ -195,6 +195,59 @@ def test_a_sigmoid_element_of_another_module_fed_to_bce_with_logits(run_cli, tmp
     assert codes(run_cli, "train.py", "--select", "TL202", "--no-cache") == []
 
 
+FOCAL_LOSS = """
+    import torch
+    import torch.nn as nn
+    import torch.nn.functional as F
+
+    class WeightedFocalLoss(nn.Module):
+        def __init__(self, alpha=.25, gamma=2):
+            super().__init__()
+            self.gamma = gamma
+
+        def forward(self, inputs, targets):
+            {body}
+            pt = torch.exp(-bce)
+            return ((1 - pt) ** self.gamma * bce).mean()
+"""
+
+FOCAL_TRAIN = """
+    import torch
+    from model import SegNet
+    from losses import WeightedFocalLoss
+
+    model = SegNet().cuda()
+    criterion = WeightedFocalLoss(alpha=.5).cuda()
+    for x, y in train_loader:
+        pred, _ = model(x)
+        pred = torch.squeeze(pred)
+        loss = criterion(pred.type(torch.cuda.FloatTensor), y)
+        loss.backward()
+"""
+
+
+@pytest.mark.parametrize(
+    "body,reported",
+    [
+        # LMFD-PAD (meilfang/LMFD-PAD#1): the model's sigmoid element, in model.py, is fed in
+        # train.py to a focal loss of losses.py built on the with-logits BCE
+        ("bce = F.binary_cross_entropy_with_logits(inputs, targets, reduction='none')", True),
+        # near misses: the loss class wants probabilities, or makes logits of them first
+        ("bce = F.binary_cross_entropy(inputs, targets, reduction='none')", False),
+        ("bce = F.binary_cross_entropy_with_logits(torch.logit(inputs), targets, reduction='none')", False),
+        # it feeds its other argument as the input
+        ("bce = F.binary_cross_entropy_with_logits(targets, inputs, reduction='none')", False),
+    ],
+)
+def test_a_loss_class_of_another_module_that_hands_its_input_to_bce_with_logits(run_cli, tmp_path, body, reported):
+    net = TUPLE_NET.replace("F.softmax(logits, dim=1)", "torch.sigmoid(logits)").replace("return logits, probs", "return probs, logits")
+    write(tmp_path, {"model.py": net, "losses.py": FOCAL_LOSS.format(body=body), "train.py": FOCAL_TRAIN})
+    found = codes(run_cli, "train.py", "--select", "TL202", "--no-cache")
+    assert [c for _, c, _ in found] == (["TL202"] if reported else [])
+    if reported:
+        assert "(through `WeightedFocalLoss` from losses.py)" in run_cli("train.py", "--select", "TL202", "--no-cache").stdout
+
+
 # -- TL301: the model's class decides whether eval mode matters -------------------------------
 
 def net_with(layer: str) -> str:

@@ -37,7 +37,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from trainlint.analysis.context import FileContext
     from trainlint.cache import Cache
 
-SUMMARY_VERSION = 3  # 2: flag-gated activations, dataset classes' own ordering; 3: tuple elements
+SUMMARY_VERSION = 3  # 2: flag-gated activations, dataset classes' own ordering; 3: tuple elements, loss classes
 MAX_HOPS = 3  # re-exports, star imports and factories followed, in all
 MAX_MODULE_BYTES = 2_000_000  # a generated or data module: not worth parsing for facts
 # Roots that are never a project module: PyTorch and its family (see precheck.TORCH_ROOTS),
@@ -65,6 +65,7 @@ def summarise(ctx: "FileContext") -> dict:
     from trainlint.analysis.datasets import is_iterable_dataset_class, shuffles_itself
     from trainlint.analysis.flags import bool_defaults
     from trainlint.analysis.evaluation import Evaluation
+    from trainlint.analysis.losses import LOSS_FAMILIES, feeds_loss_input
     from trainlint.analysis.values import SIGMOID, SOFTMAX, _returns_output, returned_elements
 
     ev = Evaluation(ctx)
@@ -92,6 +93,10 @@ def summarise(ctx: "FileContext") -> dict:
                     elements = None
             if elements and any(elements):
                 entry[f"{kind.label}_elements"] = elements
+        # A loss class that hands its input to cross-entropy / a with-logits BCE (TL201/TL202).
+        feeds = [f for f, (funcs, mods) in LOSS_FAMILIES.items() if forward is not None and feeds_loss_input(ctx, forward, funcs, mods)]
+        if feeds:
+            entry["feeds"] = feeds
         # A dataset class: whether its loader's order is its own business (TL401).
         entry["iterable_dataset"] = is_iterable_dataset_class(ctx, cls)
         entry["shuffles_itself"] = shuffles_itself(ctx, cls)

@@ -18,7 +18,9 @@ CallFlags = Optional[Tuple[FunctionInfo, Flags]]
 _UNCONDITIONAL = ""  # `_conditional_source`: the use sees an assignment that always runs
 
 # Tensor methods that keep "these are probabilities": `probs.float()`, `probs.squeeze(1)`.
-_SHAPE_METHODS = {"float", "double", "half", "to", "cuda", "cpu", "squeeze", "unsqueeze", "view", "reshape", "contiguous", "permute", "transpose", "flatten", "clone"}
+_SHAPE_METHODS = {"float", "double", "half", "to", "type", "cuda", "cpu", "squeeze", "unsqueeze", "view", "reshape", "contiguous", "permute", "transpose", "flatten", "clone"}
+# Their function spellings: `torch.squeeze(probs)`.
+_SHAPE_FUNCS = {"torch.squeeze", "torch.unsqueeze", "torch.reshape", "torch.flatten", "torch.permute", "torch.transpose", "torch.clone"}
 
 
 @dataclass(frozen=True)
@@ -66,6 +68,8 @@ def source_of(ctx: FileContext, expr: cst.BaseExpression, at: Site, kind: Output
     q = ctx.qualname(func)
     if q in kind.funcs:
         return f"`{ctx.module.code_for_node(func)}(...)`"
+    if q in _SHAPE_FUNCS and expr.args and expr.args[0].keyword is None and not expr.args[0].star:
+        return source_of(ctx, expr.args[0].value, at, kind, depth + 1, flags)
     if isinstance(func, cst.Attribute):
         # `self.softmax(x)` is a layer kept under that name (often `nn.LogSoftmax()`), not
         # the tensor method: it is followed as a module below.
