@@ -268,11 +268,14 @@ CATALOGUE: Dict[str, Precheck] = {
     # a step whose gradients are cleared (`zero_grad()`, `p.grad = None`) before any backward
     "TL110": Precheck(_BACKWARD, _STEP, (sub("grad"),), needs_torch=True),
     # softmax output (`softmax`, `Softmax`, `Softmax2d`) into cross-entropy; the softmax may
-    # be a model's, imported from another module of the project (analysis/project.py)
-    "TL201": Precheck((sub("cross_entropy", "CrossEntropyLoss"),), (isub("softmax"), word("import")), needs_torch=True),
+    # be a model's, and the loss a loss class wrapping it (a focal loss), imported from
+    # another module of the project (analysis/project.py, analysis/losses.py)
+    "TL201": Precheck((sub("cross_entropy", "CrossEntropyLoss"), project_import()), (isub("softmax"), project_import()), needs_torch=True),
     # sigmoid output (`sigmoid`, `Sigmoid`, `torch.special.expit`) into a with-logits loss
     "TL202": Precheck(
-        (sub("binary_cross_entropy_with_logits", "BCEWithLogitsLoss"),), (isub("sigmoid", "expit"), word("import")), needs_torch=True
+        (sub("binary_cross_entropy_with_logits", "BCEWithLogitsLoss"), project_import()),
+        (isub("sigmoid", "expit"), project_import()),
+        needs_torch=True,
     ),
     # NLL loss fed the output of a Linear/convolution layer (`Linear`, `F.linear`, `Conv2d`)
     # or of a softmax -- or a model imported from another module of the project

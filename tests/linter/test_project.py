@@ -136,6 +136,130 @@ def test_sigmoid_model_from_another_module_fed_to_bce_with_logits(run_cli, tmp_p
     assert [c for _, c, _ in codes(run_cli, "train.py", "--no-cache", "--select", "TL202")] == ["TL202"]
 
 
+TUPLE_NET = """
+    import torch
+    import torch.nn as nn
+    import torch.nn.functional as F
+
+    class SegNet(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(10, 3)
+
+        def forward(self, x):
+            logits = self.fc(x)
+            probs = F.softmax(logits, dim=1)
+            return logits, probs
+"""
+
+TUPLE_TRAIN = """
+    import torch
+    from model import SegNet
+
+    def train():
+        for x, y in train_loader:
+            {unpack} = model(x)
+            loss = criterion({fed}, y)
+            loss.backward()
+
+    if __name__ == "__main__":
+        if torch.cuda.is_available():
+            model = SegNet().cuda()
+            criterion = torch.nn.CrossEntropyLoss().cuda()
+        else:
+            model = SegNet()
+            criterion = torch.nn.CrossEntropyLoss()
+        train()
+"""
+
+
+@pytest.mark.parametrize(
+    "net,unpack,fed,reported",
+    [
+        # pytorch-segnet (say4n/pytorch-segnet#5): `forward` returns (logits, softmax), and
+        # the training script of another module feeds the second element to cross-entropy
+        (TUPLE_NET, "predicted, softmaxed", "softmaxed", True),
+        # the near miss: the logits element is fed
+        (TUPLE_NET, "predicted, softmaxed", "predicted", False),
+        # an unpacking of another width: which element is which cannot be told
+        (TUPLE_NET, "predicted, softmaxed, extra", "softmaxed", False),
+        # one return gives the elements in the other order: the element is not always probs
+        (TUPLE_NET.replace("            return logits, probs", "            if x is None:\n                return probs, logits\n            return logits, probs"),
+         "predicted, softmaxed", "softmaxed", False),
+        # the tuple holds log_softmax: harmless before cross-entropy
+        (TUPLE_NET.replace("F.softmax", "F.log_softmax"), "predicted, softmaxed", "softmaxed", False),
+    ],
+)
+def test_an_element_of_the_tuple_forward_returns_in_another_module(run_cli, tmp_path, net, unpack, fed, reported):
+    write(tmp_path, {"model.py": net, "train.py": TUPLE_TRAIN.format(unpack=unpack, fed=fed)})
+    found = codes(run_cli, "train.py", "--select", "TL201", "--no-cache")
+    assert [c for _, c, _ in found] == (["TL201"] if reported else [])
+    if reported:
+        assert "as element 2 of 2" in run_cli("train.py", "--select", "TL201", "--no-cache").stdout
+
+
+def test_a_sigmoid_element_of_another_module_fed_to_bce_with_logits(run_cli, tmp_path):
+    net = TUPLE_NET.replace("F.softmax(logits, dim=1)", "torch.sigmoid(logits)").replace("return logits, probs", "return probs, logits")
+    train = TUPLE_TRAIN.replace("torch.nn.CrossEntropyLoss()", "torch.nn.BCEWithLogitsLoss()")
+    write(tmp_path, {"model.py": net, "train.py": train.format(unpack="pred, feats", fed="pred")})
+    assert [c for _, c, _ in codes(run_cli, "train.py", "--select", "TL202", "--no-cache")] == ["TL202"]
+    write(tmp_path, {"train.py": train.format(unpack="pred, feats", fed="feats")})
+    assert codes(run_cli, "train.py", "--select", "TL202", "--no-cache") == []
+
+
+FOCAL_LOSS = """
+    import torch
+    import torch.nn as nn
+    import torch.nn.functional as F
+
+    class WeightedFocalLoss(nn.Module):
+        def __init__(self, alpha=.25, gamma=2):
+            super().__init__()
+            self.gamma = gamma
+
+        def forward(self, inputs, targets):
+            {body}
+            pt = torch.exp(-bce)
+            return ((1 - pt) ** self.gamma * bce).mean()
+"""
+
+FOCAL_TRAIN = """
+    import torch
+    from model import SegNet
+    from losses import WeightedFocalLoss
+
+    model = SegNet().cuda()
+    criterion = WeightedFocalLoss(alpha=.5).cuda()
+    for x, y in train_loader:
+        pred, _ = model(x)
+        pred = torch.squeeze(pred)
+        loss = criterion(pred.type(torch.cuda.FloatTensor), y)
+        loss.backward()
+"""
+
+
+@pytest.mark.parametrize(
+    "body,reported",
+    [
+        # LMFD-PAD (meilfang/LMFD-PAD#1): the model's sigmoid element, in model.py, is fed in
+        # train.py to a focal loss of losses.py built on the with-logits BCE
+        ("bce = F.binary_cross_entropy_with_logits(inputs, targets, reduction='none')", True),
+        # near misses: the loss class wants probabilities, or makes logits of them first
+        ("bce = F.binary_cross_entropy(inputs, targets, reduction='none')", False),
+        ("bce = F.binary_cross_entropy_with_logits(torch.logit(inputs), targets, reduction='none')", False),
+        # it feeds its other argument as the input
+        ("bce = F.binary_cross_entropy_with_logits(targets, inputs, reduction='none')", False),
+    ],
+)
+def test_a_loss_class_of_another_module_that_hands_its_input_to_bce_with_logits(run_cli, tmp_path, body, reported):
+    net = TUPLE_NET.replace("F.softmax(logits, dim=1)", "torch.sigmoid(logits)").replace("return logits, probs", "return probs, logits")
+    write(tmp_path, {"model.py": net, "losses.py": FOCAL_LOSS.format(body=body), "train.py": FOCAL_TRAIN})
+    found = codes(run_cli, "train.py", "--select", "TL202", "--no-cache")
+    assert [c for _, c, _ in found] == (["TL202"] if reported else [])
+    if reported:
+        assert "(through `WeightedFocalLoss` from losses.py)" in run_cli("train.py", "--select", "TL202", "--no-cache").stdout
+
+
 # -- TL301: the model's class decides whether eval mode matters -------------------------------
 
 def net_with(layer: str) -> str:

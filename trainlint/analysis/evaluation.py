@@ -95,6 +95,22 @@ class EvalPass:
         return self.loop.start if self.loop is not None else self.function.start  # type: ignore[union-attr]
 
 
+def _bound_names(targets: List[cst.BaseExpression]) -> Optional[List[str]]:
+    """The names `y = ...` or `y, feats = ...` binds; None for any other target (an
+    attribute, a subscript, a starred element)."""
+    out: List[str] = []
+    for t in targets:
+        if isinstance(t, cst.Name):
+            out.append(t.value)
+        elif isinstance(t, (cst.Tuple, cst.List)) and t.elements and all(
+            isinstance(e, cst.Element) and isinstance(e.value, cst.Name) for e in t.elements
+        ):
+            out.extend(e.value.value for e in t.elements)  # type: ignore[attr-defined]
+        else:
+            return None
+    return out
+
+
 def _outputs_only_inspected(fn: FunctionInfo, model_calls: List[CallSite]) -> bool:
     """The model's outputs are only looked at -- printed, their shape read, asserted -- not
     scored: a metric over noise fed to a generator (`fid(G(z))`) is an evaluation."""
@@ -114,11 +130,11 @@ def _outputs_only_inspected(fn: FunctionInfo, model_calls: List[CallSite]) -> bo
                 and any(isinstance(a.value, cst.Name) and a.value.value in names for a in value.args)
             ):
                 continue
-            targets = [t.target for t in node.targets]
-            if id(value) not in assigned and all(isinstance(t, cst.Name) for t in targets):
+            bound = _bound_names([t.target for t in node.targets])
+            if id(value) not in assigned and bound is not None:
                 calls.add(id(value))
                 assigned.add(id(value))
-                names.update(t.value for t in targets)  # type: ignore[union-attr]
+                names.update(bound)
                 changed = True
 
     def fine(node: cst.CSTNode, inspecting: bool) -> bool:

@@ -5,7 +5,8 @@ the class: the import is resolved the way Python would find the module (relative
 from the file's package; absolute ones from the file's folder, the top of its package,
 the linted root and its `src/`), the module is read and parsed -- never imported -- and
 reduced to a small summary (`summarise`):
-- classes: what `forward` returns (softmax / sigmoid output, see analysis/values.py) and
+- classes: what `forward` returns (softmax / sigmoid output, see analysis/values.py; for a
+  tuple, element by element) and
   whether the class holds a layer that behaves differently in train and eval mode;
 - module-level functions: whether calling one trains, clears gradients, runs under
   no_grad, which mode it leaves a model in, and the classes a factory returns;
@@ -36,7 +37,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from trainlint.analysis.context import FileContext
     from trainlint.cache import Cache
 
-SUMMARY_VERSION = 3  # 2: flag-gated activations, dataset classes' own ordering; 3: forward's output kind
+SUMMARY_VERSION = 4  # 2: flag-gated activations, dataset classes' own ordering; 3: tuple elements, loss classes; 4: forward's output kind
 MAX_HOPS = 3  # re-exports, star imports and factories followed, in all
 MAX_MODULE_BYTES = 2_000_000  # a generated or data module: not worth parsing for facts
 # Roots that are never a project module: PyTorch and its family (see precheck.TORCH_ROOTS),
@@ -74,7 +75,8 @@ def summarise(ctx: "FileContext") -> dict:
     from trainlint.analysis.datasets import is_iterable_dataset_class, shuffles_itself
     from trainlint.analysis.flags import bool_defaults
     from trainlint.analysis.evaluation import Evaluation
-    from trainlint.analysis.values import SIGMOID, SOFTMAX, _returns_output
+    from trainlint.analysis.losses import LOSS_FAMILIES, feeds_loss_input
+    from trainlint.analysis.values import SIGMOID, SOFTMAX, _returns_output, returned_elements
 
     ev = Evaluation(ctx)
     classes: Dict[str, dict] = {}
@@ -92,6 +94,19 @@ def summarise(ctx: "FileContext") -> dict:
                 except RecursionError:
                     why = None
             entry[kind.label] = why
+            # `return logits, probs`: which elements are the output, for `a, b = model(x)`.
+            elements = None
+            if forward is not None:
+                try:
+                    elements = returned_elements(ctx, forward, kind, (forward, bool_defaults(forward)))
+                except RecursionError:
+                    elements = None
+            if elements and any(elements):
+                entry[f"{kind.label}_elements"] = elements
+        # A loss class that hands its input to cross-entropy / a with-logits BCE (TL201/TL202).
+        feeds = [f for f, (funcs, mods) in LOSS_FAMILIES.items() if forward is not None and feeds_loss_input(ctx, forward, funcs, mods)]
+        if feeds:
+            entry["feeds"] = feeds
         # What `forward` ends in as the outputs analysis reads it (TL205-TL208): logits, a
         # log_softmax, a ReLU, ... with its reason; None when not one kind on every path.
         entry["output"] = _forward_output(ctx, forward)

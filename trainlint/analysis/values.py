@@ -18,7 +18,9 @@ CallFlags = Optional[Tuple[FunctionInfo, Flags]]
 _UNCONDITIONAL = ""  # `_conditional_source`: the use sees an assignment that always runs
 
 # Tensor methods that keep "these are probabilities": `probs.float()`, `probs.squeeze(1)`.
-_SHAPE_METHODS = {"float", "double", "half", "to", "cuda", "cpu", "squeeze", "unsqueeze", "view", "reshape", "contiguous", "permute", "transpose", "flatten", "clone"}
+_SHAPE_METHODS = {"float", "double", "half", "to", "type", "cuda", "cpu", "squeeze", "unsqueeze", "view", "reshape", "contiguous", "permute", "transpose", "flatten", "clone"}
+# Their function spellings: `torch.squeeze(probs)`.
+_SHAPE_FUNCS = {"torch.squeeze", "torch.unsqueeze", "torch.reshape", "torch.flatten", "torch.permute", "torch.transpose", "torch.clone"}
 
 
 @dataclass(frozen=True)
@@ -66,6 +68,8 @@ def source_of(ctx: FileContext, expr: cst.BaseExpression, at: Site, kind: Output
     q = ctx.qualname(func)
     if q in kind.funcs:
         return f"`{ctx.module.code_for_node(func)}(...)`"
+    if q in _SHAPE_FUNCS and expr.args and expr.args[0].keyword is None and not expr.args[0].star:
+        return source_of(ctx, expr.args[0].value, at, kind, depth + 1, flags)
     if isinstance(func, cst.Attribute):
         # `self.softmax(x)` is a layer kept under that name (often `nn.LogSoftmax()`), not
         # the tensor method: it is followed as a module below.
@@ -124,6 +128,8 @@ def _unpacked_from(ctx: FileContext, name: cst.Name, at: Site, kind: OutputKind,
     if fn is None and isinstance(call.func, (cst.Name, cst.Attribute)):
         cls = ctx.instance_class(call.func, site)
         fn = ctx.method(cls, "forward") if cls is not None else None
+    if fn is None and index >= 0 and isinstance(call.func, (cst.Name, cst.Attribute)):
+        return _unpacked_from_project(ctx, call.func, site, kind, index, len(site.targets))
     if fn is None or index < 0:
         return ""
     found = ""
@@ -135,6 +141,52 @@ def _unpacked_from(ctx: FileContext, name: cst.Name, at: Site, kind: OutputKind,
         if not found:
             return ""
     return found
+
+
+def _unpacked_from_project(ctx: FileContext, func: cst.BaseExpression, at: Site, kind: OutputKind, index: int, width: int) -> str:
+    """`logits, probs = model(x)` with `model` built from a class of another module of the
+    project: that class's summary says, element by element, which outputs of the tuple
+    `forward` returns are `kind`'s (analysis/project.py). "" when that cannot be shown for
+    every construction `model` may hold."""
+    if ctx.project is None or ctx.qualname(func) is not None:
+        return ""
+    from trainlint.analysis.project import constructor_summary
+
+    cands = ctx.constructions(func, at)
+    found = ""
+    for value, _ in cands:
+        if not isinstance(value, cst.Call) or not isinstance(value.func, (cst.Name, cst.Attribute)):
+            return ""
+        summary = constructor_summary(ctx, value.func)
+        elements = summary[0].get(f"{kind.label}_elements") if summary is not None else None
+        if not isinstance(elements, list) or len(elements) != width or not elements[index]:
+            return ""
+        name = ctx.module.code_for_node(value.func).rsplit(".", 1)[-1]
+        where = summary[1]  # type: ignore[index]
+        found = f"`{name}` from {where}, whose `forward` returns {elements[index]} as element {index + 1} of {width}"
+    return found
+
+
+def returned_elements(ctx: FileContext, fn: FunctionInfo, kind: OutputKind, flags: CallFlags = None) -> Optional[list]:
+    """For a `fn` whose every return is a tuple of the same length (`return logits, probs`):
+    per element, how it is `kind`'s output (as `source_of` says), or None where some return
+    gives something else there. None when some return is not such a tuple. Branches a flag
+    keeps from running in the call are left out."""
+    out: Optional[list] = None
+    for r in ctx.returns_of(fn):
+        if _skipped(ctx, r, fn, flags):
+            continue
+        elements = r.value.elements if isinstance(r.value, (cst.Tuple, cst.List)) else None
+        if not elements or any(isinstance(e, cst.StarredElement) for e in elements):
+            return None
+        if out is None:
+            out = [""] * len(elements)  # "": not looked at yet
+        elif len(elements) != len(out):
+            return None
+        for i, e in enumerate(elements):
+            if out[i] is not None:
+                out[i] = source_of(ctx, e.value, r, kind, 1, flags) or None
+    return out
 
 
 def _is_imported(ctx: FileContext, expr: cst.BaseExpression) -> bool:

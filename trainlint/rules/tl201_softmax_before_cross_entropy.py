@@ -2,8 +2,7 @@ from __future__ import annotations
 
 from typing import Iterator, Optional
 
-from trainlint.analysis.losses import is_loss_call
-from trainlint.analysis.torch_api import CROSS_ENTROPY_FUNCS, CROSS_ENTROPY_MODULES
+from trainlint.analysis.losses import loss_input
 from trainlint.analysis.values import SOFTMAX, activation_input, activation_through_name, snippet, source_of
 from trainlint.rules.base import Replacement, Report, Rule
 
@@ -11,7 +10,8 @@ from trainlint.rules.base import Replacement, Report, Rule
 class SoftmaxBeforeCrossEntropy(Rule):
     """## What it does
     Finds probabilities — the output of `softmax`, `nn.Softmax`, or a model whose `forward`
-    or `nn.Sequential` ends in one — passed to `nn.CrossEntropyLoss` / `F.cross_entropy`.
+    or `nn.Sequential` ends in one — passed to `nn.CrossEntropyLoss` / `F.cross_entropy`,
+    or to a loss class that hands its input on to one unchanged.
     A softmax behind a flag parameter (`def forward(self, x, apply_softmax=False)`) counts
     only for calls that turn the flag on; one behind another condition must also be there
     without the branch.
@@ -136,6 +136,19 @@ class SoftmaxBeforeCrossEntropy(Rule):
             y_pred = classifier(batch["x"])
             loss = loss_func(y_pred, batch["y"])
         probs = classifier(x_new, apply_softmax=True)  # prediction only
+        """,
+        """
+        import torch.nn as nn
+        import torch.nn.functional as F
+        # a label-smoothing loss class that takes log-probabilities: log_softmax is harmless
+        class SmoothCE(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.ce = nn.CrossEntropyLoss(label_smoothing=0.1)
+            def forward(self, logits, y):
+                return self.ce(logits, y)
+        crit = SmoothCE()
+        loss = crit(F.log_softmax(model(x), dim=1), y)
         """,
     )
     # Softmax through a variable: fixed (unsafe) only where the variable just carries the
@@ -319,22 +332,36 @@ class SoftmaxBeforeCrossEntropy(Rule):
             loss = loss_func(y_pred, batch["y"])  # !
             loss = loss + loss_func(tagger(batch["x"]), batch["y"])  # !
         """,
+        """
+        import torch
+        import torch.nn as nn
+        import torch.nn.functional as F
+        # a loss class that hands its input on to cross-entropy
+        class SmoothCE(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.ce = nn.CrossEntropyLoss(label_smoothing=0.1)
+            def forward(self, logits, y):
+                return self.ce(logits, y)
+        crit = SmoothCE()
+        loss = crit(torch.squeeze(F.softmax(model(x), dim=1)), y)  # !
+        """,
     )
 
     def check(self, ctx) -> Iterator[Report]:
         for call in ctx.facts.calls:
-            if not is_loss_call(ctx, call, CROSS_ENTROPY_FUNCS, CROSS_ENTROPY_MODULES):
+            found = loss_input(ctx, call, "cross_entropy")
+            if found is None or found[0] is None:
                 continue
-            inp = call.arg(0, "input")
-            if inp is None:
-                continue
+            inp, via = found
             why = source_of(ctx, inp, call, SOFTMAX)
             if why is None:
                 continue
             text = snippet(ctx, inp)
+            through = f" (through {via})" if via else ""
             yield Report(
                 inp,
-                f"`{text}` is softmax output (from {why}) fed to cross-entropy, which applies "
+                f"`{text}` is softmax output (from {why}) fed to cross-entropy{through}, which applies "
                 f"log_softmax itself: softmax runs twice and the gradients shrink. Pass the raw logits.",
                 self._fix(ctx, inp, call),
             )

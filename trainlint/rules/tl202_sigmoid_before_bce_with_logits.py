@@ -2,24 +2,18 @@ from __future__ import annotations
 
 from typing import Iterator, Optional
 
-import libcst as cst
 
-from trainlint.analysis.losses import is_loss_call
+from trainlint.analysis.losses import loss_input
 from trainlint.analysis.values import SIGMOID, activation_input, snippet, source_of
 from trainlint.rules.base import Replacement, Report, Rule
-
-BCE_LOGITS_FUNCS = {
-    "torch.nn.functional.binary_cross_entropy_with_logits",
-    "torch.binary_cross_entropy_with_logits",
-}
-BCE_LOGITS_MODULES = {"torch.nn.BCEWithLogitsLoss", "torch.nn.modules.loss.BCEWithLogitsLoss"}
 
 
 class SigmoidBeforeBceWithLogits(Rule):
     """## What it does
     Finds the output of a sigmoid — `torch.sigmoid`, `x.sigmoid()`, `nn.Sigmoid`, or a
     helper, model `forward` or `nn.Sequential` that ends in one — passed as the input of
-    `nn.BCEWithLogitsLoss` / `F.binary_cross_entropy_with_logits`. A sigmoid behind a flag
+    `nn.BCEWithLogitsLoss` / `F.binary_cross_entropy_with_logits`, or of a loss class that
+    hands its input on to one unchanged (a focal loss built on it). A sigmoid behind a flag
     parameter (`def forward(self, x, apply_sigmoid=False)`) counts only for calls that turn
     the flag on.
 
@@ -108,6 +102,40 @@ class SigmoidBeforeBceWithLogits(Rule):
         y_pred = classifier(x_in=batch["x"].float())
         loss = loss_func(y_pred, batch["y"].float())
         """,
+        """
+        import torch
+        import torch.nn as nn
+        import torch.nn.functional as F
+        # a loss class that turns probabilities back into logits before the with-logits loss
+        class ProbFocalLoss(nn.Module):
+            def forward(self, probs, targets):
+                logits = torch.logit(probs, eps=1e-6)
+                return F.binary_cross_entropy_with_logits(logits, targets)
+        model = nn.Sequential(nn.Linear(4, 1), nn.Sigmoid())
+        crit = ProbFocalLoss()
+        loss = crit(model(x), y)
+        """,
+        """
+        import torch
+        import torch.nn.functional as F
+        # the helper feeds its second argument (the teacher's soft targets) as the target
+        def distill(student_logits, teacher_probs):
+            return F.binary_cross_entropy_with_logits(student_logits, teacher_probs)
+        loss = distill(student(x), torch.sigmoid(teacher(x)))
+        """,
+        """
+        import torch
+        import torch.nn as nn
+        # a wrapper of the plain BCE: probabilities are what it wants
+        class MaskedBCE(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.bce = nn.BCELoss(reduction="none")
+            def forward(self, probs, y, mask):
+                return (self.bce(probs, y) * mask).mean()
+        crit = MaskedBCE()
+        loss = crit(torch.sigmoid(model(x)), y, m)
+        """,
     )
     INVALID = (
         """
@@ -173,6 +201,32 @@ class SigmoidBeforeBceWithLogits(Rule):
             for x, y in loader:
                 loss = F.binary_cross_entropy_with_logits(input=predict(model, x), target=y)  # !
         """,
+        """
+        import torch
+        import torch.nn as nn
+        import torch.nn.functional as F
+        # a focal loss class built on the with-logits loss (LMFD-PAD before its fix)
+        class WeightedFocalLoss(nn.Module):
+            def __init__(self, alpha=.25, gamma=2):
+                super().__init__()
+                self.gamma = gamma
+            def forward(self, inputs, targets):
+                bce = F.binary_cross_entropy_with_logits(inputs, targets, reduction="none")
+                pt = torch.exp(-bce)
+                return ((1 - pt) ** self.gamma * bce).mean()
+        class Net(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.cls = nn.Linear(8, 1)
+            def forward(self, x):
+                return torch.sigmoid(self.cls(x)), x
+        model = Net().cuda()
+        criterion = WeightedFocalLoss(alpha=.5).cuda()
+        for x, y in loader:
+            pred, _ = model(x)
+            pred = torch.squeeze(pred)
+            loss = criterion(pred.type(torch.cuda.FloatTensor), y)  # !
+        """,
     )
 
     def check(self, ctx) -> Iterator[Report]:
@@ -180,18 +234,20 @@ class SigmoidBeforeBceWithLogits(Rule):
             if call.has_star_args:
                 continue
             try:
-                if not is_loss_call(ctx, call, BCE_LOGITS_FUNCS, BCE_LOGITS_MODULES):
+                found = loss_input(ctx, call, "bce_with_logits")
+                if found is None:
                     continue
-                inp = call.arg(0, "input")
+                inp, via = found
                 why = source_of(ctx, inp, call, SIGMOID) if inp is not None else None
             except RecursionError:  # pathological value chains: cannot tell
                 continue
             if why is None:
                 continue
             text = snippet(ctx, inp)
+            through = f" (through {via})" if via else ""
             yield Report(
                 inp,
-                f"`{text}` is sigmoid output (from {why}) fed to a `with_logits` BCE loss, which "
+                f"`{text}` is sigmoid output (from {why}) fed to a `with_logits` BCE loss{through}, which "
                 f"applies the sigmoid itself: the probabilities are squashed twice and the loss "
                 f"cannot fall. Pass the raw logits (or use `BCELoss` on probabilities).",
                 self._fix(ctx, inp),

@@ -184,6 +184,21 @@ class EvalWithoutEvalMode(Rule):
         def test_net():
             net = Net()
             assert net(torch.zeros(1, 3, 8, 8)).shape == (1, 8, 6, 6), "bad shape"
+
+        class TwoHeads(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.bn = nn.BatchNorm2d(3)
+            def forward(self, x):
+                x = self.bn(x)
+                return x.mean(1), x
+
+        # two outputs, unpacked, their shapes printed (LMFD-PAD's model/mfad.py `_test()`)
+        def _test():
+            image_x = torch.randn(4, 3, 32, 32)
+            heads = TwoHeads()
+            y, map_y = heads(image_x)
+            print("binary output shape:", y.shape, "feature map shape:", map_y.shape)
         """,
         """
         import torch
@@ -413,6 +428,16 @@ class EvalWithoutEvalMode(Rule):
         def predict(model):  # !
             x = torch.tensor(X_test, dtype=torch.float32)
             return model(x).argmax(1)
+        """,
+        """
+        import torch
+        import torch.nn as nn
+        net_pair = nn.Sequential(nn.Linear(8, 8), nn.Dropout(0.5))
+        # near-miss of a smoke test with two outputs: one of them is scored
+        def _test():  # !
+            image_x = torch.randn(4, 8)
+            y, map_y = net_pair(image_x)
+            return (y.argmax(1) == 0).float().mean()
         """,
         """
         import torch
