@@ -44,6 +44,7 @@ class FileContext:
         # Factory functions being followed right now (analysis/outputs.py), so a factory
         # that hands back its own argument is not re-entered through every call site.
         self.open_factories: Set[str] = set()
+        self._constructions_memo: Dict[Tuple[int, int], tuple] = {}
         # The other modules of the project (analysis/project.py), when the run reads them.
         self.project = None
 
@@ -294,7 +295,18 @@ class FileContext:
 
     def constructions(self, expr: cst.BaseExpression, at: Site, depth: int = 0) -> List[Tuple[cst.BaseExpression, Site]]:
         """What `expr` resolves to, with wrappers like `.to(device)` peeled off, followed again
-        (`self.model = DDP(self.model)` refers to itself: followed MAX_DEPTH times at most)."""
+        (`self.model = DDP(self.model)` refers to itself: followed MAX_DEPTH times at most).
+        Memoised per (expression, site): several rules ask about every call of the file."""
+        if depth == 0:
+            key = (id(expr), id(at))
+            known = self._constructions_memo.get(key)
+            if known is None:
+                # the key's objects are kept alive with the answer, so their ids stay theirs
+                known = self._constructions_memo[key] = (expr, at, self._constructions(expr, at, 0))
+            return list(known[2])
+        return self._constructions(expr, at, depth)
+
+    def _constructions(self, expr: cst.BaseExpression, at: Site, depth: int) -> List[Tuple[cst.BaseExpression, Site]]:
         out = []
         for value, site in self.resolve(expr, at):
             inner = self.unwrap_model(value)
