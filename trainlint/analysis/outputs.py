@@ -257,6 +257,12 @@ def _called(ctx: FileContext, func: cst.BaseExpression, at: Site, depth: int) ->
             return _returns(ctx, fn, depth)
     if isinstance(func, cst.Attribute) and _is_self(func.value) and _replaced_from_outside(ctx, func.attr.value):
         return None
+    if isinstance(func, cst.Attribute) and not _is_self(func.value) and not _replaced_from_outside(ctx, func.attr.value):
+        # `model.head(feats)` outside the class: the layer (or method) the class of every
+        # object `model` may be gives `head`
+        member = _member_output(ctx, func, at, depth)
+        if member is not False:
+            return member
     cands = ctx.constructions(func, at)
     if not cands or any(v is func for v, _ in cands):
         return None
@@ -267,6 +273,36 @@ def _called(ctx: FileContext, func: cst.BaseExpression, at: Site, depth: int) ->
             found += [_module_output(ctx, pv, ps, depth + 1) for a, asite in passed for pv, ps in ctx.constructions(a, asite)]
         else:
             found.append(_module_output(ctx, v, s, depth + 1))
+    return _agree(found)
+
+
+def _member_output(ctx: FileContext, func: cst.Attribute, at: Site, depth: int):
+    """`obj.attr(...)` where every object `obj` may be is an instance of a class of this
+    module: what its method `attr` returns, or what calling the layer its `__init__` assigns
+    to `self.attr` returns. False when `obj` is not known to be such an instance (the caller
+    goes on); None when it is, but the answer is not one kind."""
+    owners = ctx.constructions(func.value, at)
+    classes = []
+    for v, _ in owners:
+        cls = ctx.class_named(v.func.value) if isinstance(v, cst.Call) and isinstance(v.func, cst.Name) else None
+        if cls is None or ctx.qualname(v.func) is not None:
+            return False
+        classes.append(cls)
+    if not classes:
+        return False
+    attr = func.attr.value
+    found = []
+    for cls in classes:
+        method = ctx.method(cls, attr)
+        if method is not None:
+            found.append(_returns(ctx, method, depth))
+            continue
+        assigns = ctx._self_attr_assigns.get((cls.name, attr), [])
+        if not assigns:
+            return None  # set by a base class or from outside: not seen here
+        for a in assigns:
+            for v, s in ctx.constructions(a.value, a):
+                found.append(_module_output(ctx, v, s, depth + 1))
     return _agree(found)
 
 

@@ -43,6 +43,25 @@ class BceLossOnRawLogits(Rule):
 
     VALID = (
         """
+        import torch.nn as nn
+        import torch.nn.functional as F
+        # the head called from outside the class ends in a sigmoid; another was swapped in
+        class MultiLabel(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.backbone = nn.Sequential(nn.Linear(50, 256), nn.ReLU())
+                self.head = nn.Sequential(nn.Linear(256, 12), nn.Sigmoid())
+                self.aux = nn.Linear(256, 12)
+            def forward(self, x):
+                return self.backbone(x)
+        def step(model, x, y):
+            feats = model(x)
+            return F.binary_cross_entropy(model.head(feats), y) + F.binary_cross_entropy(model.aux(feats), y)
+        net = MultiLabel()
+        net.aux = nn.Sequential(nn.Linear(256, 12), nn.Sigmoid())
+        step(net, x, y)
+        """,
+        """
         import torch
         import torch.nn as nn
         # factories that end in a sigmoid, or add one after building the network
@@ -112,6 +131,23 @@ class BceLossOnRawLogits(Rule):
         """,
     )
     INVALID = (
+        """
+        import torch.nn as nn
+        import torch.nn.functional as F
+        # a layer of the model called from outside the class
+        class MultiLabel(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.backbone = nn.Sequential(nn.Linear(50, 256), nn.ReLU())
+                self.head = nn.Linear(256, 12)
+            def forward(self, x):
+                return self.backbone(x)
+        def step(model, x, y):
+            scores = model.head(model(x))
+            return F.binary_cross_entropy(scores, y)  # !
+        net = MultiLabel()
+        step(net, x, y)
+        """,
         """
         import torch.nn as nn
         model = nn.Sequential(nn.Linear(30, 16), nn.ReLU(), nn.Linear(16, 1))
