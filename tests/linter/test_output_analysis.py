@@ -136,8 +136,16 @@ def _flow(src):
         ),
         # assigned on one branch only, nothing before: unknown
         ("import torch\ndef f(x, t):\n    if done:\n        t = model(x).detach()\n    probe(t)\n", UNKNOWN),
-        # a list filled later is not followed
-        ("import torch\nouts = []\nfor x in xs:\n    outs.append(model(x))\nprobe(torch.cat(outs))\n", UNKNOWN),
+        # a list that starts empty holds what is appended or extended to it
+        ("import torch\nouts = []\nfor x in xs:\n    outs.append(model(x))\nprobe(torch.cat(outs))\n", MODEL),
+        (
+            "import torch\nlps = []\nfor x in xs:\n    lps.extend(model(x).tolist())\n"
+            "probe(torch.tensor(lps, requires_grad=True))\n",
+            CUT,
+        ),
+        # ... unless something else may fill it: a helper it is handed to, an item assignment
+        ("import torch\nouts = []\nfill(outs, xs)\nouts.append(model(x).detach())\nprobe(outs)\n", UNKNOWN),
+        ("import torch\nouts = []\nouts.append(model(x).detach())\nouts[0] = y\nprobe(outs)\n", UNKNOWN),
         # a callee whose parameters an optimizer trains is a model
         (
             "import torch\nclass A:\n    def __init__(self, q):\n        self.Q = q\n        self.opt = torch.optim.Adam(self.Q.parameters())\n"

@@ -205,6 +205,12 @@ def _name(ctx: FileContext, name: cst.Name, at: Site, depth: int) -> Flow:
             out = out | _flow(ctx, site.value, site, depth + 1) | _name(ctx, name, site, depth + 1)
         elif site.op == "=":
             value = site.value if site.value is not None else site.whole_value
+            if isinstance(value, cst.List) and not value.elements and site.function is at.function:
+                # `log_probs = []` filled by `.append(x)` / `.extend(xs)` in this function
+                out = out | _filled_list(ctx, name.value, at, depth)
+                if out.kind == UNKNOWN:
+                    return out
+                continue
             if isinstance(value, (cst.List, cst.Dict, cst.Set, cst.ListComp, cst.DictComp, cst.SetComp)):
                 return _UNKNOWN  # a container filled later (`outs.append(model(x))`)
             out = out | _flow(ctx, value, site, depth + 1)
@@ -212,6 +218,36 @@ def _name(ctx: FileContext, name: cst.Name, at: Site, depth: int) -> Flow:
             return _UNKNOWN
         if out.kind == UNKNOWN:
             return out
+    return out
+
+
+_LIST_FILLERS = {"append", "extend"}
+_LIST_READERS = {"index", "count", "copy"}
+
+
+def _filled_list(ctx: FileContext, name: str, at: Site, depth: int) -> Flow:
+    """What a list that starts empty holds: every value `.append`ed or `.extend`ed to it
+    in the function (in any order: a loop may come round). UNKNOWN when anything else may
+    change it: another method, an item assignment, or the list handed to a call that is not
+    a PyTorch function (a helper may fill it)."""
+    out = _DATA
+    for c in ctx.calls_in(at.function):
+        recv = c.receiver
+        if isinstance(recv, cst.Name) and recv.value == name:
+            if c.attr in _LIST_FILLERS and len(c.node.args) == 1 and not c.has_star_args:
+                out = out | _flow(ctx, c.node.args[0].value, c, depth + 1)
+            elif c.attr not in _LIST_READERS:
+                return _UNKNOWN
+        elif any(isinstance(a.value, cst.Name) and a.value.value == name for a in c.node.args) \
+                and not (c.qualname or "").startswith("torch."):
+            return _UNKNOWN
+        if out.kind == UNKNOWN:
+            return out
+    for a in ctx.facts.assigns:
+        if a.function is at.function and any(
+            isinstance(t, cst.Subscript) and isinstance(t.value, cst.Name) and t.value.value == name for t in a.targets
+        ):
+            return _UNKNOWN
     return out
 
 
