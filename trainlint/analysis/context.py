@@ -30,6 +30,10 @@ _WRAPPERS = {
 }
 
 MAX_DEPTH = 6
+
+
+def _same_sites(a: Sequence[Site], b: Sequence[Site]) -> bool:
+    return len(a) == len(b) and all(x is y for x, y in zip(a, b))
 TORCH_ROOTS = frozenset(precheck.TORCH_ROOTS)
 
 
@@ -240,6 +244,31 @@ class FileContext:
         if cls is None:
             return []
         return self._self_attr_assigns.get((cls.name, attr), [])
+
+    def self_aliases(self, name: str, at: Site) -> List[str]:
+        """The `self.` attributes that hold the object the local name `name` holds at `at`
+        (`def __init__(self, model): self.model = model` with `model` read in `__init__`):
+        every assignment of the attribute in the class is `self.x = name` (wrappers that
+        share the parameters, `.to(device)`, `DDP(...)`, peeled), made in the same function
+        and reading the same binding of `name` (the same parameter or assignment) as `at`."""
+        cls = self.method_class(at.function)
+        if cls is None or at.function is None:
+            return []
+        binding = self.reaching(name, at)
+        if not binding and name not in at.function.params:
+            return []  # a global or builtin: not followed
+        out: List[str] = []
+        for (cls_name, attr), sites in self._self_attr_assigns.items():
+            if cls_name != cls.name:
+                continue
+            if all(
+                s.op == "=" and s.value is not None and s.function is at.function
+                and isinstance(self.unwrap_model(s.value), cst.Name) and self.unwrap_model(s.value).value == name  # type: ignore[attr-defined]
+                and _same_sites(self.reaching(name, s), binding)
+                for s in sites
+            ):
+                out.append("self." + attr)
+        return out
 
     def resolve(self, expr: cst.BaseExpression, at: Site, depth: int = 0, defaults: bool = False) -> List[Tuple[cst.BaseExpression, Site]]:
         """The expressions `expr` may stand for, following names and `self.` attributes.
