@@ -7,7 +7,7 @@ import libcst as cst
 
 from trainlint.analysis.facts import AssignSite, CallSite
 from trainlint.analysis.names import dotted, expression_facts
-from trainlint.analysis.splits import LABEL_NAME, TRAIN_IN_NAME, derives, is_heldout_name, is_split_call, later_split, root_name, scopes, wrapped
+from trainlint.analysis.splits import LABEL_NAME, TRAIN_IN_NAME, carries, derives, is_heldout_name, is_split_call, later_split, root_name, scopes, wrapped
 from trainlint.rules.base import Report, Rule
 
 # Fitted preprocessing other than normalisation (TL402 owns the scalers): what each learns
@@ -332,7 +332,7 @@ class PreprocessingFittedBeforeSplit(Rule):
             else:
                 held = cls._result_names(fc.node, inner_assigns)
             held = wrapped(inner_assigns, fc.order, held)
-            if not any(id(fc.node) in expression_facts(r).nodes or derives(r, held) for r in returns):
+            if not any(carries(r, fc.node) or derives(r, held) for r in returns):
                 continue
             arg = ctx.argument_of(fn, call, param)
             data = root_name(arg) if arg is not None else None
