@@ -30,6 +30,10 @@ _WRAPPERS = {
 }
 
 MAX_DEPTH = 6
+
+
+def _same_sites(a: Sequence[Site], b: Sequence[Site]) -> bool:
+    return len(a) == len(b) and all(x is y for x, y in zip(a, b))
 TORCH_ROOTS = frozenset(precheck.TORCH_ROOTS)
 
 
@@ -242,12 +246,39 @@ class FileContext:
             return []
         return self._self_attr_assigns.get((cls.name, attr), [])
 
-    def resolve(self, expr: cst.BaseExpression, at: Site, depth: int = 0) -> List[Tuple[cst.BaseExpression, Site]]:
+    def self_aliases(self, name: str, at: Site) -> List[str]:
+        """The `self.` attributes that hold the object the local name `name` holds at `at`
+        (`def __init__(self, model): self.model = model` with `model` read in `__init__`):
+        every assignment of the attribute in the class is `self.x = name` (wrappers that
+        share the parameters, `.to(device)`, `DDP(...)`, peeled), made in the same function
+        and reading the same binding of `name` (the same parameter or assignment) as `at`."""
+        cls = self.method_class(at.function)
+        if cls is None or at.function is None:
+            return []
+        binding = self.reaching(name, at)
+        if not binding and name not in at.function.params:
+            return []  # a global or builtin: not followed
+        out: List[str] = []
+        for (cls_name, attr), sites in self._self_attr_assigns.items():
+            if cls_name != cls.name:
+                continue
+            if all(
+                s.op == "=" and s.value is not None and s.function is at.function
+                and isinstance(self.unwrap_model(s.value), cst.Name) and self.unwrap_model(s.value).value == name  # type: ignore[attr-defined]
+                and _same_sites(self.reaching(name, s), binding)
+                for s in sites
+            ):
+                out.append("self." + attr)
+        return out
+
+    def resolve(self, expr: cst.BaseExpression, at: Site, depth: int = 0, defaults: bool = False) -> List[Tuple[cst.BaseExpression, Site]]:
         """The expressions `expr` may stand for, following names and `self.` attributes.
 
         Returns (expression, site it appears at) pairs; a name that cannot be followed
         resolves to itself. Every candidate is returned: callers decide whether all or any
-        must match (precision: usually all).
+        must match (precision: usually all). A parameter follows what the same-module
+        callers pass; with `defaults`, it follows `param_values` instead (a call that
+        leaves the argument out contributes the parameter's default).
         """
         if depth > MAX_DEPTH:
             return [(expr, at)]
@@ -255,18 +286,21 @@ class FileContext:
             sites = self.reaching(expr.value, at)
             if not sites and at.function is not None and expr.value in at.function.params and not self._building_callers:
                 # A parameter: follow what the same-module callers pass.
-                args = self.param_arguments(at.function, expr.value)
+                if defaults:
+                    args = self.param_values(at.function, expr.value) or []
+                else:
+                    args = self.param_arguments(at.function, expr.value)
                 if not args:
                     return [(expr, at)]
                 out = []
                 for arg, site in args:
-                    out.extend(self.resolve(arg, site, depth + 1))
+                    out.extend(self.resolve(arg, site, depth + 1, defaults))
                 return out
             if not sites or any(s.value is None for s in sites):
                 return [(expr, at)]
             out = []
             for s in sites:
-                out.extend(self.resolve(s.value, s, depth + 1))  # type: ignore[arg-type]
+                out.extend(self.resolve(s.value, s, depth + 1, defaults))  # type: ignore[arg-type]
             return out
         if isinstance(expr, cst.Attribute) and isinstance(expr.value, cst.Name) and expr.value.value == "self":
             sites = self.self_attr_values(expr.attr.value, at)
@@ -275,7 +309,7 @@ class FileContext:
                 return [(expr, at)]
             out = []
             for s in sites:
-                out.extend(self.resolve(s.value, s, depth + 1))  # type: ignore[arg-type]
+                out.extend(self.resolve(s.value, s, depth + 1, defaults))  # type: ignore[arg-type]
             return out
         return [(expr, at)]
 
@@ -477,18 +511,74 @@ class FileContext:
         """Argument expressions that same-module callers pass for parameter `name`."""
         if name not in function.params:
             return []
-        params = list(function.params)
-        if function.cls is not None and params and params[0] in ("self", "cls"):
-            params = params[1:]
-        index = params.index(name) if name in params else -1
         out = []
         for call in self.callers(function):
-            arg = call.keyword(name)
-            if arg is None and index >= 0 and not call.has_star_args:
-                arg = call.positional(index)
+            arg = self.argument_of(function, call, name)
             if arg is not None:
                 out.append((arg, call))
         return out
+
+    @staticmethod
+    def argument_of(function: FunctionInfo, call: CallSite, name: str) -> Optional[cst.BaseExpression]:
+        """The argument `call` (a call of `function`) passes for parameter `name`: by keyword,
+        or by position (a method's `self`/`cls` is the receiver, not an argument). None when
+        it is left out or hidden in `*args`."""
+        arg = call.keyword(name)
+        if arg is not None:
+            return arg
+        p = function.node.params
+        params = [x.name.value for x in (*p.posonly_params, *p.params)]  # keyword-only ones are not positional
+        if function.cls is not None and params and params[0] in ("self", "cls"):
+            params = params[1:]
+        if name not in params or call.has_star_args:
+            return None
+        return call.positional(params.index(name))
+
+    def param_values(self, function: FunctionInfo, name: str) -> Optional[List[Tuple[cst.BaseExpression, Site]]]:
+        """Every value parameter `name` of a plain function holds when it runs: what each
+        same-module call passes, or the parameter's default where a call leaves it out
+        (`def main(wd=5e-4)` run as `main()`). The default is read at the `def`, in the
+        enclosing scope, where Python evaluates it.
+
+        None when some run cannot be seen: a method (frameworks call those), a decorated
+        function (a CLI or framework wrapper supplies the arguments), a function named
+        anywhere but as the callee of a same-module call (`fire.Fire(main)`,
+        `Thread(target=main)`, an export: called with arguments we do not see), no same-module
+        call at all, or a call with `*args`/`**kwargs`."""
+        if function.cls is not None or function.decorators or name not in function.params:
+            return None
+        callers = self.callers(function)
+        if not callers or any(c.has_star_args for c in callers):
+            return None
+        direct = [c for c in callers if isinstance(c.func, cst.Name) and c.func.value == function.name]
+        # The def's own name node plus one per direct call: any other mention hands the
+        # function on.
+        if len(direct) != len(callers) or self._name_counts.get(function.name, 0) != len(direct) + 1:
+            return None
+        p = function.node.params
+        param = next((x for x in (*p.posonly_params, *p.params, *p.kwonly_params) if x.name.value == name), None)
+        if param is None:
+            return None  # `*args` / `**kwargs`
+        at_def = Site(param, function.parent, (), (), (), function.start)
+        out: List[Tuple[cst.BaseExpression, Site]] = []
+        for call in callers:
+            arg = self.argument_of(function, call, name)
+            if arg is not None:
+                out.append((arg, call))
+            elif param.default is not None:
+                out.append((param.default, at_def))
+            else:
+                return None  # a call that Python would reject: not a run we can read
+        return out
+
+    @cached_property
+    def _name_counts(self) -> Dict[str, int]:
+        """How many times each name is written in the module (as a `Name` node)."""
+        counts: Dict[str, int] = {}
+        for node in walk(self.module):
+            if isinstance(node, cst.Name):
+                counts[node.value] = counts.get(node.value, 0) + 1
+        return counts
 
     # -- structure ----------------------------------------------------------------------
     def innermost_loop(self, site: Site) -> Optional[Block]:

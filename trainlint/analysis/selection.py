@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import List, Optional
+from typing import List, Optional, Set
 
 import libcst as cst
 
@@ -71,15 +71,40 @@ def _metric_side(node: cst.Comparison) -> Optional[cst.BaseExpression]:
 def _keeps_winner(ctx, node: cst.Comparison, site: Site, body: Optional[Block]) -> bool:
     """The if-body saves or copies the model, records other best values (the epoch, the
     hyper-parameters) or resets an early-stopping counter; for an assigned comparison
-    (`is_best = ...`), the flag goes to a save call."""
-    if body is None:
-        flag = [t.value for t in getattr(site, "targets", ()) if isinstance(t, cst.Name)]
-        return any(
-            c.order > site.order and (c.attr in SAVE_ATTRS or "save" in (c.attr or ""))
-            and any(isinstance(n, cst.Name) and n.value in flag for a in c.args for n in walk(a.value))
-            for c in ctx.calls_in(site.function)
-        )
+    (`is_best = ...`), the flag goes to a save call, or an `if` tests the flag (alone or
+    `and`-ed with other conditions) and its body keeps the winner."""
     compared = {dotted(node.left), dotted(node.comparisons[0].comparator)}
+    if body is not None:
+        return _body_keeps_winner(ctx, compared, body)
+    flag = [t.value for t in getattr(site, "targets", ()) if isinstance(t, cst.Name)]
+    if any(
+        c.order > site.order and (c.attr in SAVE_ATTRS or "save" in (c.attr or ""))
+        and any(isinstance(n, cst.Name) and n.value in flag for a in c.args for n in walk(a.value))
+        for c in ctx.calls_in(site.function)
+    ):
+        return True
+    for b in ctx.facts.blocks:
+        if b.kind != "if" or b.function is not site.function or b.start <= site.order:
+            continue
+        at = Site(b.node, b.function, (), (), (), b.start)
+        for tested in _tested_flags(b.test) & set(flag):
+            # The flag the `if` reads is this assignment's (not a later rebinding).
+            if any(r is site for r in ctx.reaching(tested, at)) and _body_keeps_winner(ctx, compared, b):
+                return True
+    return False
+
+
+def _tested_flags(test: Optional[cst.BaseExpression]) -> Set[str]:
+    """`{"is_best"}` for `if is_best:` or `if is_best and epoch > warmup:` (the body runs only
+    when the flag is true); nothing for `if not is_best:` or `if is_best or ...:`."""
+    if isinstance(test, cst.Name):
+        return {test.value}
+    if isinstance(test, cst.BooleanOperation) and isinstance(test.operator, cst.And):
+        return _tested_flags(test.left) | _tested_flags(test.right)
+    return set()
+
+
+def _body_keeps_winner(ctx, compared, body: Block) -> bool:
     for c in ctx.calls_within(body):
         if c.attr in SAVE_ATTRS or "save" in (c.attr or ""):
             return True

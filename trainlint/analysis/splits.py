@@ -92,6 +92,29 @@ def derives(expr, names: Set[str]) -> bool:
     return False
 
 
+def carries(expr, node: cst.CSTNode) -> bool:
+    """`expr` is the value of the expression `node` or computed from it, as `derives` judges
+    names: `node`, `(node, y)`, `np.asarray(node)`, `node[:, :10]`, `node.astype(...)`; not
+    `node.shape` or `len(node)`."""
+    if expr is node:
+        return True
+    if _metadata(expr):
+        return False
+    if isinstance(expr, cst.Subscript):
+        return carries(expr.value, node)
+    if isinstance(expr, cst.Attribute):
+        return carries(expr.value, node)
+    if isinstance(expr, cst.Call):
+        if isinstance(expr.func, cst.Name) and expr.func.value in _NOT_DATA_FUNCS:
+            return False
+        if isinstance(expr.func, cst.Attribute) and carries(expr.func.value, node):
+            return True
+        return any(carries(a.value, node) for a in expr.args)
+    if isinstance(expr, (cst.Tuple, cst.List)):
+        return any(carries(e.value, node) for e in expr.elements)
+    return False
+
+
 def _metadata(expr) -> bool:
     while isinstance(expr, (cst.Attribute, cst.Subscript, cst.Call)):
         if isinstance(expr, cst.Attribute) and expr.attr.value in _METADATA:

@@ -405,13 +405,15 @@ def _loop_source(ctx, name: str, site) -> Optional[cst.BaseExpression]:
 
 def _param_owners(ctx, step: Event) -> List[str]:
     """`model` for an optimizer built from `model.parameters()` (every owner named in its
-    parameter argument); empty when the construction is not visible."""
+    parameter argument, and the `self.` attributes that hold the same object:
+    `self.model = model` beside `AdamW(model.parameters())` in `__init__`); empty when the
+    construction is not visible."""
     site = step.site
     opt: Optional[cst.BaseExpression] = site.positional(0) or site.keyword("optimizer") if step.scaler else site.receiver  # type: ignore[attr-defined]
     if opt is None:
         return []
     owners: List[str] = []
-    for value, _ in ctx.constructions(opt, site):
+    for value, built_at in ctx.constructions(opt, site):
         if not isinstance(value, cst.Call) or not value.args:
             return []
         params = value.args[0].value
@@ -420,6 +422,8 @@ def _param_owners(ctx, step: Event) -> List[str]:
                 name = dotted(node.func.value)
                 if name:
                     owners.append(name)
+                    if isinstance(node.func.value, cst.Name):
+                        owners.extend(ctx.self_aliases(name, built_at))
     return owners
 
 

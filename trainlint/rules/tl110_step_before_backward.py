@@ -164,6 +164,23 @@ class StepBeforeBackward(Rule):
         for batches in loader:
             train_step(model, batches, optimizer, scaler, accum_freq)
         """,
+        """
+        import copy
+        import torch
+        from torch import nn
+        # the clear in the loop is the frozen teacher's; the optimizer steps the student
+        class Distiller:
+            def __init__(self, model, teacher):
+                self.model = model
+                self.teacher = copy.deepcopy(teacher)
+                self.optim = torch.optim.AdamW(model.parameters(), lr=1e-3)
+            def run_epoch(self, batches):
+                for x, y in batches:
+                    loss = nn.functional.mse_loss(self.model(x), self.teacher(x))
+                    loss.backward()
+                    self.teacher.zero_grad()
+                self.optim.step()
+        """,
     )
     INVALID = (
         """
@@ -227,6 +244,21 @@ class StepBeforeBackward(Rule):
                 loss.backward()
                 optimizer.zero_grad()
             optimizer.step()  # !
+        """,
+        """
+        import torch
+        from torch import nn
+        # the optimizer is built over the constructor's `model`, which `self.model` holds
+        class Trainer:
+            def __init__(self, model, lr=1e-3):
+                self.model = model
+                self.optim = torch.optim.AdamW(model.parameters(), lr=lr)
+            def run_epoch(self, batches):
+                for x, y in batches:
+                    loss = nn.functional.mse_loss(self.model(x), y)
+                    loss.backward()
+                    self.model.zero_grad()
+                self.optim.step()  # !
         """,
     )
 

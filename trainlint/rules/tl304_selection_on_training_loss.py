@@ -132,6 +132,16 @@ class SelectionOnTrainingLoss(Rule):
                 best_val = val_loss
                 torch.save(model.state_dict(), "best.pt")
         """,
+        """
+        import torch
+        # the flag on the training loss only picks a log line; nothing is kept
+        for epoch in range(50):
+            train_loss = train_one_epoch(model, train_loader, optimizer)
+            val_loss = evaluate(model, val_loader)
+            is_best = train_loss < best_loss
+            if is_best:
+                print("new lowest training loss", train_loss)
+        """,
     )
     INVALID = (
         """
@@ -194,6 +204,18 @@ class SelectionOnTrainingLoss(Rule):
                 wait += 1
                 if wait >= patience:
                     break
+        """,
+        """
+        import torch
+        def main(model, train_loader, val_loader, opt):
+            best_loss = float("inf")
+            for epoch in range(10):
+                train_loss = train_epoch(model, train_loader, opt)
+                val_loss = evaluate(model, val_loader)
+                is_best = train_loss < best_loss  # !
+                if is_best and epoch >= 2:
+                    best_loss = train_loss
+                    torch.save(model.state_dict(), "best.pt")
         """,
     )
 

@@ -7,7 +7,7 @@ import libcst as cst
 
 from trainlint.analysis.facts import AssignSite, CallSite
 from trainlint.analysis.names import dotted, expression_facts
-from trainlint.analysis.splits import LABEL_NAME, TRAIN_IN_NAME, is_heldout_name, later_split, root_name, scopes, wrapped
+from trainlint.analysis.splits import LABEL_NAME, TRAIN_IN_NAME, carries, derives, is_heldout_name, is_split_call, later_split, root_name, scopes, wrapped
 from trainlint.rules.base import Report, Rule
 
 # Fitted preprocessing other than normalisation (TL402 owns the scalers): what each learns
@@ -55,7 +55,9 @@ class PreprocessingFittedBeforeSplit(Rule):
     Normalisation (`StandardScaler` and friends, `mean`/`std`) is TL402's; `VarianceThreshold`
     (dropping constant columns) learns next to nothing from the held-out rows and is left alone. The estimator
     must be built visibly (`PCA(...)`, `SMOTE(...)`, through names and `self.`
-    attributes); an estimator fitted inside a `Pipeline`, and test modules, are left alone.
+    attributes); a fit inside a same-module helper function or method that returns the
+    transformed data is reported where the helper is called on the whole data set. An
+    estimator fitted inside a `Pipeline`, and test modules, are left alone.
 
     ## Example
     ```python
@@ -119,6 +121,28 @@ class PreprocessingFittedBeforeSplit(Rule):
                 self.sel.fit(X_train, y_train)
                 return self
         """,
+        """
+        from imblearn.over_sampling import SMOTE
+        from sklearn.model_selection import train_test_split
+        def balance(X, y, seed):
+            return SMOTE(random_state=seed).fit_resample(X, y)
+        X_train, X_test, y_train, y_test = train_test_split(X, y)
+        # the helper resamples the training part only
+        X_train, y_train = balance(X_train, y_train, 0)
+        """,
+        """
+        import matplotlib.pyplot as plt
+        from sklearn.decomposition import PCA
+        from sklearn.model_selection import train_test_split
+        def plot_embedding(X):
+            coords = PCA(n_components=2).fit_transform(X)
+            fig = plt.figure()
+            plt.scatter(coords[:, 0], coords[:, 1])
+            return fig
+        # the helper hands back a figure: the split uses the raw features
+        fig = plot_embedding(X)
+        X_train, X_test, y_train, y_test = train_test_split(X, y)
+        """,
     )
     INVALID = (
         """
@@ -167,6 +191,33 @@ class PreprocessingFittedBeforeSplit(Rule):
         svd = TruncatedSVD(100).fit(X_train)
         X_test_red = TruncatedSVD(100).fit_transform(X_test)  # !
         """,
+        """
+        from imblearn.over_sampling import SMOTE
+        from sklearn.model_selection import StratifiedKFold
+        def balance(X, y, seed):
+            sampler = SMOTE(random_state=seed, k_neighbors=5)
+            return sampler.fit_resample(X, y)
+        X, y = balance(X, y, 0)  # !
+        for tr, va in StratifiedKFold(n_splits=5, shuffle=True).split(X, y):
+            clf.fit(X[tr], y[tr])
+        """,
+        """
+        import torch
+        from sklearn.feature_selection import SelectKBest, f_classif
+        from sklearn.impute import SimpleImputer
+        from torch.utils.data import TensorDataset, random_split
+        class Preprocessor:
+            def __init__(self, k=30):
+                self.imputer = SimpleImputer(strategy="median")
+                self.selector = SelectKBest(f_classif, k=k)
+            def fit_transform(self, X, y):
+                X = self.imputer.fit_transform(X)
+                return self.selector.fit_transform(X, y)
+        prep = Preprocessor(k=30)
+        X_sel = prep.fit_transform(X_raw, y_raw)  # !
+        dataset = TensorDataset(torch.tensor(X_sel), torch.tensor(y_raw))
+        train_ds, val_ds = random_split(dataset, [0.8, 0.2])
+        """,
     )
 
     def check(self, ctx) -> Iterator[Report]:
@@ -179,9 +230,15 @@ class PreprocessingFittedBeforeSplit(Rule):
         for call in calls:
             fitted = self._fitted(ctx, call)
             if fitted is None:
-                continue
-            data, kind, what = fitted
-            if is_heldout_name(data) and not TRAIN_IN_NAME.search(data):
+                helper = self._fitting_helper(ctx, call, 0)
+                if helper is None or TRAIN_IN_NAME.search(helper[0]) or is_heldout_name(helper[0]):
+                    continue
+                data, kind, what = helper
+                held = self._result_names(call.node, assigns)
+            else:
+                data, kind, what = fitted
+                held = None
+            if held is None and is_heldout_name(data) and not TRAIN_IN_NAME.search(data):
                 yield Report(
                     call.node,
                     f"{what} is fitted on `{data}`, held-out data: it learns from the rows that should "
@@ -191,7 +248,8 @@ class PreprocessingFittedBeforeSplit(Rule):
                 continue
             if TRAIN_IN_NAME.search(data):
                 continue
-            held = self._holding(ctx, call, data, assigns, calls)
+            if held is None:
+                held = self._holding(ctx, call, data, assigns, calls)
             if not held:
                 continue
             held = wrapped(assigns, call.order, held)
@@ -231,6 +289,68 @@ class PreprocessingFittedBeforeSplit(Rule):
         name = quals[0].rsplit(".", 1)[-1]  # type: ignore[union-attr]
         return data, kind, f"`{name}` ({kind})"
 
+    @classmethod
+    def _fitting_helper(cls, ctx, call: CallSite, depth: int) -> Optional[Tuple[str, str, str]]:
+        """(data name, kind, description) for a call of a same-module function or method that
+        fits a known estimator on the data passed in and returns what it produced
+        (`X, y = balance(X, y)` with `def balance(X, y): return SMOTE().fit_resample(X, y)`;
+        a wrapper class's `fit_transform` calling `self.imputer.fit_transform(X)`): the data
+        at the call site is what the estimator learns from (reported at the call: the helper
+        itself may also be used correctly). Helpers calling helpers are
+        followed a few levels. Left alone: a fit under an `if` in the helper (fitted only
+        sometimes), a helper that splits after fitting (it is checked on its own), one that
+        does not return the fitted result."""
+        if depth > 2:
+            return None
+        try:
+            fn = ctx.callee(call)
+        except RecursionError:
+            return None
+        if fn is None or fn is call.function:
+            return None
+        inner_calls = ctx.calls_in(fn)
+        inner_assigns = [a for a in ctx.facts.assigns if a.function is fn]
+        returns = [r.value for r in ctx.returns_of(fn) if r.value is not None]
+        if not returns:
+            return None
+        for fc in inner_calls:
+            if fc.ifs:
+                continue
+            found = cls._fitted(ctx, fc) or cls._fitting_helper(ctx, fc, depth + 1)
+            if found is None:
+                continue
+            param, kind, what = found
+            # The data handed in, not rebound before the fit (`X = imp.fit_transform(X)` is
+            # recorded before the call on its right-hand side: that one does not count).
+            rebound = [a for a in ctx.reaching(param, fc) if a.whole_value is None or id(fc.node) not in expression_facts(a.whole_value).nodes]
+            if param not in fn.params or rebound:
+                continue
+            if any(c.order > fc.order and is_split_call(ctx, c, cross_validation=True) for c in inner_calls):
+                return None
+            if fc.attr == "fit" and cls._fitted(ctx, fc) is not None:
+                held = cls._holding(ctx, fc, param, inner_assigns, inner_calls)
+            else:
+                held = cls._result_names(fc.node, inner_assigns)
+            held = wrapped(inner_assigns, fc.order, held)
+            if not any(carries(r, fc.node) or derives(r, held) for r in returns):
+                continue
+            arg = ctx.argument_of(fn, call, param)
+            data = root_name(arg) if arg is not None else None
+            if not data or LABEL_NAME.search(data):
+                return None
+            return data, kind, f"{what} inside `{fn.qualname}`"
+        return None
+
+    @staticmethod
+    def _result_names(node: cst.CSTNode, assigns: List[AssignSite]) -> Set[str]:
+        """Names (not labels) assigned the result of the call `node`, as written or inside an expression."""
+        out: Set[str] = set()
+        for a in assigns:
+            value = a.value if a.value is not None else a.whole_value
+            if a.op == "=" and value is not None and (value is node or id(node) in expression_facts(value).nodes):
+                out.update(n for n in (root_name(t) for t in a.targets) if n and not LABEL_NAME.search(n))
+        return out
+
     @staticmethod
     def _holding(ctx, call: CallSite, data: str, assigns: List[AssignSite], calls: List[CallSite]) -> Set[str]:
         """Names that hold what the fitted estimator produced: the targets of the assignment
@@ -239,12 +359,7 @@ class PreprocessingFittedBeforeSplit(Rule):
         (`selector.fit(X, y)` ... `X_sel = selector.transform(X)`). Fitting alone changes no
         data: `PCA(2).fit_transform(X)` for a plot leaves `X` as it was."""
         def targets_of(node) -> Set[str]:
-            out: Set[str] = set()
-            for a in assigns:
-                value = a.value if a.value is not None else a.whole_value
-                if a.op == "=" and value is not None and (value is node or id(node) in expression_facts(value).nodes):
-                    out.update(n for n in (root_name(t) for t in a.targets) if n and not LABEL_NAME.search(n))
-            return out
+            return PreprocessingFittedBeforeSplit._result_names(node, assigns)
 
         if call.attr != "fit":
             return targets_of(call.node)

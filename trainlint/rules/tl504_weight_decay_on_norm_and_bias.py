@@ -5,6 +5,7 @@ from typing import Iterator, Optional, Tuple
 import libcst as cst
 
 from trainlint.analysis.layers import norm_layer_in
+from trainlint.analysis.facts import Site
 from trainlint.analysis.names import dotted
 from trainlint.analysis.values import snippet
 from trainlint.rules.base import Report, Rule
@@ -19,7 +20,9 @@ class WeightDecayOnNormAndBias(Rule):
     Finds a `torch.optim` optimizer built with weight decay (`weight_decay=` a number above
     zero, or `AdamW`'s default of 0.01) over `model.parameters()` as a whole — no parameter
     groups — where the model, visible in the module, has normalisation layers with learnable
-    weights (`BatchNorm`, `LayerNorm`, `GroupNorm`, `RMSNorm`).
+    weights (`BatchNorm`, `LayerNorm`, `GroupNorm`, `RMSNorm`). Both are followed through
+    names (`params = model.parameters()`), and the weight decay through the default of a
+    same-module function's parameter (`def main(wd=5e-4)` run as `main()`).
 
     ## Why is this bad?
     Weight decay is meant to keep the weight matrices small. Applied to a normalisation
@@ -106,6 +109,35 @@ class WeightDecayOnNormAndBias(Rule):
         model = nn.Sequential(nn.Linear(16, 16), nn.LayerNorm(16, elementwise_affine=False))
         optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.1)
         """,
+        """
+        import torch
+        import torch.nn as nn
+        # the one call passes `wd=0`: the default of 5e-4 never applies
+        def main(epochs=10, wd=5e-4):
+            model = nn.Sequential(nn.Conv2d(3, 16, 3), nn.BatchNorm2d(16))
+            optimizer = torch.optim.SGD(model.parameters(), lr=0.1, weight_decay=wd)
+        if __name__ == "__main__":
+            main(wd=0.0)
+        """,
+        """
+        import fire
+        import torch
+        import torch.nn as nn
+        # handed to a CLI: the command line may set `wd`
+        def main(wd=5e-4):
+            model = nn.Sequential(nn.Conv2d(3, 16, 3), nn.BatchNorm2d(16))
+            optimizer = torch.optim.SGD(model.parameters(), lr=0.1, weight_decay=wd)
+        main()
+        fire.Fire(main)
+        """,
+        """
+        import torch
+        import torch.nn as nn
+        model = nn.Sequential(nn.Conv2d(3, 16, 3), nn.BatchNorm2d(16), nn.ReLU())
+        # the name holds parameter groups, not all of `model.parameters()`
+        params = [{"params": model[0].parameters()}, {"params": model[1].parameters(), "weight_decay": 0.0}]
+        optimizer = torch.optim.SGD(params, lr=0.1, weight_decay=5e-4)
+        """,
     )
     INVALID = (
         """
@@ -142,6 +174,24 @@ class WeightDecayOnNormAndBias(Rule):
             def configure_optimizers(self):
                 return torch.optim.AdamW(self.parameters(), lr=1e-3)  # !
         """,
+        """
+        import torch
+        import torch.nn as nn
+        from torch import optim
+        def main(epochs=10, lr=0.1, wd=5e-4):
+            model = nn.Sequential(nn.Conv2d(3, 16, 3), nn.BatchNorm2d(16), nn.ReLU())
+            optimizer = optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=wd)  # !
+        if __name__ == "__main__":
+            main()
+        """,
+        """
+        import torch
+        import torch.nn as nn
+        WEIGHT_DECAY = 1e-2
+        net = nn.Sequential(nn.Conv1d(8, 32, 5), nn.GroupNorm(4, 32), nn.SiLU())
+        params = net.parameters()
+        opt = torch.optim.Adam(params, lr=1e-3, weight_decay=WEIGHT_DECAY)  # !
+        """,
     )
 
     def check(self, ctx) -> Iterator[Report]:
@@ -155,10 +205,11 @@ class WeightDecayOnNormAndBias(Rule):
             if decay is None:
                 continue
             value, node, how = decay
-            model = self._whole_model(call)
-            if model is None:
+            whole = self._whole_model(ctx, call)
+            if whole is None:
                 continue
-            norm = norm_layer_in(ctx, model, call)
+            model, at = whole
+            norm = norm_layer_in(ctx, model, at)
             if norm is None:
                 continue
             yield Report(
@@ -180,24 +231,33 @@ class WeightDecayOnNormAndBias(Rule):
             return (default, call.func, f"({call.attr}'s default of {default})") if default else None
         value = literal_number(wd)
         if value is None and isinstance(wd, cst.Name):
-            values = [literal_number(v) for v, _ in ctx.resolve(wd, call)]
+            # `defaults`: `def main(wd=5e-4)` run as `main()` decays by 5e-4.
+            values = [literal_number(v) for v, _ in ctx.resolve(wd, call, defaults=True)]
             value = values[0] if values and len(set(values)) == 1 else None
         if value is None or value <= 0:
             return None
         return value, wd, f"`weight_decay={ctx.module.code_for_node(wd)}`"
 
     @staticmethod
-    def _whole_model(call) -> Optional[cst.BaseExpression]:
-        """`model` for `model.parameters()` (or `filter(..., model.parameters())`) as the
-        parameters: every parameter of the model in one group."""
+    def _whole_model(ctx, call) -> Optional[Tuple[cst.BaseExpression, Site]]:
+        """(`model`, where it is read) for `model.parameters()` (or `filter(..., model.parameters())`,
+        `list(model.parameters())`) as the parameters, written in the call or bound to a name
+        first (`params = net.parameters()`): every parameter of the model in one group."""
         params = call.arg(0, "params")
-        if isinstance(params, cst.Call) and dotted(params.func) == "filter" and len(params.args) == 2:
-            params = params.args[1].value
+        if params is None:
+            return None
+        candidates = ctx.resolve(params, call)
+        if len(candidates) != 1:
+            return None  # several possible parameter sets: not read
+        params, at = candidates[0]
+        if isinstance(params, cst.Call) and dotted(params.func) in ("filter", "list") and params.args:
+            if len(params.args) != (2 if dotted(params.func) == "filter" else 1):
+                return None
+            params = params.args[-1].value
         if not (isinstance(params, cst.Call) and isinstance(params.func, cst.Attribute) and params.func.attr.value == "parameters"):
             return None
         if params.args:
             return None  # `parameters(recurse=False)`
-        return params.func.value
-
+        return params.func.value, at
 
 RULE = WeightDecayOnNormAndBias
