@@ -22,6 +22,7 @@ from typing import List, Optional, Tuple
 
 import libcst as cst
 
+from trainlint.analysis.callables import passes_own_weights, plain_function
 from trainlint.analysis.context import TORCH_ROOTS, FileContext
 from trainlint.analysis.facts import Block, CallSite, ClassInfo, FunctionInfo, Site, iter_children, walk
 from trainlint.analysis.inputs import constructor_arguments
@@ -535,16 +536,26 @@ class Evaluation:
     # -- the model ----------------------------------------------------------------------
     def model_has_mode_layers(self, p: EvalPass) -> bool:
         """False only when the model's definition is visible and has no dropout/norm layer,
-        or when its class is imported from a module that cannot be seen."""
+        when its class is imported from a module that cannot be seen, or when it is a plain
+        function (analysis/callables.py), here or in what every caller passes."""
         func = self.model_expr(p.model_call)
-        passed = passed_models(self, p.model_call.function, func, p.model_call)  # by callers in other modules
+        # by callers in other modules, also through same-module callers that hand it on
+        passed = passed_models(self, p.model_call.function, func, p.model_call, through_callers=True)
         if passed is not None:
             return any(s is None or s["mode_layers"] for s in passed)
         cands = self._through_wrappers(self.ctx.constructions(func, p.model_call))
         if not cands:
             return True
-        for value, _ in cands:
-            if not isinstance(value, cst.Call) or self._construction_has_mode_layers(value, set()):
+        for value, site in cands:
+            if plain_function(self.ctx, value, site):
+                continue  # a function (`net = linreg`, a lambda) has no mode at all
+            if not isinstance(value, cst.Call):
+                # Not followed (a parameter no caller fills in): a call handing it its own
+                # weights (`rnn(X, state, params)`) shows a function of them, not a module.
+                if passes_own_weights(self.ctx, p.model_call):
+                    continue
+                return True
+            if self._construction_has_mode_layers(value, set()):
                 return True
         return False
 

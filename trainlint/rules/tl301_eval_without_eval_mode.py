@@ -298,6 +298,57 @@ class EvalWithoutEvalMode(Rule):
 
         dense_prediction(models[:5])
         """,
+        """
+        import torch
+        # a plain function as the model (from-scratch linear regression): no train/eval mode
+        def linreg(X, w, b):
+            return torch.mm(X, w) + b
+
+        def train(features, labels, loader):
+            net = linreg
+            w = torch.zeros((features.shape[1], 1), requires_grad=True)
+            b = torch.zeros(1, requires_grad=True)
+            def eval_loss():
+                return ((net(features, w, b) - labels) ** 2).mean().item()
+            for X, y in loader:
+                ((net(X, w, b) - y) ** 2).mean().backward()
+            return eval_loss()
+        """,
+        """
+        import torch
+        # the only caller hands over a lambda
+        def linreg(X, w, b):
+            return torch.mm(X, w) + b
+
+        def evaluate_loss(net, data_iter, loss):
+            return sum(loss(net(X), y).sum().item() for X, y in data_iter)
+
+        def train(data_iter, loss, w, b):
+            net = lambda X: linreg(X, w, b)
+            with torch.no_grad():
+                return evaluate_loss(net, data_iter, loss)
+        """,
+        """
+        import torch
+        # a functional RNN: no caller says what `rnn` is, but it is handed its weights, which
+        # the training loop updates by hand from their gradients
+        def predict_rnn(prefix, num_chars, rnn, params, state, vocab):
+            output = [vocab[prefix[0]]]
+            for t in range(num_chars):
+                X = torch.nn.functional.one_hot(torch.tensor([output[-1]]), len(vocab)).float()
+                Y, state = rnn(X, state, params)
+                output.append(int(Y.argmax(dim=1).item()))
+            return output
+
+        def train_and_predict_rnn(rnn, params, data_iter, state, vocab, loss):
+            for X, Y in data_iter:
+                outputs, state = rnn(X, state, params)
+                loss(outputs, Y).backward()
+                with torch.no_grad():
+                    for p in params:
+                        p -= 0.1 * p.grad
+            print(predict_rnn("ab", 10, rnn, params, state, vocab))
+        """,
     )
     INVALID = (
         """
@@ -478,6 +529,37 @@ class EvalWithoutEvalMode(Rule):
                 for batch in self.test_loader:
                     preds.append(self.model(batch))
                 return preds
+        """,
+        """
+        import torch
+        # near-miss of the functional RNN: the state handed over is no weight (no gradient
+        # read, no optimizer), so `rnn` may be any module
+        def predict_rnn(prefix, num_chars, rnn, vocab):  # !
+            state = torch.zeros(1, 256)
+            output = [vocab[prefix[0]]]
+            for t in range(num_chars):
+                Y, state = rnn(torch.tensor([[output[-1]]]), state)
+                output.append(int(Y.argmax(dim=1).item()))
+            return output
+        """,
+        """
+        import torch
+        # near-miss: the input that requires grad is the first argument, not a weight
+        def predict(model, images):  # !
+            x = torch.tensor(images, requires_grad=True)
+            return model(x).argmax(1)
+        """,
+        """
+        import torch
+        import torch.nn as nn
+        # near-miss of the lambda: the only caller passes a module with dropout
+        def evaluate_loss(net, data_iter, loss):  # !
+            return sum(loss(net(X), y).sum().item() for X, y in data_iter)
+
+        def train(data_iter, loss):
+            net = nn.Sequential(nn.Linear(4, 8), nn.Dropout(0.5), nn.Linear(8, 1))
+            with torch.no_grad():
+                return evaluate_loss(net, data_iter, loss)
         """,
     )
 
