@@ -26,6 +26,7 @@ from trainlint.analysis.callables import passes_own_weights, plain_function
 from trainlint.analysis.context import TORCH_ROOTS, FileContext
 from trainlint.analysis.facts import Block, CallSite, ClassInfo, FunctionInfo, Site, iter_children, walk
 from trainlint.analysis.inputs import constructor_arguments
+from trainlint.analysis.mode_free import mode_free_helper_call
 from trainlint.analysis.names import dotted, expression_facts
 from trainlint.analysis.project import constructor_summary, passed_models
 from trainlint.analysis.torch_api import MODE_DEPENDENT_LAYER, SET_GRAD_ENABLED
@@ -647,8 +648,11 @@ class Evaluation:
             if MODE_DEPENDENT_LAYER.search(q) or q.endswith(".dropout") or "dropout" in q.rsplit(".", 1)[-1]:
                 return True
             if not q.startswith(("torch.", "math.", "numpy.", "np.")):
-                # A layer from elsewhere: a project class's summary says, else cannot tell.
+                # A layer from elsewhere: a project class's summary says, else cannot tell --
+                # unless it is a helper call the modes cannot reach (analysis/mode_free.py).
                 found = self.ctx.project.class_summary(q) if self.ctx.project is not None else None
+                if found is None and mode_free_helper_call(self.ctx, cls, call):
+                    continue
                 if found is None or found[0].get("mode_layers"):
                     return True
         return False

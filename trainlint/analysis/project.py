@@ -36,7 +36,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from trainlint.analysis.context import FileContext
     from trainlint.cache import Cache
 
-SUMMARY_VERSION = 3  # 2: flag-gated activations, dataset classes' own ordering; 3: functions passed as models
+SUMMARY_VERSION = 3  # 2: flag-gated activations, dataset classes' own ordering; 3: functions passed as models, helper calls modes cannot reach
 MAX_HOPS = 3  # re-exports, star imports and factories followed, in all
 MAX_MODULE_BYTES = 2_000_000  # a generated or data module: not worth parsing for facts
 # Roots that are never a project module: PyTorch and its family (see precheck.TORCH_ROOTS),

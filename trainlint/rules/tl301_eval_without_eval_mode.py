@@ -49,7 +49,11 @@ class EvalWithoutEvalMode(Rule):
     pessimistic, depend on the batch size, and the BatchNorm statistics drift towards the
     validation data. The rule stays silent when the model's class is visible and has no
     dropout or normalisation layer (then the modes behave the same), followed through a
-    wrapper's constructor and through a list of models (`for model in models`).
+    wrapper's constructor and through a list of models (`for model in models`); a helper the
+    class calls that is handed no submodule, no `self` and no `self.training` does not make
+    its layers unknown. It stays silent, too, when the model is a plain function (from-scratch
+    code: `net = linreg`, a lambda, a callable handed its own trainable weights as in
+    `rnn(X, state, params)`), which has no mode at all.
 
     ## Example
     ```python
@@ -349,6 +353,28 @@ class EvalWithoutEvalMode(Rule):
                         p -= 0.1 * p.grad
             print(predict_rnn("ab", 10, rnn, params, state, vocab))
         """,
+        """
+        import torch
+        import torch.nn as nn
+        import mylib
+        # an outside helper in forward that gets no module, no `self`, no `self.training`
+        # (only a number kept on self) cannot depend on the mode: the class has no dropout/norm
+        class RNNModel(nn.Module):
+            def __init__(self, rnn_layer, vocab_size):
+                super().__init__()
+                self.rnn = rnn_layer
+                self.vocab_size = vocab_size
+                self.dense = nn.Linear(rnn_layer.hidden_size, vocab_size)
+            def forward(self, inputs, state):
+                X = mylib.to_onehot(inputs, self.vocab_size)
+                Y, state = self.rnn(torch.stack(X), state)
+                return self.dense(Y.view(-1, Y.shape[-1])), state
+
+        model = RNNModel(nn.RNN(input_size=10, hidden_size=256), 10)
+        @torch.no_grad()
+        def predict(loader):
+            return [model(x, None) for x in loader]
+        """,
     )
     INVALID = (
         """
@@ -560,6 +586,58 @@ class EvalWithoutEvalMode(Rule):
             net = nn.Sequential(nn.Linear(4, 8), nn.Dropout(0.5), nn.Linear(8, 1))
             with torch.no_grad():
                 return evaluate_loss(net, data_iter, loss)
+        """,
+        """
+        import torch
+        import torch.nn as nn
+        import mylib
+        # near-miss of the outside helper: it is told the mode
+        class Net(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.fc = nn.Linear(10, 10)
+            def forward(self, x):
+                return self.fc(mylib.noise(x, self.training))
+
+        model = Net()
+        @torch.no_grad()
+        def predict(loader):  # !
+            return [model(x) for x in loader]
+        """,
+        """
+        import torch
+        import torch.nn as nn
+        import mylib
+        # near-miss of the outside helper: it is handed the model itself
+        class Net(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.fc = nn.Linear(10, 10)
+            def forward(self, x):
+                return self.fc(mylib.run_blocks(self, x))
+
+        model = Net()
+        @torch.no_grad()
+        def predict(loader):  # !
+            return [model(x) for x in loader]
+        """,
+        """
+        import torch
+        import torch.nn as nn
+        import mylib
+        # near-miss of the outside helper: it builds a child the file cannot see
+        class Net(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.fc = nn.Linear(10, 10)
+                self.extra = mylib.make_block(10)
+            def forward(self, x):
+                return self.fc(self.extra(x))
+
+        model = Net()
+        @torch.no_grad()
+        def predict(loader):  # !
+            return [model(x) for x in loader]
         """,
     )
 
