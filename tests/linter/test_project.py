@@ -812,3 +812,36 @@ def test_a_model_handed_on_by_a_same_module_caller_is_read_from_its_callers_in_o
     write(tmp_path, {"utils.py": HANDS_ON, "main.py": main})
     found = [(c, line) for _, c, line in codes(run_cli, "utils.py", "--select", "TL301", "--no-cache")]
     assert found == ([("TL301", 4)] if reported else [])
+
+
+def net_calling(helper_call: str) -> str:
+    return f"""
+    import torch.nn as nn
+    import textlib
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(10, 3)
+            self.size = 10
+
+        def forward(self, x):
+            return self.fc({helper_call})
+    """
+
+
+@pytest.mark.parametrize(
+    "helper_call,reported",
+    [
+        ("textlib.one_hot(x, self.size)", False),  # handed nothing of the model: same in both modes
+        ("textlib.noise(x, self.training)", True),  # near misses: told the mode,
+        ("textlib.run(self, x)", True),  # or handed the model itself
+    ],
+)
+def test_an_imported_class_calling_an_outside_helper(run_cli, tmp_path, helper_call, reported):
+    """The summary of `models/net.py` says whether its class can depend on the mode when its
+    forward calls a helper whose code cannot be seen."""
+    write(tmp_path, {"models/__init__.py": "from .net import Net\n", "models/net.py": net_calling(helper_call),
+                     "evaluate.py": EVALUATE.format(import_line="from models import Net")})
+    found = [c for _, c, _ in codes(run_cli, "evaluate.py", "--select", "TL301", "--no-cache")]
+    assert found == (["TL301"] if reported else [])

@@ -22,6 +22,11 @@ from trainlint.analysis.names import dotted
 # Builtins that return a plain number or string, never a module.
 _DATA_BUILTINS = {"int", "float", "len", "bool", "str", "round", "abs", "min", "max"}
 _MAX_DEPTH = 4
+# Methods that keep their argument in the object they are called on (a module, a list of them).
+_STORING_METHODS = {
+    "append", "extend", "insert", "add_module", "register_module", "register_buffer",
+    "register_parameter", "update", "__setitem__", "setdefault",
+}
 
 
 def mode_free_helper_call(ctx: FileContext, cls: ClassInfo, call: CallSite) -> bool:
@@ -54,8 +59,11 @@ def _stored_on_self(ctx: FileContext, call: CallSite) -> bool:
     for c in ctx.calls_in(call.function):
         if c is call:
             continue
-        owner = c.receiver if c.receiver is not None else None
-        to_self = _rooted_at_self(owner) or (dotted(c.func) == "setattr" and c.positional(0) is not None and _rooted_at_self(c.positional(0)))
+        # Only methods that keep what they are given: `self.fc(helper(x))` runs a child on
+        # the result, it does not store it.
+        to_self = (c.attr in _STORING_METHODS and _rooted_at_self(c.receiver)) or (
+            dotted(c.func) == "setattr" and c.positional(0) is not None and _rooted_at_self(c.positional(0))
+        )
         if to_self and any(n is node for a in c.node.args for n in walk(a.value)):  # type: ignore[attr-defined]
             return True
     return False

@@ -591,6 +591,28 @@ class EvalWithoutEvalMode(Rule):
         import torch
         import torch.nn as nn
         import mylib
+        # near-miss of the outside helper: what it builds is kept as a child (outside __init__)
+        class Net(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.fc = nn.Linear(10, 10)
+                self.blocks = nn.ModuleList()
+            def grow(self):
+                self.blocks.append(mylib.make_block(10))
+            def forward(self, x):
+                for block in self.blocks:
+                    x = block(x)
+                return self.fc(x)
+
+        model = Net()
+        @torch.no_grad()
+        def predict(loader):  # !
+            return [model(x) for x in loader]
+        """,
+        """
+        import torch
+        import torch.nn as nn
+        import mylib
         # near-miss of the outside helper: it is told the mode
         class Net(nn.Module):
             def __init__(self):
