@@ -50,6 +50,16 @@ def plain_function(ctx: FileContext, value: cst.BaseExpression, at: Optional[Sit
     return view.function_summary(q) is not None and view.class_summary(q) is None
 
 
+def parameter_named_like_function(ctx: FileContext, value: cst.BaseExpression, at: Optional[Site]) -> bool:
+    """`value` is a parameter no caller fills in that bears the name of a module-level
+    function of this module (`def predict_rnn(..., rnn, params)` beside `def rnn(inputs,
+    state, params)`): such helpers are written to be handed that function."""
+    if not isinstance(value, cst.Name) or at is None or not _bound_as_parameter(ctx, value.value, at):
+        return False
+    fn = ctx.function_named(value.value)
+    return fn is not None and fn.parent is None and fn.cls is None and ctx.class_named(value.value) is None
+
+
 _PARAMETER = {"torch.nn.Parameter", "torch.nn.parameter.Parameter"}
 _MAX_HOPS = 3
 

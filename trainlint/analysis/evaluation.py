@@ -22,7 +22,7 @@ from typing import List, Optional, Tuple
 
 import libcst as cst
 
-from trainlint.analysis.callables import passes_own_weights, plain_function
+from trainlint.analysis.callables import parameter_named_like_function, passes_own_weights, plain_function
 from trainlint.analysis.context import TORCH_ROOTS, FileContext
 from trainlint.analysis.facts import Block, CallSite, ClassInfo, FunctionInfo, Site, iter_children, walk
 from trainlint.analysis.inputs import constructor_arguments
@@ -552,8 +552,9 @@ class Evaluation:
                 continue  # a function (`net = linreg`, a lambda) has no mode at all
             if not isinstance(value, cst.Call):
                 # Not followed (a parameter no caller fills in): a call handing it its own
-                # weights (`rnn(X, state, params)`) shows a function of them, not a module.
-                if passes_own_weights(self.ctx, p.model_call):
+                # weights (`rnn(X, state, params)`), or a parameter named after a function of
+                # the module, shows a function, not a module.
+                if passes_own_weights(self.ctx, p.model_call) or parameter_named_like_function(self.ctx, value, site):
                     continue
                 return True
             if self._construction_has_mode_layers(value, set()):

@@ -375,6 +375,17 @@ class EvalWithoutEvalMode(Rule):
         def predict(loader):
             return [model(x, None) for x in loader]
         """,
+        """
+        import torch
+        # a parameter named after the module's own functional model, no caller in sight
+        def rnn(inputs, state, params):
+            W, b = params
+            return [x @ W + b for x in inputs], state
+
+        def predict_rnn(prefix, rnn, params, state):
+            Y, state = rnn([torch.tensor(prefix)], state, params)
+            return Y[0].argmax(1)
+        """,
     )
     INVALID = (
         """
