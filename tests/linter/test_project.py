@@ -988,3 +988,97 @@ def test_a_model_class_of_another_module_that_cannot_be_seen_stays_silent(run_cl
     # `Net` is imported from a module that is not in the project: nothing is known
     write(tmp_path, {"train.py": NLL_TRAIN.replace("from models import Net", "from zoo.models import Net")})
     assert codes(run_cli, "train.py", "--select", "TL205", "--no-cache") == []
+
+
+
+# -- TL301: a plain function handed over as the model by callers in other modules --------------
+
+FUNCTION_CALLER = """
+    import torch
+    import torch.nn as nn
+    import utils
+
+    def linreg(X, w=torch.ones(4, 1), b=0.0):
+        return torch.mm(X, w) + b
+
+    net = {make}
+    with torch.no_grad():
+        utils.{call}(net, val_loader)
+"""
+
+HANDS_ON = """
+    import torch
+
+    def predict(net, loader):
+        return [net(x).argmax(1) for x, _ in loader]
+
+    def train_and_predict(net, loader, opt):
+        for x, y in loader:
+            torch.nn.functional.mse_loss(net(x), y).backward()
+            opt.step()
+        with torch.no_grad():
+            return predict(net, loader)
+"""
+
+
+@pytest.mark.parametrize(
+    "make,reported",
+    [
+        ("linreg", False),  # a function: no train/eval mode
+        ("lambda X: linreg(X) * 2", False),
+        ("nn.Sequential(nn.Linear(4, 1), nn.Dropout(0.2))", True),  # near miss: a module with dropout
+    ],
+)
+def test_a_function_passed_as_the_model_from_another_module(run_cli, tmp_path, make, reported):
+    write(tmp_path, {"utils.py": UTILS, "main.py": FUNCTION_CALLER.format(make=make, call="evaluate")})
+    found = [c for _, c, _ in codes(run_cli, "utils.py", "--select", "TL301", "--no-cache")]
+    assert found == (["TL301"] if reported else [])
+
+
+@pytest.mark.parametrize(
+    "make,reported",
+    [
+        ("linreg", False),
+        ("nn.Sequential(nn.Linear(4, 1), nn.Dropout(0.2))", True),
+    ],
+)
+def test_a_model_handed_on_by_a_same_module_caller_is_read_from_its_callers_in_other_modules(run_cli, tmp_path, make, reported):
+    """`predict(net)` is only called by `train_and_predict(net, ...)`, whose own callers live in
+    another module: what they pass decides."""
+    main = FUNCTION_CALLER.format(make=make, call="train_and_predict").replace("val_loader)", "val_loader, opt)")
+    write(tmp_path, {"utils.py": HANDS_ON, "main.py": main})
+    found = [(c, line) for _, c, line in codes(run_cli, "utils.py", "--select", "TL301", "--no-cache")]
+    assert found == ([("TL301", 4)] if reported else [])
+
+
+def net_calling(helper_call: str) -> str:
+    return f"""
+    import torch.nn as nn
+    import textlib
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(10, 3)
+            self.size = 10
+
+        def forward(self, x):
+            return self.fc({helper_call})
+    """
+
+
+@pytest.mark.parametrize(
+    "helper_call,reported",
+    [
+        ("textlib.one_hot(x, self.size)", False),  # handed nothing of the model: same in both modes
+        ("textlib.noise(x, self.training)", True),  # near misses: told the mode,
+        ("textlib.run(self, x)", True),  # or handed the model itself
+    ],
+)
+def test_an_imported_class_calling_an_outside_helper(run_cli, tmp_path, helper_call, reported):
+    """The summary of `models/net.py` says whether its class can depend on the mode when its
+    forward calls a helper whose code cannot be seen."""
+    write(tmp_path, {"models/__init__.py": "from .net import Net\n", "models/net.py": net_calling(helper_call),
+                     "evaluate.py": EVALUATE.format(import_line="from models import Net")})
+    found = [c for _, c, _ in codes(run_cli, "evaluate.py", "--select", "TL301", "--no-cache")]
+    assert found == (["TL301"] if reported else [])

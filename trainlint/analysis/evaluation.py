@@ -22,9 +22,11 @@ from typing import List, Optional, Tuple
 
 import libcst as cst
 
+from trainlint.analysis.callables import parameter_named_like_function, passes_own_weights, plain_function
 from trainlint.analysis.context import TORCH_ROOTS, FileContext
 from trainlint.analysis.facts import Block, CallSite, ClassInfo, FunctionInfo, Site, iter_children, walk
 from trainlint.analysis.inputs import constructor_arguments
+from trainlint.analysis.mode_free import mode_free_helper_call
 from trainlint.analysis.names import dotted, expression_facts
 from trainlint.analysis.project import constructor_summary, passed_models
 from trainlint.analysis.torch_api import MODE_DEPENDENT_LAYER, SET_GRAD_ENABLED
@@ -551,16 +553,27 @@ class Evaluation:
     # -- the model ----------------------------------------------------------------------
     def model_has_mode_layers(self, p: EvalPass) -> bool:
         """False only when the model's definition is visible and has no dropout/norm layer,
-        or when its class is imported from a module that cannot be seen."""
+        when its class is imported from a module that cannot be seen, or when it is a plain
+        function (analysis/callables.py), here or in what every caller passes."""
         func = self.model_expr(p.model_call)
-        passed = passed_models(self, p.model_call.function, func, p.model_call)  # by callers in other modules
+        # by callers in other modules, also through same-module callers that hand it on
+        passed = passed_models(self, p.model_call.function, func, p.model_call, through_callers=True)
         if passed is not None:
             return any(s is None or s["mode_layers"] for s in passed)
         cands = self._through_wrappers(self.ctx.constructions(func, p.model_call))
         if not cands:
             return True
-        for value, _ in cands:
-            if not isinstance(value, cst.Call) or self._construction_has_mode_layers(value, set()):
+        for value, site in cands:
+            if plain_function(self.ctx, value, site):
+                continue  # a function (`net = linreg`, a lambda) has no mode at all
+            if not isinstance(value, cst.Call):
+                # Not followed (a parameter no caller fills in): a call handing it its own
+                # weights (`rnn(X, state, params)`), or a parameter named after a function of
+                # the module, shows a function, not a module.
+                if passes_own_weights(self.ctx, p.model_call) or parameter_named_like_function(self.ctx, value, site):
+                    continue
+                return True
+            if self._construction_has_mode_layers(value, set()):
                 return True
         return False
 
@@ -652,8 +665,11 @@ class Evaluation:
             if MODE_DEPENDENT_LAYER.search(q) or q.endswith(".dropout") or "dropout" in q.rsplit(".", 1)[-1]:
                 return True
             if not q.startswith(("torch.", "math.", "numpy.", "np.")):
-                # A layer from elsewhere: a project class's summary says, else cannot tell.
+                # A layer from elsewhere: a project class's summary says, else cannot tell --
+                # unless it is a helper call the modes cannot reach (analysis/mode_free.py).
                 found = self.ctx.project.class_summary(q) if self.ctx.project is not None else None
+                if found is None and mode_free_helper_call(self.ctx, cls, call):
+                    continue
                 if found is None or found[0].get("mode_layers"):
                     return True
         return False

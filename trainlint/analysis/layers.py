@@ -426,3 +426,116 @@ def _norm_in_class(ctx: FileContext, cls, seen: Set[str]) -> Optional[str]:
             if found:
                 return found
     return None
+
+
+# -- what `.apply(fn)` reaches ------------------------------------------------------------------
+_GROWING_METHODS = {"append", "extend", "insert", "add_module", "register_module", "update"}
+
+
+def applied_layers(ctx: FileContext, fn) -> Optional[List[cst.Call]]:
+    """The torch.nn layer constructions a module-level function reaches when its only uses
+    are `X.apply(fn)` on containers built here of torch.nn layers (`block2 =
+    nn.Sequential(nn.Linear(5, 5))` then `block2.apply(init_42)`): `apply` runs it on `X`
+    and its descendants only, not on the whole model. None when the function is used any
+    other way, or a receiver is not such a container (a model class, a parameter, a
+    container grown after it was built)."""
+    if fn.cls is not None or fn.parent is not None:
+        return None
+    apply_args, receivers = set(), []
+    for c in ctx.facts.calls:
+        if c.attr != "apply" or c.receiver is None or len(c.node.args) != 1:  # type: ignore[attr-defined]
+            continue
+        arg = c.node.args[0].value  # type: ignore[attr-defined]
+        if isinstance(arg, cst.Name) and arg.value == fn.name:
+            apply_args.add(id(arg))
+            receivers.append((c.receiver, c))
+    if not receivers:
+        return None
+    for node in walk(ctx.module):
+        if isinstance(node, cst.Name) and node.value == fn.name and id(node) not in apply_args and node is not fn.node.name:
+            return None  # called directly, passed on, rebound: may reach anything
+    out: List[cst.Call] = []
+    for recv, at in receivers:
+        found = _torch_layers(ctx, recv, at, 0)
+        if found is None:
+            return None
+        out.extend(found)
+    return out
+
+
+def _torch_layers(ctx: FileContext, expr: cst.BaseExpression, at: Site, depth: int) -> Optional[List[cst.Call]]:
+    """The torch.nn layers `expr` is built of, as `apply` at `at` finds them: a torch.nn
+    layer, a container's elements, and what `add_module`/`append` added to a container
+    name before `at`. None when some part cannot be read."""
+    if depth > 6:
+        return None
+    if isinstance(expr, cst.Name):
+        sites = ctx.reaching(expr.value, at)
+        if len(sites) != 1 or sites[0].op != "=" or sites[0].value is None:
+            return None
+        bound = sites[0]
+        out = _torch_layers(ctx, bound.value, bound, depth + 1)  # type: ignore[arg-type]
+        if out is None:
+            return None
+        added = _added_to(ctx, expr.value, bound, at)
+        if added is None:
+            return None
+        for layer, site in added:
+            found = _torch_layers(ctx, layer, site, depth + 1)
+            if found is None:
+                return None
+            out.extend(found)
+        return out
+    value = ctx.unwrap_model(expr)
+    if not isinstance(value, cst.Call):
+        return None
+    q = ctx.qualname(value.func) or ""
+    if not q.startswith("torch.nn."):
+        return None  # a class or factory of its own: not read here
+    if q not in _CONTAINERS:
+        return [value]
+    if q == "torch.nn.ModuleDict":
+        return None
+    out = []
+    for a in value.args:
+        if a.star or a.keyword is not None:
+            return None
+        items = [e.value for e in a.value.elements] if isinstance(a.value, (cst.List, cst.Tuple)) else [a.value]
+        for item in items:
+            if isinstance(item, (cst.StarredElement, cst.IfExp)):
+                return None
+            found = _torch_layers(ctx, item, at, depth + 1)
+            if found is None:
+                return None
+            out.extend(found)
+    return out
+
+
+def _added_to(ctx: FileContext, name: str, bound, at: Site):
+    """(layer, site) pairs that `name.add_module(key, layer)` / `name.append(layer)` add to
+    the container bound at `bound`, before `at`, in the same function; None when the
+    container is changed any other way (items replaced, attributes set, extended)."""
+    out = []
+    for c in ctx.facts.calls:
+        if c.receiver is None or dotted(c.receiver) != name or c.function is not bound.function:
+            continue
+        if c.order <= bound.order or (c.order >= at.order and c.function is at.function):
+            continue
+        if c.attr in ("add_module", "register_module"):
+            layer = c.arg(1, "module")
+        elif c.attr == "append":
+            layer = c.positional(0)
+        elif c.attr in _GROWING_METHODS:
+            return None
+        else:
+            continue
+        if layer is None:
+            return None
+        out.append((layer, c))
+    for a in ctx.facts.assigns:
+        if a.function is not bound.function or a.order <= bound.order:
+            continue
+        for t in a.targets:
+            if isinstance(t, (cst.Subscript, cst.Attribute)) and dotted(t.value) == name:
+                return None
+    return out

@@ -37,7 +37,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from trainlint.analysis.context import FileContext
     from trainlint.cache import Cache
 
-SUMMARY_VERSION = 4  # 2: flag-gated activations, dataset classes' own ordering; 3: tuple elements, loss classes; 4: forward's output kind
+SUMMARY_VERSION = 5  # 2: flag-gated activations, dataset classes' own ordering; 3: tuple elements, loss classes; 4: forward's output kind; 5: functions passed as models, helper calls modes cannot reach
 MAX_HOPS = 3  # re-exports, star imports and factories followed, in all
 MAX_MODULE_BYTES = 2_000_000  # a generated or data module: not worth parsing for facts
 # Roots that are never a project module: PyTorch and its family (see precheck.TORCH_ROOTS),
@@ -215,12 +215,19 @@ def _passed_model(ctx: "FileContext", ev, expr, at) -> Optional[List[list]]:
     hold: `["local", is_module, has_mode_layers]` when this module decides it (a class of
     its own, a torch.nn construction, a model zoo's), `["class", qualname]` for an imported
     class the callee's lint looks up in the project (`ProjectView._passed_state`: a summary
-    is this module's facts alone). None: not a construction that can be followed."""
+    is this module's facts alone), `["function"]` for a plain function or lambda (no modes,
+    analysis/callables.py). None: not a construction that can be followed."""
     import libcst as cst
+
+    from trainlint.analysis.callables import plain_function
 
     out: List[list] = []
     try:
-        for value, _ in ctx.constructions(expr, at):
+        for value, site in ctx.constructions(expr, at):
+            if plain_function(ctx, value, site):
+                if ["function"] not in out:
+                    out.append(["function"])
+                continue
             if not isinstance(value, cst.Call):
                 return None
             cls = ctx.class_named(value.func.value) if isinstance(value.func, cst.Name) else None
@@ -250,24 +257,33 @@ def _inner_calls(call):
         yield from walk(a.value)
 
 
-def passed_models(ev, fn, expr, at) -> Optional[List[Optional[dict]]]:
+def passed_models(ev, fn, expr, at, through_callers: bool = False) -> Optional[List[Optional[dict]]]:
     """What the callers in other modules pass for the model `expr` of the module-level
     function `fn`, when `expr` is one of its parameters and only such callers exist (one
     state per caller, see `ProjectView._passed_state`; None for an argument not passed or
-    not followed); None when the model is not a parameter or there are no such callers."""
+    not followed); None when the model is not a parameter or there are no such callers.
+    With `through_callers`, `fn`'s same-module callers may hand the model on from a
+    parameter of their own (`train_and_predict(rnn, ...)` calling `predict(..., rnn, ...)`):
+    then the callers in other modules of the function that parameter belongs to count."""
     import libcst as cst
 
     ctx = ev.ctx
-    if fn is None or fn.cls is not None or fn.parent is not None or ctx.callers(fn):
+    if fn is None or (not through_callers and (fn.cls is not None or fn.parent is not None or ctx.callers(fn))):
         return None
     try:
         cands = ctx.constructions(expr, at)
     except RecursionError:
         return None
-    names = {v.value for v, site in cands if isinstance(v, cst.Name) and site.function is fn}
-    if not cands or len(names) != 1 or len(cands) != 1:
+    if len(cands) != 1 or not isinstance(cands[0][0], cst.Name):
         return None
-    name = names.pop()
+    value, site = cands[0]
+    if site.function is not fn:
+        if not through_callers:
+            return None
+        fn = site.function
+    if fn is None or fn.cls is not None or fn.parent is not None or ctx.callers(fn):
+        return None
+    name = value.value
     if name not in fn.params:
         return None
     external = ev._external_callers(fn)
@@ -618,6 +634,9 @@ class ProjectView:
         for entry in entries:
             if entry[0] == "local":
                 states.append((entry[1], entry[2]))
+                continue
+            if entry[0] == "function":
+                states.append((False, False))  # a function: not a module, and no modes
                 continue
             q = entry[1]
             found = self._resolve(q, importer, 0)

@@ -389,8 +389,10 @@ class Training:
         if call.qualname is not None or (isinstance(func, cst.Name) and func.value in self.ctx.imports.alias):
             return False
         name = dotted(func) or ""
-        if isinstance(func, cst.Name) and self.ctx.function_named(func.value, call.function) is not None:
-            return False
+        if isinstance(func, cst.Name) and self.ctx.function_named(func.value, call.function) is not None and not any(
+            func.value in f.params for f in self.ctx.enclosing_function_chain(call.function)
+        ):
+            return False  # a helper function, unless a parameter of that name hides it
         if isinstance(func, cst.Name) and self.ctx.class_named(func.value) is not None:
             return False  # constructing, not running
         cls = self.ctx.instance_class(func, call)

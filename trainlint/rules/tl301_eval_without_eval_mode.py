@@ -49,7 +49,11 @@ class EvalWithoutEvalMode(Rule):
     pessimistic, depend on the batch size, and the BatchNorm statistics drift towards the
     validation data. The rule stays silent when the model's class is visible and has no
     dropout or normalisation layer (then the modes behave the same), followed through a
-    wrapper's constructor and through a list of models (`for model in models`).
+    wrapper's constructor and through a list of models (`for model in models`); a helper the
+    class calls that is handed no submodule, no `self` and no `self.training` does not make
+    its layers unknown. It stays silent, too, when the model is a plain function (from-scratch
+    code: `net = linreg`, a lambda, a callable handed its own trainable weights as in
+    `rnn(X, state, params)`), which has no mode at all.
 
     ## Example
     ```python
@@ -313,6 +317,90 @@ class EvalWithoutEvalMode(Rule):
 
         dense_prediction(models[:5])
         """,
+        """
+        import torch
+        # a plain function as the model (from-scratch linear regression): no train/eval mode
+        def linreg(X, w, b):
+            return torch.mm(X, w) + b
+
+        def train(features, labels, loader):
+            net = linreg
+            w = torch.zeros((features.shape[1], 1), requires_grad=True)
+            b = torch.zeros(1, requires_grad=True)
+            def eval_loss():
+                return ((net(features, w, b) - labels) ** 2).mean().item()
+            for X, y in loader:
+                ((net(X, w, b) - y) ** 2).mean().backward()
+            return eval_loss()
+        """,
+        """
+        import torch
+        # the only caller hands over a lambda
+        def linreg(X, w, b):
+            return torch.mm(X, w) + b
+
+        def evaluate_loss(net, data_iter, loss):
+            return sum(loss(net(X), y).sum().item() for X, y in data_iter)
+
+        def train(data_iter, loss, w, b):
+            net = lambda X: linreg(X, w, b)
+            with torch.no_grad():
+                return evaluate_loss(net, data_iter, loss)
+        """,
+        """
+        import torch
+        # a functional RNN: no caller says what `rnn` is, but it is handed its weights, which
+        # the training loop updates by hand from their gradients
+        def predict_rnn(prefix, num_chars, rnn, params, state, vocab):
+            output = [vocab[prefix[0]]]
+            for t in range(num_chars):
+                X = torch.nn.functional.one_hot(torch.tensor([output[-1]]), len(vocab)).float()
+                Y, state = rnn(X, state, params)
+                output.append(int(Y.argmax(dim=1).item()))
+            return output
+
+        def train_and_predict_rnn(rnn, params, data_iter, state, vocab, loss):
+            for X, Y in data_iter:
+                outputs, state = rnn(X, state, params)
+                loss(outputs, Y).backward()
+                with torch.no_grad():
+                    for p in params:
+                        p -= 0.1 * p.grad
+            print(predict_rnn("ab", 10, rnn, params, state, vocab))
+        """,
+        """
+        import torch
+        import torch.nn as nn
+        import mylib
+        # an outside helper in forward that gets no module, no `self`, no `self.training`
+        # (only a number kept on self) cannot depend on the mode: the class has no dropout/norm
+        class RNNModel(nn.Module):
+            def __init__(self, rnn_layer, vocab_size):
+                super().__init__()
+                self.rnn = rnn_layer
+                self.vocab_size = vocab_size
+                self.dense = nn.Linear(rnn_layer.hidden_size, vocab_size)
+            def forward(self, inputs, state):
+                X = mylib.to_onehot(inputs, self.vocab_size)
+                Y, state = self.rnn(torch.stack(X), state)
+                return self.dense(Y.view(-1, Y.shape[-1])), state
+
+        model = RNNModel(nn.RNN(input_size=10, hidden_size=256), 10)
+        @torch.no_grad()
+        def predict(loader):
+            return [model(x, None) for x in loader]
+        """,
+        """
+        import torch
+        # a parameter named after the module's own functional model, no caller in sight
+        def rnn(inputs, state, params):
+            W, b = params
+            return [x @ W + b for x in inputs], state
+
+        def predict_rnn(prefix, rnn, params, state):
+            Y, state = rnn([torch.tensor(prefix)], state, params)
+            return Y[0].argmax(1)
+        """,
     )
     INVALID = (
         """
@@ -503,6 +591,111 @@ class EvalWithoutEvalMode(Rule):
                 for batch in self.test_loader:
                     preds.append(self.model(batch))
                 return preds
+        """,
+        """
+        import torch
+        # near-miss of the functional RNN: the state handed over is no weight (no gradient
+        # read, no optimizer), so `rnn` may be any module
+        def predict_rnn(prefix, num_chars, rnn, vocab):  # !
+            state = torch.zeros(1, 256)
+            output = [vocab[prefix[0]]]
+            for t in range(num_chars):
+                Y, state = rnn(torch.tensor([[output[-1]]]), state)
+                output.append(int(Y.argmax(dim=1).item()))
+            return output
+        """,
+        """
+        import torch
+        # near-miss: the input that requires grad is the first argument, not a weight
+        def predict(model, images):  # !
+            x = torch.tensor(images, requires_grad=True)
+            return model(x).argmax(1)
+        """,
+        """
+        import torch
+        import torch.nn as nn
+        # near-miss of the lambda: the only caller passes a module with dropout
+        def evaluate_loss(net, data_iter, loss):  # !
+            return sum(loss(net(X), y).sum().item() for X, y in data_iter)
+
+        def train(data_iter, loss):
+            net = nn.Sequential(nn.Linear(4, 8), nn.Dropout(0.5), nn.Linear(8, 1))
+            with torch.no_grad():
+                return evaluate_loss(net, data_iter, loss)
+        """,
+        """
+        import torch
+        import torch.nn as nn
+        import mylib
+        # near-miss of the outside helper: what it builds is kept as a child (outside __init__)
+        class Net(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.fc = nn.Linear(10, 10)
+                self.blocks = nn.ModuleList()
+            def grow(self):
+                self.blocks.append(mylib.make_block(10))
+            def forward(self, x):
+                for block in self.blocks:
+                    x = block(x)
+                return self.fc(x)
+
+        model = Net()
+        @torch.no_grad()
+        def predict(loader):  # !
+            return [model(x) for x in loader]
+        """,
+        """
+        import torch
+        import torch.nn as nn
+        import mylib
+        # near-miss of the outside helper: it is told the mode
+        class Net(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.fc = nn.Linear(10, 10)
+            def forward(self, x):
+                return self.fc(mylib.noise(x, self.training))
+
+        model = Net()
+        @torch.no_grad()
+        def predict(loader):  # !
+            return [model(x) for x in loader]
+        """,
+        """
+        import torch
+        import torch.nn as nn
+        import mylib
+        # near-miss of the outside helper: it is handed the model itself
+        class Net(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.fc = nn.Linear(10, 10)
+            def forward(self, x):
+                return self.fc(mylib.run_blocks(self, x))
+
+        model = Net()
+        @torch.no_grad()
+        def predict(loader):  # !
+            return [model(x) for x in loader]
+        """,
+        """
+        import torch
+        import torch.nn as nn
+        import mylib
+        # near-miss of the outside helper: it builds a child the file cannot see
+        class Net(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.fc = nn.Linear(10, 10)
+                self.extra = mylib.make_block(10)
+            def forward(self, x):
+                return self.fc(self.extra(x))
+
+        model = Net()
+        @torch.no_grad()
+        def predict(loader):  # !
+            return [model(x) for x in loader]
         """,
     )
 

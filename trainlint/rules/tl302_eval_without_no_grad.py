@@ -137,6 +137,15 @@ class EvalWithoutNoGrad(Rule):
             trainer.load_state_dict(args.load_model)
             return trainer.predict(args.begin, args.predict_len)
         """,
+        """
+        import torch
+        # `net` here is the module's helper function, not a parameter: a plain call
+        def net(X):
+            return X.softmax(1)
+
+        def evaluate(val_loader):
+            return [net(X) for X, _ in val_loader]
+        """,
     )
     INVALID = (
         """
@@ -209,6 +218,18 @@ class EvalWithoutNoGrad(Rule):
             def fit(self):
                 for epoch in range(3):
                     self.validate()
+        """,
+        """
+        import torch
+        # a parameter `rnn` hides the module's `def rnn`: whatever is passed in runs here,
+        # its weights requiring grad (a functional RNN handed its params)
+        def rnn(inputs, state, params):
+            W, b = params
+            return [x @ W + b for x in inputs], state
+
+        def predict_rnn(prefix, rnn, params, state):  # !
+            Y, state = rnn([torch.tensor(prefix)], state, params)
+            return Y[0].argmax(1)
         """,
     )
 

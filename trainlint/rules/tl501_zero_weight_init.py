@@ -7,6 +7,7 @@ import libcst as cst
 
 from trainlint.analysis.facts import AssignSite, CallSite, Site
 from trainlint.analysis.layers import (
+    applied_layers,
     built_in_chain,
     conditions,
     looped_layers,
@@ -144,7 +145,9 @@ class ZeroWeightInit(Rule):
     a LoRA `lora_B`, the last `nn.Sequential` layer, the last norm of a residual block) are
     fine. Inits under a name or flag condition (`if name.startswith("head")`) are not reported,
     nor a type-wide init when the file does not show at least two layers of that type (the
-    only `nn.Linear` of a CNN is its classifier; a model built elsewhere cannot be seen).
+    only `nn.Linear` of a CNN is its classifier; a model built elsewhere cannot be seen), or
+    when it is only `apply`-ed to a sub-block built here that holds fewer than two
+    (`block2.apply(init_fn)` reaches `block2`'s layers, not the whole model's).
 
     ## Example
     ```python
@@ -279,6 +282,39 @@ class ZeroWeightInit(Rule):
                 if isinstance(m, nn.Linear):
                     nn.init.zeros_(m.weight)
         """,
+        """
+        import torch
+        from torch import nn
+        # `apply` on a sub-block reaches that block's layers only: here the model's last one
+        block1 = nn.Sequential(nn.Linear(2, 5, bias=False), nn.ReLU())
+        block2 = nn.Sequential(nn.Linear(5, 5, bias=False))
+        model = nn.Sequential(block1, block2)
+        def xavier(m):
+            if type(m) == nn.Linear:
+                torch.nn.init.xavier_uniform_(m.weight)
+        def init_42(m):
+            if type(m) == nn.Linear:
+                torch.nn.init.constant_(m.weight, 42)
+        block1.apply(xavier)
+        block2.apply(init_42)
+        """,
+        """
+        import torch
+        from torch import nn
+        # the same, with the blocks filled by add_module
+        block1 = nn.Sequential()
+        block1.add_module("Linear_1", nn.Linear(2, 5, bias=False))
+        block1.add_module("relu", nn.ReLU())
+        block2 = nn.Sequential()
+        block2.add_module("Linear_2", nn.Linear(5, 5, bias=False))
+        model = nn.Sequential()
+        model.add_module("first", block1)
+        model.add_module("second", block2)
+        def init_42(m):
+            if type(m) == nn.Linear:
+                torch.nn.init.constant_(m.weight, 42)
+        block2.apply(init_42)
+        """,
     )
     INVALID = (
         """
@@ -373,6 +409,35 @@ class ZeroWeightInit(Rule):
                 self.params["W2"] = np.zeros((hidden_size, output_size))
                 self.params["b2"] = np.zeros(output_size)
         """,
+        """
+        import torch
+        from torch import nn
+        # near-miss of `apply` on a sub-block: that block holds two Linear layers
+        block1 = nn.Sequential()
+        block1.add_module("Linear_1", nn.Linear(2, 5, bias=False))
+        block2 = nn.Sequential()
+        block2.add_module("Linear_2", nn.Linear(5, 5, bias=False))
+        block2.add_module("relu", nn.ReLU())
+        block2.add_module("Linear_3", nn.Linear(5, 5, bias=False))
+        model = nn.Sequential(block1, block2)
+        def init_42(m):
+            if type(m) == nn.Linear:
+                torch.nn.init.constant_(m.weight, 42)  # !
+        block2.apply(init_42)
+        """,
+        """
+        import torch
+        from torch import nn
+        # near-miss of `apply` on a sub-block: the whole model gets it too
+        block1 = nn.Sequential(nn.Linear(2, 5, bias=False), nn.ReLU())
+        block2 = nn.Sequential(nn.Linear(5, 5, bias=False))
+        model = nn.Sequential(block1, block2)
+        def init_42(m):
+            if type(m) == nn.Linear:
+                torch.nn.init.constant_(m.weight, 42)  # !
+        block2.apply(init_42)
+        model.apply(init_42)
+        """,
     )
 
     def check(self, ctx) -> Iterator[Report]:
@@ -419,6 +484,11 @@ class ZeroWeightInit(Rule):
             if not isinstance(layer, cst.Name) or self._output_scope(ctx, layer, site):
                 return None
             if self._single_layer(ctx, guard):
+                return None
+            # `block.apply(init_fn)` reaches that block's layers only (the model's last one,
+            # say): count those.
+            applied = applied_layers(ctx, site.function) if site.function is not None else None
+            if applied is not None and self._guarded_count(ctx, guard, [ctx.call_site(n) for n in {id(n): n for n in applied}.values()]) < 2:
                 return None
             return (
                 f"every `{guard.label}` layer's weight is set to {what}: the units of each layer start "
@@ -501,17 +571,23 @@ class ZeroWeightInit(Rule):
         """The file does not show two or more layers of the guarded types. With one, the init
         targets that layer (typically the classifier: deliberate); with none, the model is
         built elsewhere (`resnet18()` has a single Linear) and the analysis cannot tell."""
+        return ZeroWeightInit._guarded_count(ctx, guard, ctx.facts.calls) < 2
+
+    @staticmethod
+    def _guarded_count(ctx, guard, calls) -> int:
+        """How many layers of the guarded types `calls` build (one built in a chain counts
+        as several)."""
         wanted = [part.strip() for part in guard.label.split(",")]
         names = {w.rsplit(".", 1)[-1] for w in wanted if not w.startswith(("'", '"'))}
         subs = [w.strip("'\"") for w in wanted if w.startswith(("'", '"'))]
         built = 0
-        for c in ctx.facts.calls:
-            if not is_weight_layer_qualname(c.qualname):
+        for c in calls:
+            if c is None or not is_weight_layer_qualname(c.qualname):
                 continue
             last = (c.qualname or "").rsplit(".", 1)[-1]
             if last in names or any(sub in last for sub in subs):
                 built += 2 if built_in_chain(ctx, c) else 1
-        return built < 2
+        return built
 
     @staticmethod
     def _output_scope(ctx, layer: cst.Name, site: Site) -> bool:
