@@ -24,6 +24,21 @@ MUTATING_METHODS = {"update", "setdefault", "__setitem__"}
 MAX_DEPTH = 6
 
 
+def _runs_within(ctx, inner, fn, seen: set) -> bool:
+    """Code of function `inner` may run while `fn` is active: `inner` is `fn`, is nested in
+    it, or is a helper called (through same-module helpers) from it -- or a call cannot be
+    followed (then it may)."""
+    scope = inner
+    while scope is not None:
+        if scope is fn:
+            return True
+        scope = scope.parent
+    if inner is None or id(inner) in seen or len(seen) > 8:
+        return inner is not None and len(seen) > 8
+    seen.add(id(inner))
+    return any(_runs_within(ctx, c.function, fn, seen) for c in ctx.facts.calls if ctx.callee(c) is inner)
+
+
 def _is_none(node: cst.BaseExpression) -> bool:
     return isinstance(node, cst.Name) and node.value == "None"
 
@@ -64,6 +79,23 @@ class CheckpointWithoutOptimizer(Rule):
     severity = "info"
 
     VALID = (
+        """
+        import torch
+        import torch.optim as optim
+        # the optimizer is rebuilt by every call of train(): no state outlives an epoch
+        net = Net()
+        def train(epoch):
+            optimizer = optim.SGD(net.parameters(), lr=lr_at(epoch), momentum=0.9)
+            for x, y in loader:
+                optimizer.zero_grad()
+                loss_fn(net(x), y).backward()
+                optimizer.step()
+        def save(epoch):
+            torch.save({"net": net.state_dict(), "epoch": epoch}, "ckpt.t7")
+        for epoch in range(200):
+            train(epoch)
+            save(epoch)
+        """,
         """
         import torch
         # each optimizer's state saved under its variable's name
@@ -182,6 +214,38 @@ class CheckpointWithoutOptimizer(Rule):
         """,
     )
     INVALID = (
+        """
+        import torch
+        import torch.optim as optim
+        # built in main(), saved by a helper main() calls: the optimizer is alive at the save
+        def save_checkpoint(state, filename="checkpoint.th"):
+            torch.save(state, filename)
+        def main():
+            model = Net()
+            optimizer = optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+            for epoch in range(200):
+                for x, y in loader:
+                    optimizer.zero_grad()
+                    loss_fn(model(x), y).backward()
+                    optimizer.step()
+                save_checkpoint({"epoch": epoch + 1, "state_dict": model.state_dict()})  # !
+        main()
+        """,
+        """
+        import torch
+        import torch.optim as optim
+        # built per call, but saved while it is alive: its momentum is lost on resume
+        net = Net()
+        def train(epochs):
+            optimizer = optim.SGD(net.parameters(), lr=0.1, momentum=0.9)
+            for epoch in range(epochs):
+                for x, y in loader:
+                    optimizer.zero_grad()
+                    loss_fn(net(x), y).backward()
+                    optimizer.step()
+                torch.save({"net": net.state_dict(), "epoch": epoch}, "ckpt.t7")  # !
+        train(200)
+        """,
         """
         import torch
         # two networks' states, neither optimizer's
@@ -327,7 +391,7 @@ class CheckpointWithoutOptimizer(Rule):
                 if not any(OPTIMIZER_TEXT.search(t) for t in texts) and not any(holds_optimizer_state(ctx, k, v, site) for k, v in entries):
                     if optimizer_saved:
                         continue
-                    if self._stateless_optimizers(ctx):
+                    if self._stateless_optimizers(ctx) or self._optimizers_local_to_a_call(ctx, saves):
                         if scheduler and not scheduler_saved:
                             yield Report(
                                 report_at,
@@ -372,6 +436,30 @@ class CheckpointWithoutOptimizer(Rule):
             momentum = c.arg(2, "momentum")
             if momentum is not None and not (isinstance(momentum, (cst.Integer, cst.Float)) and float(momentum.evaluated_value) == 0):
                 return False
+        return True
+
+    @staticmethod
+    def _optimizers_local_to_a_call(ctx, saves) -> bool:
+        """Every optimizer is a local variable of a function that builds it afresh on each
+        call and lets it go (`def train(epoch): optimizer = optim.SGD(...)`), and every save
+        is outside that function: at a save no optimizer state exists that a resumed run
+        could miss (wide-resnet.pytorch rebuilds its SGD every epoch)."""
+        built = [c for c in ctx.facts.calls if is_optimizer_qualname(c.qualname)]
+        if not built:
+            return False
+        for c in built:
+            fn = c.function
+            if fn is None:
+                return False
+            holders = [a for a in ctx.facts.assigns if a.function is fn and a.value is c.node]
+            if len(holders) != 1 or not all(isinstance(t, cst.Name) for t in holders[0].targets):
+                return False  # stored on `self`, unpacked, or handed straight on
+            names = {t.value for t in holders[0].targets}
+            for r in ctx.returns_of(fn):
+                if r.value is not None and any(isinstance(n, cst.Name) and n.value in names for n in walk(r.value)):
+                    return False  # returned to the caller: it lives on
+            if any(_runs_within(ctx, save.function, fn, set()) for save in saves):
+                return False  # saved while the optimizer is alive
         return True
 
     @classmethod
