@@ -244,6 +244,10 @@ class FileContext:
         cls = self.method_class(at.function)
         if cls is None:
             return []
+        return self.class_attr_values(cls, attr)
+
+    def class_attr_values(self, cls: ClassInfo, attr: str) -> List[AssignSite]:
+        """The assignments `self.attr = ...` in the methods of `cls`."""
         return self._self_attr_assigns.get((cls.name, attr), [])
 
     def self_aliases(self, name: str, at: Site) -> List[str]:
@@ -363,7 +367,13 @@ class FileContext:
         if not isinstance(func, cst.Name) or func.value in self.imports.alias or self.class_named(func.value) is not None:
             return None
         fn = self.function_named(func.value, at.function)
-        if fn is None or fn.decorators:
+        return self.built_by(fn) if fn is not None else None
+
+    def built_by(self, fn: FunctionInfo) -> Optional[List[Tuple[cst.BaseExpression, Site]]]:
+        """The construction every `return` of factory `fn` makes (see `factory_returns`);
+        None when `fn` is decorated, some return is not a construction, it hands back its
+        own argument, or it changes the object after building it."""
+        if fn.decorators:
             return None
         returns = self.returns_of(fn)
         if not returns or any(r.value is None for r in returns):

@@ -297,7 +297,7 @@ def _member_output(ctx: FileContext, func: cst.Attribute, at: Site, depth: int):
         if method is not None:
             found.append(_returns(ctx, method, depth))
             continue
-        assigns = ctx._self_attr_assigns.get((cls.name, attr), [])
+        assigns = ctx.class_attr_values(cls, attr)
         if not assigns:
             return None  # set by a base class or from outside: not seen here
         for a in assigns:
@@ -338,14 +338,14 @@ def _module_output(ctx: FileContext, value: cst.BaseExpression, site: Site, dept
         # A model class (or factory) of another module of the project: its summary says
         # what `forward` ends in (analysis/project.py). The construction here stands for
         # the layer that made the value, so two uses of one model are recognised.
-        from trainlint.analysis.project import constructor_summary, factory_output_summary
+        from trainlint.analysis.project import constructor_summary
 
         name = text.rsplit(".", 1)[-1]
         found = constructor_summary(ctx, value.func)
         if found is not None and found[0].get("output"):
             (kind, why), where = found[0]["output"], found[1]
             return Output(kind, f"`{name}` from {where}, whose `forward` ends in {why}", frozenset({id(value)}))
-        made = factory_output_summary(ctx, value.func) if found is None else None
+        made = ctx.project.factory_output(q) if found is None else None
         if made is not None:
             (kind, why), where = made
             return Output(kind, f"`{name}(...)` from {where}, which builds {why}", frozenset({id(value)}))
@@ -373,23 +373,10 @@ def _module_output(ctx: FileContext, value: cst.BaseExpression, site: Site, dept
 
 
 def factory_output(ctx: FileContext, fn) -> Optional[Output]:
-    """What the model a module-level factory function builds ends in, when every return
-    is a construction (names followed) and the factory does not change it after building
-    (for the project summary)."""
-    returns = ctx.returns_of(fn)
-    if not returns or any(r.value is None for r in returns) or fn.decorators:
-        return None
-    found = []
-    for r in returns:
-        if isinstance(r.value, cst.Name) and (r.value.value in fn.params and not ctx.reaching(r.value.value, r)):
-            return None
-        if isinstance(r.value, cst.Name) and ctx._changed_in(fn, r.value.value):
-            return None
-        for v, s in ctx.constructions(r.value, r):  # type: ignore[arg-type]
-            if not isinstance(v, cst.Call):
-                return None
-            found.append(_module_output(ctx, v, s, 1))
-    return _agree(found) if found else None
+    """What the model a module-level factory function builds ends in (for the project
+    summary): every construction it returns must end in the same kind."""
+    made = ctx.built_by(fn)
+    return _agree([_module_output(ctx, v, s, 1) for v, s in made]) if made else None
 
 
 def forward_output(ctx: FileContext, forward) -> Optional[Output]:

@@ -57,13 +57,10 @@ def _member(module: str, name: str) -> str:
 
 
 def _is_under(path: Path, folder: Path) -> bool:
-    for p in (path, Path(os.path.realpath(path))):  # the root is resolved, the path may not be
-        try:
-            p.relative_to(folder)
-            return True
-        except ValueError:
-            pass
-    return False
+    from trainlint.discovery import rel_to
+
+    # the root is resolved, the path may not be
+    return any(rel_to(p, folder) is not None for p in (path, Path(os.path.realpath(path))))
 
 
 def content_hash(data: bytes) -> str:
@@ -109,7 +106,7 @@ def summarise(ctx: "FileContext") -> dict:
             entry["feeds"] = feeds
         # What `forward` ends in as the outputs analysis reads it (TL205-TL208): logits, a
         # log_softmax, a ReLU, ... with its reason; None when not one kind on every path.
-        entry["output"] = _forward_output(ctx, forward)
+        entry["output"] = _output_entry(ctx, forward, of_factory=False)
         # A dataset class: whether its loader's order is its own business (TL401).
         entry["iterable_dataset"] = is_iterable_dataset_class(ctx, cls)
         entry["shuffles_itself"] = shuffles_itself(ctx, cls)
@@ -128,7 +125,7 @@ def summarise(ctx: "FileContext") -> dict:
                 entry["returns"] = made
             # a factory of torch.nn layers (`return nn.Sequential(..., nn.Linear(h, 1))`):
             # what its model ends in (TL205-TL208)
-            entry["output"] = _factory_output(ctx, fn)
+            entry["output"] = _output_entry(ctx, fn, of_factory=True)
             functions[fn.name] = entry
     # The imports, for `__init__.py` re-exports (`from .net import Net`, `from .vgg import *`).
     return {
@@ -142,40 +139,17 @@ def summarise(ctx: "FileContext") -> dict:
     }
 
 
-def _forward_output(ctx: "FileContext", forward) -> Optional[List[str]]:
-    from trainlint.analysis.outputs import forward_output
+def _output_entry(ctx: "FileContext", fn, of_factory: bool) -> Optional[List[str]]:
+    """[kind, why] of what a class's `forward` returns or a factory builds (outputs analysis)."""
+    from trainlint.analysis.outputs import factory_output, forward_output
 
-    if forward is None:
+    if fn is None:
         return None
     try:
-        out = forward_output(ctx, forward)
+        out = factory_output(ctx, fn) if of_factory else forward_output(ctx, fn)
     except RecursionError:
         return None
     return [out.kind, out.why] if out is not None else None
-
-
-def _factory_output(ctx: "FileContext", fn) -> Optional[List[str]]:
-    from trainlint.analysis.outputs import factory_output
-
-    try:
-        out = factory_output(ctx, fn)
-    except RecursionError:
-        return None
-    return [out.kind, out.why] if out is not None else None
-
-
-def factory_output_summary(ctx: "FileContext", func) -> Optional[Tuple[List[str], str]]:
-    """What the model built by a factory function of another project module ends in
-    (`model = make_scorer(12)` with `from models import make_scorer`), and where it is
-    defined."""
-    view = ctx.project
-    q = ctx.qualname(func) if view is not None else None
-    if not q:
-        return None
-    found = view._resolve(q, view.path, 0, "function")
-    if found is None or not found[0].get("output"):
-        return None
-    return found[0]["output"], view._display(Path(found[1]))
 
 
 def _evaluation_calls(ctx: "FileContext", ev) -> List[dict]:
@@ -675,6 +649,15 @@ class ProjectView:
             return None
         found = self._resolve(qualname, self.path, 0, "function")
         return found[0] if found is not None else None
+
+    def factory_output(self, qualname: Optional[str]) -> Optional[Tuple[List[str], str]]:
+        """What the model a factory function of another project module builds ends in
+        (`model = make_scorer(12)` with `from models import make_scorer`), and where the
+        factory is defined."""
+        found = self._resolve(qualname, self.path, 0, "function") if qualname else None
+        if found is None or not found[0].get("output"):
+            return None
+        return found[0]["output"], self._display(Path(found[1]))
 
     def star_class_summary(self, name: str, stars: List[str]) -> Optional[Tuple[dict, str]]:
         """`name` bound by `from m import *`: the last star-imported module that defines it."""

@@ -33,10 +33,12 @@ def _runs_within(ctx, inner, fn, seen: set) -> bool:
         if scope is fn:
             return True
         scope = scope.parent
-    if inner is None or id(inner) in seen or len(seen) > 8:
-        return inner is not None and len(seen) > 8
+    if inner is None or id(inner) in seen:
+        return False
+    if len(seen) > 8:
+        return True  # too deep to follow: it may
     seen.add(id(inner))
-    return any(_runs_within(ctx, c.function, fn, seen) for c in ctx.facts.calls if ctx.callee(c) is inner)
+    return any(_runs_within(ctx, c.function, fn, seen) for c in ctx.callers(inner))
 
 
 def _is_none(node: cst.BaseExpression) -> bool:
