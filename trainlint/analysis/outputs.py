@@ -333,8 +333,9 @@ def _module_output(ctx: FileContext, value: cst.BaseExpression, site: Site, dept
         if inner is None:
             return None
         return Output(inner.kind, f"an `nn.Sequential` ending in {inner.why}", inner.origins)
-    if ctx.project is not None and isinstance(value.func, (cst.Name, cst.Attribute)) \
-            and (q is not None or ctx.class_named(value.func.value) is None):
+    if ctx.project is not None and (
+        q is not None or (isinstance(value.func, cst.Name) and ctx.class_named(value.func.value) is None)
+    ):
         # A model class (or factory) of another module of the project: its summary says
         # what `forward` ends in (analysis/project.py). The construction here stands for
         # the layer that made the value, so two uses of one model are recognised.
